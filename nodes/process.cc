@@ -1,0 +1,85 @@
+#include "nodes/process.h"
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <unistd.h>
+#include <sys/prctl.h>
+
+#include <msgpack.hpp>
+
+#include "protocol/control.h"
+
+namespace bidmesh {
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void on_stop_signal(int) { g_stop = 1; }
+}  // namespace
+
+void install_node_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  if (std::getenv(kEnvSupervisorEndpoint) != nullptr) {
+    // Die with the supervisor; if it died before this line ran, the parent is now init.
+    const pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (parent == 1) _exit(1);
+  }
+}
+
+bool stop_requested() { return g_stop != 0; }
+
+SupervisorLink::SupervisorLink(zmq::context_t& ctx, std::string node_name) : name_(std::move(node_name)) {
+  const char* endpoint = std::getenv(kEnvSupervisorEndpoint);
+  if (endpoint == nullptr || *endpoint == '\0') return;
+  if (const char* ms = std::getenv(kEnvHeartbeatMs)) {
+    const long v = std::strtol(ms, nullptr, 10);
+    if (v > 0) interval_ = std::chrono::milliseconds(v);
+  }
+  socket_ = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
+  socket_->set(zmq::sockopt::linger, 0);
+  socket_->set(zmq::sockopt::sndhwm, 16);
+  socket_->set(zmq::sockopt::routing_id, name_);
+  socket_->connect(endpoint);
+}
+
+void SupervisorLink::send(std::string_view type) {
+  if (!socket_) return;
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(3);
+  pk.pack("type");
+  pk.pack(type);
+  pk.pack("name");
+  pk.pack(name_);
+  pk.pack("pid");
+  pk.pack(static_cast<uint64_t>(getpid()));
+  // Dropped when the supervisor is not there yet: the next beat says the same.
+  (void)socket_->send(zmq::buffer(buf.data(), buf.size()), zmq::send_flags::dontwait);
+}
+
+void SupervisorLink::ready() {
+  send(kMsgReady);
+  next_beat_ = std::chrono::steady_clock::now() + interval_;
+}
+
+void SupervisorLink::tick() {
+  if (!socket_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_beat_) return;
+  send(kMsgHeartbeat);
+  next_beat_ = now + interval_;
+}
+
+uint64_t unix_now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace bidmesh

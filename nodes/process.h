@@ -1,0 +1,50 @@
+// What every node process shares: stop signals and the link to its supervisor.
+//
+// Signals: SIGTERM and SIGINT only set a flag (stop_requested()); the node's loop polls with a
+// bounded timeout, sees the flag, drains and exits. PR_SET_PDEATHSIG is set when a supervisor
+// launched the process, so a node never outlives it.
+//
+// SupervisorLink: when the environment names a supervisor (BIDMESH_SUPERVISOR, set by the
+// supervisor), sends `ready` once and a `heartbeat` every interval from the serving loop, so a
+// loop that hangs stops beating and is replaced. Without a supervisor every call is a no-op.
+// Thread-compatible: owned and used by the serving thread only.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+namespace bidmesh {
+
+// Installs the SIGTERM/SIGINT flag handlers and, under a supervisor, PR_SET_PDEATHSIG(SIGKILL)
+// with a getppid() re-check (exits at once if the parent is already gone).
+void install_node_signal_handlers();
+bool stop_requested();
+
+class SupervisorLink {
+ public:
+  SupervisorLink(zmq::context_t& ctx, std::string node_name);
+  SupervisorLink(const SupervisorLink&) = delete;
+  SupervisorLink& operator=(const SupervisorLink&) = delete;
+
+  // Call once the node serves (sockets bound, storage open).
+  void ready();
+  // Call on every loop turn: sends a heartbeat when one is due. Never blocks.
+  void tick();
+  // The longest a loop may wait before calling tick() again.
+  std::chrono::milliseconds max_wait() const { return interval_; }
+
+ private:
+  void send(std::string_view type);
+  std::string name_;
+  std::unique_ptr<zmq::socket_t> socket_;  // null when no supervisor
+  std::chrono::milliseconds interval_{500};
+  std::chrono::steady_clock::time_point next_beat_{};
+};
+
+// Milliseconds since the unix epoch (wall clock), as `ts` and `closes_at` use.
+uint64_t unix_now_ms();
+
+}  // namespace bidmesh

@@ -1,0 +1,137 @@
+// Requests, replies and feed events of the wire contract (docs/protocol.md, v1), and their
+// MessagePack encoding. Decoding never trusts its input: the size is checked before anything
+// is unpacked, unpacking runs under limits on depth, array, map, string and bin sizes, the whole
+// frame must be consumed, and every field is type- and range-checked.
+// Thread-safe: pure functions; results are owned by the caller.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "protocol/errors.h"
+
+namespace bidmesh {
+
+enum class Op { open, bid, close, get, history, ping };
+
+std::optional<Op> parse_op(std::string_view name);
+std::string_view op_name(Op op);
+// Writes are remembered by (item, id) for idempotent retries; reads are not.
+bool op_is_write(Op op);
+
+inline constexpr std::size_t kDefaultMaxRequestBytes = 4096;
+inline constexpr std::size_t kTransportMaxBytes = 64 * 1024;  // ZMQ_MAXMSGSIZE on client sockets
+inline constexpr std::size_t kMaxIdBytes = 64;
+inline constexpr uint64_t kDefaultHistoryLimit = 100;
+inline constexpr uint64_t kMaxHistoryLimit = 1000;
+
+// True for 1..64 bytes of [A-Za-z0-9_-] (items and bidders).
+bool is_valid_identifier(std::string_view s);
+
+// One request, with the defaults of the contract applied.
+struct Request {
+  Op op = Op::ping;
+  std::string id;                      // 1..64 bytes, any content
+  std::string item;                    // open, bid, close, get, history
+  std::string bidder;                  // bid
+  uint64_t amount = 0;                 // bid, >= 1
+  uint64_t start = 1;                  // open, >= 1
+  uint64_t increment = 1;              // open, >= 1
+  std::optional<uint64_t> closes_at;   // open, unix ms, in the future when decoded
+  uint64_t after = 0;                  // history
+  uint64_t limit = kDefaultHistoryLimit;  // history, capped at kMaxHistoryLimit
+
+  // The write's content once defaults are applied, as a canonical string: two requests with the
+  // same (item, id) and different fingerprints are a `conflict`.
+  std::string fingerprint() const;
+};
+
+// Why a frame was refused before it reached an item. `id` is the request's id where it could be
+// read (never for too_large).
+struct DecodeError {
+  ErrorCode code = ErrorCode::bad_request;
+  std::string message;
+  std::optional<std::string> id;
+};
+
+// Full decode and validation of one request frame. `now_ms` judges `closes_at` (must be later).
+std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64_t now_ms,
+                                                  std::size_t max_request_bytes = kDefaultMaxRequestBytes);
+
+// What the router needs to route a frame: only `op`, `id` and `item` are read and checked
+// (for ping: no item). Other fields are left to the owner.
+struct RouteInfo {
+  Op op = Op::ping;
+  std::string id;
+  std::string item;
+};
+std::variant<RouteInfo, DecodeError> peek_route(std::string_view frame,
+                                                std::size_t max_request_bytes = kDefaultMaxRequestBytes);
+
+// A reply field value: nil, bool, unsigned integer or string.
+struct Nil {};
+using Value = std::variant<Nil, bool, uint64_t, std::string>;
+struct Field {
+  std::string key;
+  Value value;
+};
+inline Value opt_value(const std::optional<uint64_t>& v) { return v ? Value{*v} : Value{Nil{}}; }
+inline Value opt_value(const std::optional<std::string>& v) { return v ? Value{*v} : Value{Nil{}}; }
+
+// {ok: true, id, ...fields}
+std::string encode_ok(std::string_view id, const std::vector<Field>& fields = {});
+// {ok: false, id (or nil), error, message, ...extra}
+std::string encode_error(const std::optional<std::string>& id, ErrorCode code, std::string_view message,
+                         const std::vector<Field>& extra = {});
+inline std::string encode_error(const DecodeError& e) { return encode_error(e.id, e.code, e.message); }
+// {ok: true, id, item, events: [...]}: each element of `encoded_events` is one MessagePack map as
+// made by encode_event, spliced in as it is (no re-encoding).
+std::string encode_history_ok(std::string_view id, std::string_view item,
+                              const std::vector<std::string_view>& encoded_events);
+
+enum class EventKind { open, max, closed };
+std::string_view event_kind_name(EventKind kind);
+
+// One item event, as on the feed and in `history`.
+struct Event {
+  EventKind kind = EventKind::open;
+  std::string item;
+  uint64_t seq = 0;
+  uint64_t ts = 0;                      // unix ms
+  std::optional<uint64_t> amount;       // max: the bid; closed: the winning amount or nil
+  std::optional<std::string> bidder;    // max: the bidder; closed: the winner or nil
+};
+
+// The feed body: {event, item, seq, ts, (max: amount, bidder) | (closed: winner, amount)}.
+std::string encode_event(const Event& e);
+std::optional<Event> decode_event(std::string_view body);
+// "item/<item>/": the trailing slash makes a per-item subscription exact.
+std::string feed_topic(std::string_view item);
+inline constexpr std::string_view kFeedTopicPrefix = "item/";
+
+// A decoded reply for clients and tests: the map's fields by key.
+struct Reply {
+  bool ok = false;
+  std::optional<std::string> id;
+  std::optional<std::string> error;    // code name, when !ok
+  std::optional<std::string> message;
+  std::vector<Field> fields;           // every top-level field but `events`, in wire order
+  std::vector<Event> events;           // history only
+  const Value* find(std::string_view key) const;
+  std::optional<uint64_t> u64(std::string_view key) const;
+  std::optional<std::string> str(std::string_view key) const;
+};
+std::optional<Reply> decode_reply(std::string_view frame);
+
+// Any MessagePack frame (reply or event) as one line of JSON, for tools (limits applied).
+std::string msgpack_to_json(std::string_view frame);
+
+// Encode a request (for clients, tools and tests). Optional fields that are nil are left out.
+std::string encode_request(const Request& r);
+
+}  // namespace bidmesh

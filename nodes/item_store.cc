@@ -1,0 +1,675 @@
+// ItemStore: see item_store.h for the guarantees and the LMDB layout.
+//
+// Failure handling: every LMDB call's return code is passed up as an int (0 = success, else an
+// LMDB or errno code, or kBadRecord). apply_batch aborts the write transaction at the first
+// non-zero code; nothing of the batch is kept and every write gets `internal`.
+#include "nodes/item_store.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "protocol/errors.h"
+
+namespace bidmesh {
+
+namespace {
+
+constexpr int kBadRecord = -30000;  // a stored record that does not parse (outside LMDB's codes)
+constexpr std::string_view kFormatVersion = "1";
+constexpr uint64_t kFailedTxnRetryMs = 1000;  // auto-close-only txns after a failure: at most 1/s
+
+void append_u64(std::string& out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+void append_u32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+uint64_t read_u64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+uint32_t read_u32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+std::string_view to_sv(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+
+// item '\0' suffix: the key of events and requests. Items never contain '\0', so the first '\0'
+// ends the item and keys of one item form one contiguous range.
+std::string item_key(std::string_view item, std::string_view suffix) {
+  std::string k;
+  k.reserve(item.size() + 1 + suffix.size());
+  k.append(item);
+  k.push_back('\0');
+  k.append(suffix);
+  return k;
+}
+std::string event_key(std::string_view item, uint64_t seq) {
+  std::string s;
+  append_u64(s, seq);
+  return item_key(item, s);
+}
+std::string deadline_key(uint64_t closes_at, std::string_view item) {
+  std::string k;
+  append_u64(k, closes_at);
+  k.append(item);
+  return k;
+}
+
+// ItemState value, format 1:
+//   [0] 1 (format)   [1] 0 open / 1 closed   [2] flags: 1 = has max+bidder, 2 = has closes_at
+//   [3..51) u64 seq, bids, start, increment, max, closes_at (0 where absent)   [51..) bidder
+constexpr std::size_t kStateFixed = 51;
+std::string encode_state(const ItemState& s) {
+  std::string out;
+  out.reserve(kStateFixed + (s.bidder ? s.bidder->size() : 0));
+  out.push_back(1);
+  out.push_back(s.closed ? 1 : 0);
+  out.push_back(static_cast<char>((s.max ? 1 : 0) | (s.closes_at ? 2 : 0)));
+  append_u64(out, s.seq);
+  append_u64(out, s.bids);
+  append_u64(out, s.start);
+  append_u64(out, s.increment);
+  append_u64(out, s.max.value_or(0));
+  append_u64(out, s.closes_at.value_or(0));
+  if (s.max) out.append(*s.bidder);
+  return out;
+}
+bool decode_state(std::string_view in, ItemState* s) {
+  if (in.size() < kStateFixed || in[0] != 1) return false;
+  const char* p = in.data();
+  const unsigned flags = static_cast<unsigned char>(p[2]);
+  s->closed = p[1] != 0;
+  s->seq = read_u64(p + 3);
+  s->bids = read_u64(p + 11);
+  s->start = read_u64(p + 19);
+  s->increment = read_u64(p + 27);
+  s->max.reset();
+  s->bidder.reset();
+  s->closes_at.reset();
+  if (flags & 1) {
+    s->max = read_u64(p + 35);
+    s->bidder = std::string(in.substr(kStateFixed));
+  }
+  if (flags & 2) s->closes_at = read_u64(p + 43);
+  return true;
+}
+
+// requests value: u64 stored_at, u32 fingerprint length, fingerprint, reply bytes.
+struct RequestRecord {
+  uint64_t stored_at = 0;
+  std::string_view fingerprint;
+  std::string_view reply;
+};
+std::string encode_record(uint64_t stored_at, std::string_view fingerprint, std::string_view reply) {
+  std::string out;
+  out.reserve(12 + fingerprint.size() + reply.size());
+  append_u64(out, stored_at);
+  append_u32(out, static_cast<uint32_t>(fingerprint.size()));
+  out.append(fingerprint);
+  out.append(reply);
+  return out;
+}
+bool decode_record(std::string_view in, RequestRecord* r) {
+  if (in.size() < 12) return false;
+  r->stored_at = read_u64(in.data());
+  const uint32_t fp_len = read_u32(in.data() + 8);
+  if (in.size() - 12 < fp_len) return false;
+  r->fingerprint = in.substr(12, fp_len);
+  r->reply = in.substr(12 + fp_len);
+  return true;
+}
+
+// Aborts the transaction unless it was committed.
+class Txn {
+ public:
+  Txn() = default;
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  ~Txn() {
+    if (txn_ != nullptr) mdb_txn_abort(txn_);
+  }
+  int begin(MDB_env* env, unsigned flags) { return mdb_txn_begin(env, nullptr, flags, &txn_); }
+  int commit() {
+    const int rc = mdb_txn_commit(txn_);
+    txn_ = nullptr;  // freed by LMDB whether or not the commit succeeded
+    return rc;
+  }
+  MDB_txn* get() const { return txn_; }
+
+ private:
+  MDB_txn* txn_ = nullptr;
+};
+
+class Cursor {
+ public:
+  Cursor() = default;
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  ~Cursor() {
+    if (cursor_ != nullptr) mdb_cursor_close(cursor_);
+  }
+  int open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, &cursor_); }
+  int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(cursor_, k, v, op); }
+
+ private:
+  MDB_cursor* cursor_ = nullptr;
+};
+
+int get_value(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view* out) {
+  MDB_val k = to_val(key), v{};
+  const int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == 0) *out = to_sv(v);
+  return rc;
+}
+
+// Loads an item; *found is false (and rc 0) when it was never opened.
+int load_state(MDB_txn* txn, MDB_dbi items, std::string_view item, ItemState* s, bool* found) {
+  std::string_view raw;
+  const int rc = get_value(txn, items, item, &raw);
+  *found = false;
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  if (!decode_state(raw, s)) return kBadRecord;
+  *found = true;
+  return 0;
+}
+
+std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+}  // namespace
+
+struct ItemStore::Env {
+  MDB_env* env = nullptr;
+  MDB_dbi meta = 0, items = 0, events = 0, requests = 0, expiry = 0, deadlines = 0;
+  int lock_fd = -1;
+  ~Env() {
+    if (env != nullptr) mdb_env_close(env);
+    if (lock_fd >= 0) ::close(lock_fd);  // releases the flock
+  }
+};
+
+// One write transaction in progress.
+struct ItemStore::WriteCtx {
+  MDB_txn* txn = nullptr;
+  uint64_t now = 0;
+  std::vector<FeedMessage> events;
+  const char* failed_at = "";  // the call that failed, for the operator's message
+
+  int put(MDB_dbi dbi, std::string_view key, std::string_view value) {
+    MDB_val k = to_val(key), v = to_val(value);
+    const int rc = mdb_put(txn, dbi, &k, &v, 0);
+    if (rc != 0) failed_at = "mdb_put";
+    return rc;
+  }
+  // Deleting a missing key is not an error.
+  int del(MDB_dbi dbi, std::string_view key) {
+    MDB_val k = to_val(key);
+    const int rc = mdb_del(txn, dbi, &k, nullptr);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+      failed_at = "mdb_del";
+      return rc;
+    }
+    return 0;
+  }
+};
+
+std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const ItemStoreOptions& options) {
+  const std::string where = options.dir.string();
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) return "cannot create the data directory " + where + ": " + ec.message();
+
+  auto env = std::make_unique<Env>();
+  const std::string lock_path = (options.dir / "bidmesh.lock").string();
+  env->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (env->lock_fd < 0) return "cannot open " + lock_path + ": " + std::strerror(errno);
+  if (::flock(env->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return "the store " + where + " is in use by another process";
+    return "cannot lock " + lock_path + ": " + std::strerror(errno);
+  }
+
+  auto fail = [&](const char* call, int rc) { return "cannot open LMDB in " + where + ": " + call + ": " + mdb_strerror(rc); };
+  int rc = mdb_env_create(&env->env);
+  if (rc != 0) {
+    env->env = nullptr;
+    return fail("mdb_env_create", rc);
+  }
+  if ((rc = mdb_env_set_maxdbs(env->env, 8)) != 0) return fail("mdb_env_set_maxdbs", rc);
+  if (options.map_size_bytes > 0 && (rc = mdb_env_set_mapsize(env->env, options.map_size_bytes)) != 0)
+    return fail("mdb_env_set_mapsize", rc);
+  // Sync on by default: a commit returns once it is on disk (ACID). MDB_NOSYNC drops the D.
+  const unsigned flags = options.no_sync ? MDB_NOSYNC : 0;
+  if ((rc = mdb_env_open(env->env, where.c_str(), flags, 0600)) != 0) return fail("mdb_env_open", rc);
+  int dead = 0;
+  if ((rc = mdb_reader_check(env->env, &dead)) != 0) return fail("mdb_reader_check", rc);
+
+  {
+    Txn t;
+    if ((rc = t.begin(env->env, 0)) != 0) return fail("mdb_txn_begin", rc);
+    const std::pair<const char*, MDB_dbi*> dbs[] = {
+        {"meta", &env->meta},         {"items", &env->items},   {"events", &env->events},
+        {"requests", &env->requests}, {"expiry", &env->expiry}, {"deadlines", &env->deadlines},
+    };
+    for (const auto& [name, dbi] : dbs) {
+      if ((rc = mdb_dbi_open(t.get(), name, MDB_CREATE, dbi)) != 0) return fail("mdb_dbi_open", rc);
+    }
+    std::string_view format;
+    rc = get_value(t.get(), env->meta, "format", &format);
+    if (rc == 0 && format != kFormatVersion)
+      return "the store " + where + " has format " + std::string(format) + ", this build reads format " +
+             std::string(kFormatVersion);
+    if (rc == MDB_NOTFOUND) {
+      MDB_val k = to_val("format"), v = to_val(kFormatVersion);
+      rc = mdb_put(t.get(), env->meta, &k, &v, 0);
+    }
+    if (rc != 0) return fail("format record", rc);
+    if ((rc = t.commit()) != 0) return fail("mdb_txn_commit", rc);
+  }
+
+  std::unique_ptr<ItemStore> store(new ItemStore(std::move(env), options.dir, options.retention));
+  Txn t;
+  if ((rc = t.begin(store->env_->env, MDB_RDONLY)) != 0) return fail("mdb_txn_begin", rc);
+  if ((rc = store->first_deadline(t.get(), &store->next_deadline_)) != 0) return fail("deadlines", rc);
+  return store;
+}
+
+ItemStore::ItemStore(std::unique_ptr<Env> env, std::filesystem::path dir, std::chrono::milliseconds retention)
+    : env_(std::move(env)), dir_(std::move(dir)), retention_(retention) {}
+
+ItemStore::~ItemStore() = default;
+
+std::optional<uint64_t> ItemStore::next_auto_close_ms() const {
+  if (!next_deadline_) return std::nullopt;
+  return std::max(*next_deadline_, retry_after_ms_);
+}
+
+BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_t now_ms) {
+  BatchResult res;
+  res.replies.resize(requests.size());
+  bool has_writes = false, has_reads = false;
+  for (const Request& r : requests) {
+    if (op_is_write(r.op)) has_writes = true;
+    if (r.op == Op::get || r.op == Op::history) has_reads = true;
+  }
+  const bool closes_due = next_deadline_ && *next_deadline_ <= now_ms && now_ms >= retry_after_ms_;
+
+  if (has_writes || closes_due) {
+    WriteCtx w;
+    w.now = now_ms;
+    Txn t;
+    int rc = t.begin(env_->env, 0);
+    if (rc != 0) w.failed_at = "mdb_txn_begin";
+    w.txn = t.get();
+    // Due deadlines first: a request of this batch sees its item closed, as the contract says.
+    if (rc == 0) rc = run_auto_closes(w);
+    for (std::size_t i = 0; rc == 0 && i < requests.size(); ++i) {
+      if (op_is_write(requests[i].op)) rc = apply_write(w, requests[i], &res.replies[i]);
+    }
+    if (rc == 0) rc = prune(w);
+    std::optional<uint64_t> next_deadline;
+    if (rc == 0 && (rc = first_deadline(w.txn, &next_deadline)) != 0) w.failed_at = "mdb_cursor_get";
+    if (rc == 0 && (rc = t.commit()) != 0) w.failed_at = "mdb_txn_commit";
+    if (rc == 0) {
+      res.committed = true;
+      res.events = std::move(w.events);
+      next_deadline_ = next_deadline;
+      retry_after_ms_ = 0;
+    } else {
+      // The Txn destructor aborts; nothing of this batch is kept, so every write may be retried.
+      res.failure = describe_failure(rc, w.failed_at);
+      retry_after_ms_ = now_ms + kFailedTxnRetryMs;
+      for (std::size_t i = 0; i < requests.size(); ++i) {
+        if (op_is_write(requests[i].op))
+          res.replies[i] = encode_error(requests[i].id, ErrorCode::internal, *res.failure);
+      }
+    }
+  }
+
+  // Reads only after the commit: they see the whole batch, and only durable state.
+  Txn rt;
+  const int read_rc = has_reads ? rt.begin(env_->env, MDB_RDONLY) : 0;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const Request& r = requests[i];
+    if (r.op == Op::ping) {
+      res.replies[i] = encode_ok(r.id);
+    } else if (r.op == Op::get || r.op == Op::history) {
+      res.replies[i] = read_rc == 0 ? read_reply(rt.get(), r)
+                                    : encode_error(r.id, ErrorCode::internal, describe_failure(read_rc, "mdb_txn_begin"));
+    }
+  }
+  return res;
+}
+
+int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
+  const std::string key = item_key(r.item, r.id);
+  const std::string fingerprint = r.fingerprint();
+  std::string_view raw;
+  int rc = get_value(w.txn, env_->requests, key, &raw);
+  if (rc == 0) {
+    RequestRecord rec;
+    if (!decode_record(raw, &rec)) return kBadRecord;
+    if (rec.fingerprint == fingerprint) {
+      *reply = std::string(rec.reply);  // the remembered reply, byte for byte; no effect again
+    } else {
+      *reply = encode_error(r.id, ErrorCode::conflict,
+                            "this id was used before for another write on item " + in_quotes(r.item));
+    }
+    return 0;
+  }
+  if (rc != MDB_NOTFOUND) {
+    w.failed_at = "mdb_get";
+    return rc;
+  }
+
+  switch (r.op) {
+    case Op::open: rc = apply_open(w, r, reply); break;
+    case Op::bid: rc = apply_bid(w, r, reply); break;
+    case Op::close: rc = apply_close(w, r, reply); break;
+    default: return 0;  // not a write; apply_batch never passes one
+  }
+  if (rc != 0) return rc;
+  // Every reply decided here (success, too_low, closed, exists, unknown_item) is remembered,
+  // in this transaction, with the effect.
+  if ((rc = w.put(env_->requests, key, encode_record(w.now, fingerprint, *reply))) != 0) return rc;
+  std::string expiry_key;
+  append_u64(expiry_key, w.now);
+  expiry_key.append(key);
+  return w.put(env_->expiry, expiry_key, {});
+}
+
+// Stores the event under (item, seq) and queues it for the feed (published after the commit).
+int ItemStore::emit_event(WriteCtx& w, const Event& e) {
+  std::string body = encode_event(e);
+  const int rc = w.put(env_->events, event_key(e.item, e.seq), body);
+  if (rc != 0) return rc;
+  w.events.push_back({feed_topic(e.item), std::move(body)});
+  return 0;
+}
+
+int ItemStore::apply_open(WriteCtx& w, const Request& r, std::string* reply) {
+  ItemState s;
+  bool found = false;
+  int rc = load_state(w.txn, env_->items, r.item, &s, &found);
+  if (rc != 0) {
+    w.failed_at = "items";
+    return rc;
+  }
+  if (found) {
+    *reply = encode_error(r.id, ErrorCode::exists, "item " + in_quotes(r.item) + " was opened before");
+    return 0;
+  }
+  s = ItemState{};
+  s.seq = 1;
+  s.start = r.start;
+  s.increment = r.increment;
+  s.closes_at = r.closes_at;
+  if ((rc = w.put(env_->items, r.item, encode_state(s))) != 0) return rc;
+  if (s.closes_at && (rc = w.put(env_->deadlines, deadline_key(*s.closes_at, r.item), {})) != 0) return rc;
+  Event e;
+  e.kind = EventKind::open;
+  e.item = r.item;
+  e.seq = s.seq;
+  e.ts = w.now;
+  if ((rc = emit_event(w, e)) != 0) return rc;
+  *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}});
+  return 0;
+}
+
+int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
+  ItemState s;
+  bool found = false;
+  int rc = load_state(w.txn, env_->items, r.item, &s, &found);
+  if (rc != 0) {
+    w.failed_at = "items";
+    return rc;
+  }
+  if (!found) {
+    *reply = encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
+    return 0;
+  }
+  if (s.closed) {
+    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
+    return 0;
+  }
+  // At or after closes_at the item is closed, even if the auto-close has not run yet.
+  if (s.closes_at && w.now >= *s.closes_at) {
+    *reply = encode_error(r.id, ErrorCode::closed,
+                          "item " + in_quotes(r.item) + " closed at " + std::to_string(*s.closes_at) + " (unix ms)");
+    return 0;
+  }
+  // max + increment may not fit in 64 bits: compare by subtraction instead.
+  const bool too_low = s.max ? (r.amount < *s.max || r.amount - *s.max < s.increment) : r.amount < s.start;
+  if (too_low) {
+    const std::string message =
+        s.max ? "amount " + std::to_string(r.amount) + " is below the max " + std::to_string(*s.max) +
+                    " plus the increment " + std::to_string(s.increment)
+              : "amount " + std::to_string(r.amount) + " is below the start " + std::to_string(s.start);
+    *reply = encode_error(r.id, ErrorCode::too_low, message, {{"max", opt_value(s.max)}});
+    return 0;
+  }
+  s.seq += 1;
+  s.bids += 1;
+  s.max = r.amount;
+  s.bidder = r.bidder;
+  if ((rc = w.put(env_->items, r.item, encode_state(s))) != 0) return rc;
+  Event e;
+  e.kind = EventKind::max;
+  e.item = r.item;
+  e.seq = s.seq;
+  e.ts = w.now;
+  e.amount = r.amount;
+  e.bidder = r.bidder;
+  if ((rc = emit_event(w, e)) != 0) return rc;
+  *reply = encode_ok(r.id, {{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq}});
+  return 0;
+}
+
+int ItemStore::apply_close(WriteCtx& w, const Request& r, std::string* reply) {
+  ItemState s;
+  bool found = false;
+  int rc = load_state(w.txn, env_->items, r.item, &s, &found);
+  if (rc != 0) {
+    w.failed_at = "items";
+    return rc;
+  }
+  if (!found) {
+    *reply = encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
+    return 0;
+  }
+  if (s.closed) {
+    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
+    return 0;
+  }
+  if ((rc = close_item(w, r.item, s)) != 0) return rc;
+  *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}, {"winner", opt_value(s.bidder)},
+                            {"amount", opt_value(s.max)}});
+  return 0;
+}
+
+// The one close step, shared by `close` and the auto-close: status closed, seq + 1, the deadline
+// entry removed, event `closed` with the winner and amount (nil where nobody bid).
+int ItemStore::close_item(WriteCtx& w, std::string_view item, ItemState& s) {
+  s.closed = true;
+  s.seq += 1;
+  int rc = 0;
+  if (s.closes_at && (rc = w.del(env_->deadlines, deadline_key(*s.closes_at, item))) != 0) return rc;
+  if ((rc = w.put(env_->items, item, encode_state(s))) != 0) return rc;
+  Event e;
+  e.kind = EventKind::closed;
+  e.item = std::string(item);
+  e.seq = s.seq;
+  e.ts = w.now;
+  e.amount = s.max;
+  e.bidder = s.bidder;
+  return emit_event(w, e);
+}
+
+// Closes up to kAutoClosePerTxn items whose closes_at <= now, earliest first. The rest stay due,
+// so next_auto_close_ms() makes the loop come back at once.
+int ItemStore::run_auto_closes(WriteCtx& w) {
+  if (!next_deadline_ || *next_deadline_ > w.now) return 0;
+  std::vector<std::string> due;  // deadline keys; collected first, then changed
+  {
+    Cursor c;
+    int rc = c.open(w.txn, env_->deadlines);
+    MDB_val k{}, v{};
+    if (rc == 0) rc = c.get(&k, &v, MDB_FIRST);
+    while (rc == 0 && due.size() < kAutoClosePerTxn) {
+      if (k.mv_size < 8) return kBadRecord;
+      if (read_u64(static_cast<const char*>(k.mv_data)) > w.now) break;
+      due.emplace_back(to_sv(k));
+      rc = c.get(&k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+      w.failed_at = "mdb_cursor_get";
+      return rc;
+    }
+  }
+  for (const std::string& key : due) {
+    const std::string_view item = std::string_view(key).substr(8);
+    ItemState s;
+    bool found = false;
+    int rc = load_state(w.txn, env_->items, item, &s, &found);
+    if (rc != 0) {
+      w.failed_at = "items";
+      return rc;
+    }
+    if (found && !s.closed && s.closes_at && *s.closes_at == read_u64(key.data())) {
+      rc = close_item(w, item, s);  // removes this deadline entry too
+    } else {
+      rc = w.del(env_->deadlines, key);  // stale entry: nothing to close
+    }
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+// Deletes up to kPrunePerTxn idempotency records older than the retention, oldest first.
+int ItemStore::prune(WriteCtx& w) {
+  const uint64_t retention = static_cast<uint64_t>(retention_.count());
+  std::vector<std::string> expired;  // expiry keys
+  {
+    Cursor c;
+    int rc = c.open(w.txn, env_->expiry);
+    MDB_val k{}, v{};
+    if (rc == 0) rc = c.get(&k, &v, MDB_FIRST);
+    while (rc == 0 && expired.size() < kPrunePerTxn) {
+      if (k.mv_size < 8) return kBadRecord;
+      const uint64_t stored_at = read_u64(static_cast<const char*>(k.mv_data));
+      // Kept at least `retention`; a clock that went back keeps records longer, never shorter.
+      if (stored_at > w.now || w.now - stored_at <= retention) break;
+      expired.emplace_back(to_sv(k));
+      rc = c.get(&k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+      w.failed_at = "mdb_cursor_get";
+      return rc;
+    }
+  }
+  for (const std::string& key : expired) {
+    int rc = w.del(env_->requests, std::string_view(key).substr(8));
+    if (rc == 0) rc = w.del(env_->expiry, key);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+int ItemStore::first_deadline(MDB_txn* txn, std::optional<uint64_t>* out) const {
+  out->reset();
+  Cursor c;
+  int rc = c.open(txn, env_->deadlines);
+  MDB_val k{}, v{};
+  if (rc == 0) rc = c.get(&k, &v, MDB_FIRST);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  if (k.mv_size < 8) return kBadRecord;
+  *out = read_u64(static_cast<const char*>(k.mv_data));
+  return 0;
+}
+
+std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
+  ItemState s;
+  bool found = false;
+  int rc = load_state(txn, env_->items, r.item, &s, &found);
+  if (rc != 0) return encode_error(r.id, ErrorCode::internal, describe_failure(rc, "items"));
+  if (!found) return encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
+
+  if (r.op == Op::get) {
+    return encode_ok(r.id, {{"item", r.item},
+                            {"status", std::string(s.closed ? "closed" : "open")},
+                            {"max", opt_value(s.max)},
+                            {"bidder", opt_value(s.bidder)},
+                            {"seq", s.seq},
+                            {"bids", s.bids},
+                            {"start", s.start},
+                            {"increment", s.increment},
+                            {"closes_at", opt_value(s.closes_at)}});
+  }
+
+  // history: events with seq > after, oldest first, at most limit; the stored bytes spliced in.
+  std::vector<std::string_view> events;
+  if (r.after < UINT64_MAX && r.limit > 0) {
+    const std::string prefix = item_key(r.item, {});
+    const std::string first = event_key(r.item, r.after + 1);
+    Cursor c;
+    rc = c.open(txn, env_->events);
+    MDB_val k = to_val(first), v{};
+    if (rc == 0) rc = c.get(&k, &v, MDB_SET_RANGE);
+    while (rc == 0 && events.size() < r.limit && to_sv(k).starts_with(prefix)) {
+      events.push_back(to_sv(v));  // valid while `txn` lives
+      rc = c.get(&k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+      return encode_error(r.id, ErrorCode::internal, describe_failure(rc, "mdb_cursor_get"));
+  }
+  return encode_history_ok(r.id, r.item, events);
+}
+
+std::string ItemStore::describe_failure(int rc, const char* where) const {
+  if (rc == MDB_MAP_FULL) {
+    return "storage full: the LMDB map (" + std::to_string(map_size_bytes()) +
+           " bytes) is full; raise map_size_mb for this node in the config";
+  }
+  if (rc == kBadRecord) return std::string("storage error: a stored record is malformed (") + where + ")";
+  return std::string("storage error: ") + where + ": " + mdb_strerror(rc);
+}
+
+uint64_t ItemStore::map_size_bytes() const {
+  MDB_envinfo info{};
+  if (mdb_env_info(env_->env, &info) != 0) return 0;
+  return info.me_mapsize;
+}
+
+namespace {
+uint64_t entries(MDB_env* env, MDB_dbi dbi) {
+  Txn t;
+  if (t.begin(env, MDB_RDONLY) != 0) return 0;
+  MDB_stat st{};
+  if (mdb_stat(t.get(), dbi, &st) != 0) return 0;
+  return st.ms_entries;
+}
+}  // namespace
+
+uint64_t ItemStore::item_count() const { return entries(env_->env, env_->items); }
+uint64_t ItemStore::idempotency_record_count() const { return entries(env_->env, env_->requests); }
+
+std::optional<ItemState> ItemStore::get_item(std::string_view item) const {
+  Txn t;
+  if (t.begin(env_->env, MDB_RDONLY) != 0) return std::nullopt;
+  ItemState s;
+  bool found = false;
+  if (load_state(t.get(), env_->items, item, &s, &found) != 0 || !found) return std::nullopt;
+  return s;
+}
+
+}  // namespace bidmesh

@@ -1,0 +1,169 @@
+// The router: the mesh's one client endpoint. It reads only what it needs of a request (`op`,
+// `id`, `item`), answers `ping` and malformed frames itself, and forwards everything else to the
+// bid node that owns the item (slot map of the mesh config). It keeps no state but the requests in
+// flight, so several routers may serve the same bid nodes.
+//
+// Wire, client side (the wire contract, docs/protocol.md v1): a ROUTER bound on the node's `listen`.
+// A request arrives as [identity, "", body] (REQ, or DEALER with an empty delimiter) and its reply
+// leaves as [identity, "", reply]. Any other framing with an identity gets `bad_request` (id nil).
+//
+// Wire, bid node side (internal): one DEALER per bid node, connected to the node's `listen`.
+//   router -> node: [token, request]   token: 8 opaque bytes chosen by the router
+//   node -> router: [token, reply]     the node echoes the token unchanged
+// A reply whose token is unknown (its request already timed out) is dropped.
+//
+// Guarantees: every request with a readable envelope is answered exactly once: by the owner's
+// reply, or `unavailable` at once when the owner is not connected or its queue is full, or
+// `unavailable` when the owner has not answered within request_timeout_ms. Memory is bounded by
+// the high-water marks and the pending table's capacity (past it: `unavailable` at once).
+//
+// Thread-compatible: a Router and its sockets belong to the thread that calls bind() and run().
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "nodes/process.h"
+#include "protocol/config.h"
+#include "protocol/slot_map.h"
+
+namespace bidmesh {
+
+// The requests a router has forwarded and not yet answered: token -> (client, id, owner, deadline).
+//
+// Tokens are 64 bits: the entry's index in the table (low 32) and a per-acquire sequence number
+// (high 32, never 0), so a late reply for a reused entry does not match. Entries are reused, so
+// in steady state nothing is allocated per request. Deadlines are expected in insertion order
+// (the timeout is constant), which makes an insertion-ordered queue the expiry order.
+//
+// Thread-compatible.
+class PendingTable {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  struct Entry {
+    uint64_t token = 0;            // 0 while the entry is free
+    zmq::message_t client;         // the client's routing identity on the client ROUTER
+    std::string id;                // the request's id, for the timeout reply
+    std::size_t node = 0;          // index of the bid node it was forwarded to
+    Clock::time_point deadline{};
+  };
+
+  explicit PendingTable(std::size_t capacity);
+  PendingTable(const PendingTable&) = delete;
+  PendingTable& operator=(const PendingTable&) = delete;
+
+  std::size_t size() const { return live_; }
+  bool full() const { return live_ >= capacity_; }
+
+  // Takes a free entry with a fresh token and the given deadline; the caller fills in the rest.
+  // The reference stays valid until the entry is released.
+  // REQUIRES: !full(); deadline not earlier than that of any entry acquired before.
+  Entry& acquire(Clock::time_point deadline);
+
+  // The live entry holding `token`, or null (never issued, answered, or timed out).
+  Entry* find(uint64_t token);
+
+  // Frees an entry acquired from this table; its token no longer matches.
+  void release(Entry& entry);
+
+  // Calls fn(entry) for each entry whose deadline is at or before `now`, oldest first, and
+  // releases it after the call.
+  void expire(Clock::time_point now, const std::function<void(Entry&)>& fn);
+
+  // The earliest deadline of a live entry, if any.
+  std::optional<Clock::time_point> next_deadline();
+
+ private:
+  static uint32_t index_of(uint64_t token) { return static_cast<uint32_t>(token & 0xffffffffu); }
+  // Drops tokens at the front of the queue whose entries were answered.
+  void pop_answered();
+
+  const std::size_t capacity_;
+  std::size_t live_ = 0;
+  uint32_t sequence_ = 0;
+  std::deque<Entry> entries_;     // deque: references stay valid as it grows
+  std::vector<uint32_t> free_;    // indexes of free entries
+  // Tokens in acquire order. Answered ones stay until they reach the front, so its length is
+  // bounded by the request rate times the timeout (8 bytes each), not by the capacity.
+  std::deque<uint64_t> order_;
+};
+
+struct RouterOptions {
+  std::size_t max_pending = 100000;   // requests in flight; past it: `unavailable` at once
+  std::size_t burst = 256;            // messages read from one socket per loop turn
+  int client_hwm = 1000;              // per client connection, each way
+  int node_hwm = 10000;               // per bid node, each way
+  // Linger of the client socket at close: time to flush the last replies. Bounded, so a client
+  // that stopped reading cannot hold the process.
+  std::chrono::milliseconds close_linger{1000};
+  // Longest poll wait, so a stop signal that lands just before the poll is seen soon.
+  std::chrono::milliseconds max_poll_wait{100};
+};
+
+class Router {
+ public:
+  // REQUIRES: `self` is a router node of `cfg`; cfg outlives the Router.
+  Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& self, RouterOptions options = {});
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+  ~Router();
+
+  // Binds the client endpoint and connects one DEALER per bid node. Returns a one-line reason on
+  // failure (the endpoint cannot be bound or a node's endpoint is invalid), nullopt on success.
+  std::optional<std::string> bind();
+
+  // Serves until should_stop() returns true, then drains: new requests are answered
+  // `unavailable`, those in flight are answered or time out, and the sockets are closed.
+  // Calls link.tick() on every loop turn. REQUIRES: bind() succeeded.
+  void run(SupervisorLink& link, const std::function<bool()>& should_stop);
+
+  // The client endpoint as bound (with the actual port when `listen` asked for a wildcard port).
+  std::string client_endpoint() const;
+
+ private:
+  struct Node {
+    std::string name;
+    std::string endpoint;
+    std::string timeout_message;    // "bid node <name> did not answer within N ms"
+    std::string refused_message;    // "bid node <name> is not reachable"
+    zmq::socket_t socket;
+  };
+
+  // Each reads and handles one message; false when the socket had none.
+  bool handle_client_message(PendingTable::Clock::time_point now, bool stopping);
+  bool handle_node_message(std::size_t node);
+  void reply_to_client(zmq::message_t& identity, std::string_view body);
+  void reply_to_client(zmq::message_t& identity, zmq::message_t& body);
+  void expire(PendingTable::Clock::time_point now);
+  std::chrono::milliseconds poll_timeout(PendingTable::Clock::time_point now, const SupervisorLink& link);
+  void close();
+
+  zmq::context_t& ctx_;
+  const MeshConfig& cfg_;
+  const NodeConfig& self_;
+  const RouterOptions options_;
+  const SlotMap slot_map_;
+  const std::chrono::milliseconds timeout_;
+  zmq::socket_t client_;
+  std::vector<Node> nodes_;
+  PendingTable pending_;
+  std::vector<zmq_pollitem_t> poll_items_;
+  // Frames reused for every message, so receiving allocates only what libzmq must.
+  zmq::message_t identity_;
+  zmq::message_t frame_;
+  zmq::message_t body_;
+  const std::string framing_error_reply_;
+  const std::string full_reply_message_;
+};
+
+}  // namespace bidmesh

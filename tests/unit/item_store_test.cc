@@ -1,0 +1,568 @@
+// ItemStore: the rules of PROTOCOL.md over LMDB, with explicit clocks (no sleeps).
+#include "nodes/item_store.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "protocol/messages.h"
+
+namespace bidmesh {
+namespace {
+
+constexpr uint64_t kNow = 1'800'000'000'000;  // a fixed wall clock, unix ms
+
+// A fresh directory, removed with everything in it at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "item_store_test.XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::unique_ptr<ItemStore> open_store(const std::filesystem::path& dir, uint64_t map_size = 64ull << 20,
+                                      std::chrono::milliseconds retention = kDefaultRequestRetention) {
+  ItemStoreOptions o;
+  o.dir = dir;
+  o.map_size_bytes = map_size;
+  o.retention = retention;
+  auto opened = ItemStore::open(o);
+  if (auto* err = std::get_if<std::string>(&opened)) FAIL("open failed: " << *err);
+  return std::move(std::get<std::unique_ptr<ItemStore>>(opened));
+}
+
+Request open_req(std::string id, std::string item, uint64_t start = 1, uint64_t increment = 1,
+                 std::optional<uint64_t> closes_at = std::nullopt) {
+  Request r;
+  r.op = Op::open;
+  r.id = std::move(id);
+  r.item = std::move(item);
+  r.start = start;
+  r.increment = increment;
+  r.closes_at = closes_at;
+  return r;
+}
+Request bid_req(std::string id, std::string item, std::string bidder, uint64_t amount) {
+  Request r;
+  r.op = Op::bid;
+  r.id = std::move(id);
+  r.item = std::move(item);
+  r.bidder = std::move(bidder);
+  r.amount = amount;
+  return r;
+}
+Request item_req(Op op, std::string id, std::string item) {
+  Request r;
+  r.op = op;
+  r.id = std::move(id);
+  r.item = std::move(item);
+  return r;
+}
+Request history_req(std::string id, std::string item, uint64_t after = 0, uint64_t limit = kDefaultHistoryLimit) {
+  Request r = item_req(Op::history, std::move(id), std::move(item));
+  r.after = after;
+  r.limit = limit;
+  return r;
+}
+
+// Applies one request alone; returns the raw reply bytes.
+std::string raw(ItemStore& s, const Request& r, uint64_t now = kNow) {
+  BatchResult b = s.apply_batch({r}, now);
+  REQUIRE(b.replies.size() == 1);
+  return b.replies[0];
+}
+Reply reply(ItemStore& s, const Request& r, uint64_t now = kNow) {
+  auto rep = decode_reply(raw(s, r, now));
+  REQUIRE(rep);
+  return *rep;
+}
+Reply decoded(const std::string& frame) {
+  auto rep = decode_reply(frame);
+  REQUIRE(rep);
+  return *rep;
+}
+bool is_nil(const Reply& r, std::string_view key) {
+  const Value* v = r.find(key);
+  return v != nullptr && std::holds_alternative<Nil>(*v);
+}
+Event event_of(const FeedMessage& m) {
+  auto e = decode_event(m.body);
+  REQUIRE(e);
+  return *e;
+}
+
+}  // namespace
+
+TEST_CASE("item store open creates an item once", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+
+  BatchResult b = store->apply_batch({open_req("o1", "lamp", 100, 5)}, kNow);
+  REQUIRE(b.committed);
+  Reply r = decoded(b.replies[0]);
+  CHECK(r.ok);
+  CHECK(r.id == "o1");
+  CHECK(r.str("item") == "lamp");
+  CHECK(r.u64("seq") == 1u);
+  REQUIRE(b.events.size() == 1);
+  CHECK(b.events[0].topic == feed_topic("lamp"));
+  Event e = event_of(b.events[0]);
+  CHECK(e.kind == EventKind::open);
+  CHECK(e.seq == 1u);
+  CHECK(e.ts == kNow);
+
+  SECTION("a second open of the item is refused with exists") {
+    Reply again = reply(*store, open_req("o2", "lamp"));
+    CHECK_FALSE(again.ok);
+    CHECK(again.error == "exists");
+    CHECK(again.id == "o2");
+  }
+  SECTION("an open after the close is still exists") {
+    REQUIRE(reply(*store, item_req(Op::close, "c1", "lamp")).ok);
+    CHECK(reply(*store, open_req("o3", "lamp")).error == "exists");
+  }
+  SECTION("get shows the new item") {
+    Reply g = reply(*store, item_req(Op::get, "g1", "lamp"));
+    CHECK(g.ok);
+    CHECK(g.str("status") == "open");
+    CHECK(is_nil(g, "max"));
+    CHECK(is_nil(g, "bidder"));
+    CHECK(g.u64("seq") == 1u);
+    CHECK(g.u64("bids") == 0u);
+    CHECK(g.u64("start") == 100u);
+    CHECK(g.u64("increment") == 5u);
+    CHECK(is_nil(g, "closes_at"));
+    CHECK(store->item_count() == 1u);
+  }
+}
+
+TEST_CASE("item store bid applies the auction rules", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  REQUIRE(reply(*store, open_req("o1", "lamp", 100, 10)).ok);
+
+  SECTION("a bid on an item never opened is unknown_item") {
+    Reply r = reply(*store, bid_req("b1", "vase", "ann", 500));
+    CHECK(r.error == "unknown_item");
+  }
+  SECTION("a first bid below start is too_low with max nil") {
+    Reply r = reply(*store, bid_req("b1", "lamp", "ann", 99));
+    CHECK(r.error == "too_low");
+    CHECK(is_nil(r, "max"));
+  }
+  SECTION("a first bid at start is accepted") {
+    BatchResult b = store->apply_batch({bid_req("b1", "lamp", "ann", 100)}, kNow + 5);
+    Reply r = decoded(b.replies[0]);
+    CHECK(r.ok);
+    CHECK(r.str("item") == "lamp");
+    CHECK(r.str("bidder") == "ann");
+    CHECK(r.u64("amount") == 100u);
+    CHECK(r.u64("seq") == 2u);
+    REQUIRE(b.events.size() == 1);
+    Event e = event_of(b.events[0]);
+    CHECK(e.kind == EventKind::max);
+    CHECK(e.seq == 2u);
+    CHECK(e.ts == kNow + 5);
+    CHECK(e.amount == 100u);
+    CHECK(e.bidder == "ann");
+  }
+  SECTION("a raise below max + increment is too_low and carries the max") {
+    REQUIRE(reply(*store, bid_req("b1", "lamp", "ann", 100)).ok);
+    Reply r = reply(*store, bid_req("b2", "lamp", "bob", 109));
+    CHECK(r.error == "too_low");
+    CHECK(r.u64("max") == 100u);
+    CHECK(reply(*store, bid_req("b3", "lamp", "bob", 50)).error == "too_low");
+    CHECK(reply(*store, bid_req("b4", "lamp", "bob", 110)).ok);
+    Reply g = reply(*store, item_req(Op::get, "g", "lamp"));
+    CHECK(g.u64("max") == 110u);
+    CHECK(g.str("bidder") == "bob");
+    CHECK(g.u64("bids") == 2u);
+    CHECK(g.u64("seq") == 3u);
+  }
+  SECTION("max + increment past 2^64 refuses every bid without overflow") {
+    REQUIRE(reply(*store, open_req("o2", "big", 1, UINT64_MAX)).ok);
+    REQUIRE(reply(*store, bid_req("b1", "big", "ann", 2)).ok);
+    Reply r = reply(*store, bid_req("b2", "big", "bob", UINT64_MAX));
+    CHECK(r.error == "too_low");
+    CHECK(r.u64("max") == 2u);
+  }
+  SECTION("a bid on a closed item is closed") {
+    REQUIRE(reply(*store, item_req(Op::close, "c1", "lamp")).ok);
+    CHECK(reply(*store, bid_req("b1", "lamp", "ann", 500)).error == "closed");
+  }
+}
+
+TEST_CASE("item store close ends the auction", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  REQUIRE(reply(*store, open_req("o1", "lamp")).ok);
+
+  SECTION("close of an item never opened is unknown_item") {
+    CHECK(reply(*store, item_req(Op::close, "c1", "vase")).error == "unknown_item");
+  }
+  SECTION("close without bids has winner and amount nil") {
+    BatchResult b = store->apply_batch({item_req(Op::close, "c1", "lamp")}, kNow);
+    Reply r = decoded(b.replies[0]);
+    CHECK(r.ok);
+    CHECK(r.u64("seq") == 2u);
+    CHECK(is_nil(r, "winner"));
+    CHECK(is_nil(r, "amount"));
+    REQUIRE(b.events.size() == 1);
+    Event e = event_of(b.events[0]);
+    CHECK(e.kind == EventKind::closed);
+    CHECK_FALSE(e.bidder);
+    CHECK_FALSE(e.amount);
+  }
+  SECTION("close after bids names the winner") {
+    REQUIRE(reply(*store, bid_req("b1", "lamp", "ann", 7)).ok);
+    REQUIRE(reply(*store, bid_req("b2", "lamp", "bob", 9)).ok);
+    Reply r = reply(*store, item_req(Op::close, "c1", "lamp"));
+    CHECK(r.ok);
+    CHECK(r.u64("seq") == 4u);
+    CHECK(r.str("winner") == "bob");
+    CHECK(r.u64("amount") == 9u);
+    Reply g = reply(*store, item_req(Op::get, "g", "lamp"));
+    CHECK(g.str("status") == "closed");
+    CHECK(g.u64("seq") == 4u);
+  }
+  SECTION("a second close is closed") {
+    REQUIRE(reply(*store, item_req(Op::close, "c1", "lamp")).ok);
+    CHECK(reply(*store, item_req(Op::close, "c2", "lamp")).error == "closed");
+  }
+}
+
+TEST_CASE("item store reads answer get, history and ping", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  REQUIRE(reply(*store, open_req("o1", "lamp")).ok);
+  for (uint64_t i = 1; i <= 9; ++i) REQUIRE(reply(*store, bid_req("b" + std::to_string(i), "lamp", "ann", i)).ok);
+  // seq 1 = open, seq 2..10 = the nine bids
+
+  SECTION("get and history of an item never opened are unknown_item") {
+    CHECK(reply(*store, item_req(Op::get, "g", "vase")).error == "unknown_item");
+    CHECK(reply(*store, history_req("h", "vase")).error == "unknown_item");
+  }
+  SECTION("history returns every event oldest first, and get equals the last") {
+    Reply h = reply(*store, history_req("h", "lamp"));
+    CHECK(h.ok);
+    CHECK(h.str("item") == "lamp");
+    REQUIRE(h.events.size() == 10);
+    for (std::size_t i = 0; i < h.events.size(); ++i) CHECK(h.events[i].seq == i + 1);
+    CHECK(h.events[0].kind == EventKind::open);
+    Reply g = reply(*store, item_req(Op::get, "g", "lamp"));
+    CHECK(g.u64("seq") == h.events.back().seq);
+    CHECK(g.u64("max") == h.events.back().amount);
+    CHECK(g.str("bidder") == h.events.back().bidder);
+  }
+  SECTION("history pages with after and limit") {
+    Reply p1 = reply(*store, history_req("h1", "lamp", 0, 4));
+    REQUIRE(p1.events.size() == 4);
+    CHECK(p1.events.front().seq == 1u);
+    Reply p2 = reply(*store, history_req("h2", "lamp", p1.events.back().seq, 4));
+    REQUIRE(p2.events.size() == 4);
+    CHECK(p2.events.front().seq == 5u);
+    Reply p3 = reply(*store, history_req("h3", "lamp", p2.events.back().seq, 4));
+    REQUIRE(p3.events.size() == 2);
+    CHECK(p3.events.back().seq == 10u);
+    CHECK(reply(*store, history_req("h4", "lamp", 10, 4)).events.empty());
+    CHECK(reply(*store, history_req("h5", "lamp", UINT64_MAX, 4)).events.empty());
+  }
+  SECTION("history of one item never shows another's events") {
+    REQUIRE(reply(*store, open_req("o2", "lamp2")).ok);
+    REQUIRE(reply(*store, open_req("o3", "lam")).ok);
+    CHECK(reply(*store, history_req("h", "lamp")).events.size() == 10);
+    CHECK(reply(*store, history_req("h", "lam")).events.size() == 1);
+  }
+  SECTION("ping is answered ok") {
+    Request p;
+    p.op = Op::ping;
+    p.id = "p1";
+    Reply r = reply(*store, p);
+    CHECK(r.ok);
+    CHECK(r.id == "p1");
+  }
+  SECTION("a batch of reads opens no write transaction") {
+    BatchResult b = store->apply_batch({item_req(Op::get, "g", "lamp"), history_req("h", "lamp")}, kNow);
+    CHECK_FALSE(b.committed);
+    CHECK(b.events.empty());
+    CHECK(decoded(b.replies[0]).ok);
+    CHECK(decoded(b.replies[1]).ok);
+  }
+}
+
+TEST_CASE("item store remembers each write's reply by item and id", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  const std::string first = raw(*store, open_req("o1", "lamp", 10));
+
+  SECTION("a retried open gets the identical reply bytes and changes nothing") {
+    BatchResult b = store->apply_batch({open_req("o1", "lamp", 10)}, kNow + 1000);
+    CHECK(b.replies[0] == first);
+    CHECK(b.events.empty());
+    CHECK(store->get_item("lamp")->seq == 1u);
+  }
+  SECTION("a retried bid is not applied twice") {
+    const std::string bid = raw(*store, bid_req("b1", "lamp", "ann", 10));
+    REQUIRE(decoded(bid).ok);
+    BatchResult b = store->apply_batch({bid_req("b1", "lamp", "ann", 10)}, kNow + 1);
+    CHECK(b.replies[0] == bid);
+    CHECK(b.events.empty());
+    CHECK(store->get_item("lamp")->bids == 1u);
+    CHECK(store->get_item("lamp")->seq == 2u);
+  }
+  SECTION("a remembered error is replayed even after the state changed") {
+    const std::string low = raw(*store, bid_req("b1", "lamp", "ann", 5));
+    REQUIRE(decoded(low).error == "too_low");
+    REQUIRE(reply(*store, bid_req("b2", "lamp", "bob", 50)).ok);
+    CHECK(raw(*store, bid_req("b1", "lamp", "ann", 5)) == low);
+    const std::string unknown = raw(*store, bid_req("b3", "vase", "ann", 5));
+    REQUIRE(decoded(unknown).error == "unknown_item");
+    REQUIRE(reply(*store, open_req("o2", "vase")).ok);
+    CHECK(raw(*store, bid_req("b3", "vase", "ann", 5)) == unknown);
+  }
+  SECTION("the same id with other content is a conflict, not stored") {
+    Reply r = reply(*store, open_req("o1", "lamp", 11));
+    CHECK(r.error == "conflict");
+    CHECK(r.id == "o1");
+    CHECK(reply(*store, bid_req("o1", "lamp", "ann", 10)).error == "conflict");
+    CHECK(raw(*store, open_req("o1", "lamp", 10)) == first);
+  }
+  SECTION("the same id on another item is another write") {
+    CHECK(reply(*store, open_req("o1", "vase", 10)).ok);
+  }
+  SECTION("a retry inside the same batch gets the first one's reply") {
+    BatchResult b = store->apply_batch(
+        {bid_req("b1", "lamp", "ann", 10), bid_req("b1", "lamp", "ann", 10), bid_req("b1", "lamp", "ann", 20)}, kNow);
+    CHECK(decoded(b.replies[0]).ok);
+    CHECK(b.replies[1] == b.replies[0]);
+    CHECK(decoded(b.replies[2]).error == "conflict");
+    CHECK(b.events.size() == 1);
+  }
+  SECTION("decisions survive a reopen of the store") {
+    store.reset();
+    store = open_store(dir.path());
+    CHECK(raw(*store, open_req("o1", "lamp", 10)) == first);
+  }
+}
+
+TEST_CASE("item store applies a batch in one transaction in arrival order", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  BatchResult b = store->apply_batch({open_req("o1", "lamp", 10), item_req(Op::get, "g1", "lamp"),
+                                      bid_req("b1", "lamp", "ann", 10), bid_req("b2", "lamp", "bob", 10),
+                                      bid_req("b3", "lamp", "bob", 11), open_req("o2", "vase"),
+                                      item_req(Op::close, "c1", "lamp"), history_req("h1", "lamp")},
+                                     kNow);
+  REQUIRE(b.committed);
+  REQUIRE_FALSE(b.failure);
+  REQUIRE(b.replies.size() == 8);
+  CHECK(decoded(b.replies[0]).ok);
+  CHECK(decoded(b.replies[2]).u64("seq") == 2u);
+  CHECK(decoded(b.replies[3]).error == "too_low");
+  CHECK(decoded(b.replies[4]).u64("seq") == 3u);
+  CHECK(decoded(b.replies[5]).ok);
+  Reply close = decoded(b.replies[6]);
+  CHECK(close.str("winner") == "bob");
+  CHECK(close.u64("amount") == 11u);
+
+  SECTION("reads see the whole committed batch") {
+    Reply g = decoded(b.replies[1]);
+    CHECK(g.str("status") == "closed");
+    CHECK(g.u64("seq") == 4u);
+    CHECK(decoded(b.replies[7]).events.size() == 4);
+  }
+  SECTION("the events come in commit order") {
+    REQUIRE(b.events.size() == 5);
+    std::vector<std::pair<std::string, uint64_t>> got;
+    for (const auto& m : b.events) {
+      Event e = event_of(m);
+      got.emplace_back(e.item, e.seq);
+    }
+    CHECK(got == std::vector<std::pair<std::string, uint64_t>>{
+                     {"lamp", 1}, {"lamp", 2}, {"lamp", 3}, {"vase", 1}, {"lamp", 4}});
+  }
+}
+
+TEST_CASE("item store state survives a reopen", "[item_store]") {
+  TempDir dir;
+  {
+    auto store = open_store(dir.path());
+    REQUIRE(reply(*store, open_req("o1", "lamp", 5, 2, kNow + 60'000)).ok);
+    REQUIRE(reply(*store, bid_req("b1", "lamp", "ann", 7)).ok);
+  }
+  auto store = open_store(dir.path());
+  CHECK(store->item_count() == 1u);
+  auto s = store->get_item("lamp");
+  REQUIRE(s);
+  CHECK_FALSE(s->closed);
+  CHECK(s->seq == 2u);
+  CHECK(s->max == 7u);
+  CHECK(s->bidder == "ann");
+  CHECK(s->start == 5u);
+  CHECK(s->increment == 2u);
+  CHECK(s->closes_at == kNow + 60'000);
+  CHECK(store->next_auto_close_ms() == kNow + 60'000);
+  Reply r = reply(*store, bid_req("b2", "lamp", "bob", 9));
+  CHECK(r.u64("seq") == 3u);  // seq goes on
+  CHECK(reply(*store, history_req("h", "lamp")).events.size() == 3);
+
+  SECTION("a second process cannot open the same store") {
+    ItemStoreOptions o;
+    o.dir = dir.path();
+    auto second = ItemStore::open(o);
+    REQUIRE(std::holds_alternative<std::string>(second));
+    CHECK_THAT(std::get<std::string>(second), Catch::Contains("in use"));
+  }
+}
+
+TEST_CASE("item store closes an item by itself at its deadline", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  const uint64_t deadline = kNow + 10'000;
+  REQUIRE(reply(*store, open_req("o1", "lamp", 1, 1, deadline)).ok);
+  REQUIRE(reply(*store, bid_req("b1", "lamp", "ann", 3)).ok);
+  CHECK(store->next_auto_close_ms() == deadline);
+
+  SECTION("nothing happens before the deadline") {
+    BatchResult b = store->apply_batch({}, deadline - 1);
+    CHECK_FALSE(b.committed);
+    CHECK(b.events.empty());
+    CHECK(reply(*store, bid_req("b2", "lamp", "bob", 4), deadline - 1).ok);
+  }
+  SECTION("at the deadline an empty batch closes it, as close would") {
+    BatchResult b = store->apply_batch({}, deadline);
+    CHECK(b.committed);
+    REQUIRE(b.events.size() == 1);
+    Event e = event_of(b.events[0]);
+    CHECK(e.kind == EventKind::closed);
+    CHECK(e.seq == 3u);
+    CHECK(e.bidder == "ann");
+    CHECK(e.amount == 3u);
+    CHECK(e.ts == deadline);
+    CHECK(store->get_item("lamp")->closed);
+    CHECK_FALSE(store->next_auto_close_ms());
+    CHECK(reply(*store, item_req(Op::close, "c1", "lamp"), deadline + 1).error == "closed");
+  }
+  SECTION("a bid at the deadline is closed, and the close comes first") {
+    BatchResult b = store->apply_batch({bid_req("b2", "lamp", "bob", 4)}, deadline);
+    CHECK(decoded(b.replies[0]).error == "closed");
+    REQUIRE(b.events.size() == 1);
+    CHECK(event_of(b.events[0]).kind == EventKind::closed);
+    CHECK(store->get_item("lamp")->max == 3u);
+  }
+  SECTION("a manual close removes the deadline") {
+    REQUIRE(reply(*store, item_req(Op::close, "c1", "lamp"), deadline - 5).ok);
+    CHECK_FALSE(store->next_auto_close_ms());
+    CHECK(store->apply_batch({}, deadline + 1).events.empty());
+    CHECK(store->get_item("lamp")->seq == 3u);
+  }
+  SECTION("deadlines close earliest first across items") {
+    REQUIRE(reply(*store, open_req("o2", "vase", 1, 1, deadline - 100)).ok);
+    REQUIRE(reply(*store, open_req("o3", "sofa", 1, 1, deadline + 100)).ok);
+    CHECK(store->next_auto_close_ms() == deadline - 100);
+    BatchResult b = store->apply_batch({}, deadline);
+    REQUIRE(b.events.size() == 2);
+    CHECK(event_of(b.events[0]).item == "vase");
+    CHECK(event_of(b.events[1]).item == "lamp");
+    CHECK(store->next_auto_close_ms() == deadline + 100);
+    CHECK(is_nil(reply(*store, item_req(Op::get, "g", "vase"), deadline), "max"));
+  }
+  SECTION("a deadline that passed while the store was closed is due at reopen") {
+    store.reset();
+    store = open_store(dir.path());
+    BatchResult b = store->apply_batch({}, deadline + 5'000);
+    REQUIRE(b.events.size() == 1);
+    CHECK(event_of(b.events[0]).kind == EventKind::closed);
+  }
+}
+
+TEST_CASE("item store prunes idempotency records after the retention", "[item_store]") {
+  TempDir dir;
+  const auto retention = std::chrono::milliseconds(1000);
+  auto store = open_store(dir.path(), 64ull << 20, retention);
+  REQUIRE(reply(*store, open_req("o1", "lamp")).ok);
+  CHECK(store->idempotency_record_count() == 1u);
+
+  SECTION("a record is kept for the whole retention") {
+    REQUIRE(reply(*store, bid_req("b1", "lamp", "ann", 1), kNow + 1000).ok);
+    CHECK(store->idempotency_record_count() == 2u);
+  }
+  SECTION("an expired record is pruned by a later write, and its id is then new") {
+    REQUIRE(reply(*store, bid_req("b1", "lamp", "ann", 1), kNow + 1001).ok);
+    CHECK(store->idempotency_record_count() == 1u);
+    CHECK(reply(*store, open_req("o1", "lamp"), kNow + 1002).error == "exists");
+  }
+  SECTION("each write transaction prunes a bounded number") {
+    std::vector<Request> batch;
+    for (int i = 0; i < 100; ++i) batch.push_back(bid_req("b" + std::to_string(i), "lamp", "ann", 1000 + i));
+    REQUIRE(store->apply_batch(batch, kNow).committed);
+    REQUIRE(store->idempotency_record_count() == 101u);
+    REQUIRE(reply(*store, item_req(Op::close, "c1", "lamp"), kNow + 5000).ok);
+    CHECK(store->idempotency_record_count() == 101u + 1 - kPrunePerTxn);
+    REQUIRE(reply(*store, item_req(Op::close, "c2", "lamp"), kNow + 5000).error == "closed");
+    CHECK(store->idempotency_record_count() == 2u);
+  }
+}
+
+TEST_CASE("item store reports a full map as internal and keeps serving reads", "[item_store]") {
+  TempDir dir;
+  auto store = open_store(dir.path(), 256 * 1024);
+  REQUIRE(reply(*store, open_req("o1", "lamp")).ok);
+
+  // Fill the map with bids until a batch fails.
+  const std::string bidder(64, 'b');
+  uint64_t amount = 1;
+  std::optional<BatchResult> failed;
+  for (int round = 0; round < 1000 && !failed; ++round) {
+    std::vector<Request> batch;
+    for (int i = 0; i < 50; ++i, ++amount)
+      batch.push_back(bid_req(std::string(40, 'x') + std::to_string(amount), "lamp", bidder, amount));
+    batch.push_back(item_req(Op::get, "g", "lamp"));
+    BatchResult b = store->apply_batch(batch, kNow);
+    if (!b.committed) failed = std::move(b);
+  }
+  REQUIRE(failed);
+  REQUIRE(failed->failure);
+  CHECK_THAT(*failed->failure, Catch::StartsWith("storage full") && Catch::Contains("map_size_mb"));
+  CHECK(failed->events.empty());
+  for (std::size_t i = 0; i + 1 < failed->replies.size(); ++i) {
+    Reply r = decoded(failed->replies[i]);
+    CHECK(r.error == "internal");
+    CHECK_THAT(*r.message, Catch::StartsWith("storage full"));
+  }
+  // The read of the failed batch is answered from the last committed state.
+  Reply g = decoded(failed->replies.back());
+  CHECK(g.ok);
+  const auto seq = g.u64("seq");
+  REQUIRE(seq);
+  CHECK(*seq > 1u);
+
+  SECTION("earlier data stays readable") {
+    Reply h = reply(*store, history_req("h", "lamp", *seq - 1));
+    REQUIRE(h.events.size() == 1);
+    CHECK(h.events[0].seq == *seq);
+    CHECK(store->get_item("lamp")->seq == *seq);
+  }
+  SECTION("a reopen with a larger map accepts writes again") {
+    store.reset();
+    store = open_store(dir.path(), 64ull << 20);
+    Reply r = reply(*store, bid_req("after", "lamp", "ann", amount + 1));
+    CHECK(r.ok);
+    CHECK(r.u64("seq") == *seq + 1);
+  }
+}
+
+}  // namespace bidmesh

@@ -1,0 +1,289 @@
+// Mesh config loading: every key is checked, unknown keys are refused (a typo must not turn
+// into a silent default), and the slot ranges must cover every slot exactly once.
+#include "protocol/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "protocol/messages.h"
+
+namespace bidmesh {
+
+namespace {
+
+// The one value that turns fsync off: durability is never lost to a typo or a boolean.
+constexpr std::string_view kUnsafeNoSyncWords = "unsafe-no-fsync-acknowledged-bids-can-be-lost";
+
+class Reader {
+ public:
+  explicit Reader(std::filesystem::path file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(std::string_view key, std::string_view reason) const {
+    throw ConfigError(file_.string() + ": " + std::string(key) + ": " + std::string(reason));
+  }
+
+  void refuse_unknown(const toml::table& t, std::string_view prefix, const std::set<std::string_view>& known) const {
+    for (const auto& [k, v] : t)
+      if (!known.count(k.str())) fail(join(prefix, k.str()), "unknown key");
+  }
+
+  static std::string join(std::string_view prefix, std::string_view key) {
+    return prefix.empty() ? std::string(key) : std::string(prefix) + "." + std::string(key);
+  }
+
+  template <typename T>
+  void read_uint(const toml::table& t, std::string_view prefix, std::string_view key, T& out, uint64_t min,
+                 uint64_t max) const {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return;
+    const auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v) fail(join(prefix, key), "must be an integer");
+    if (*v < 0 || static_cast<uint64_t>(*v) < min || static_cast<uint64_t>(*v) > max)
+      fail(join(prefix, key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    out = static_cast<T>(*v);
+  }
+
+  std::optional<std::string> read_string(const toml::table& t, std::string_view prefix, std::string_view key,
+                                         bool required) const {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) {
+      if (required) fail(join(prefix, key), "is required");
+      return std::nullopt;
+    }
+    if (!n->is_string()) fail(join(prefix, key), "must be a string");
+    return std::string(*n->value<std::string_view>());
+  }
+
+  bool read_bool(const toml::table& t, std::string_view prefix, std::string_view key) const {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return false;
+    if (!n->is_boolean()) fail(join(prefix, key), "must be true or false");
+    return *n->value<bool>();
+  }
+
+  void check_endpoint(std::string_view key, const std::string& ep) const {
+    if (ep.rfind("tcp://", 0) != 0 && ep.rfind("ipc://", 0) != 0 && ep.rfind("inproc://", 0) != 0)
+      fail(key, "must be a ZeroMQ endpoint (tcp://host:port or ipc://path), got '" + ep + "'");
+  }
+
+  // "A-B" or "A" (inclusive).
+  SlotRange parse_range(std::string_view key, std::string_view text) const {
+    auto parse_num = [&](std::string_view s) -> uint32_t {
+      if (s.empty() || s.size() > 5) fail(key, "bad slot range '" + std::string(text) + "' (want \"FIRST-LAST\")");
+      uint32_t v = 0;
+      for (char c : s) {
+        if (c < '0' || c > '9') fail(key, "bad slot range '" + std::string(text) + "' (want \"FIRST-LAST\")");
+        v = v * 10 + static_cast<uint32_t>(c - '0');
+      }
+      if (v >= kSlotCount)
+        fail(key, "slot " + std::to_string(v) + " is out of range (slots are 0 to " + std::to_string(kSlotCount - 1) + ")");
+      return v;
+    };
+    const auto dash = text.find('-');
+    SlotRange r;
+    r.first = parse_num(text.substr(0, dash));
+    r.last = dash == std::string_view::npos ? r.first : parse_num(text.substr(dash + 1));
+    if (r.last < r.first) fail(key, "slot range '" + std::string(text) + "' ends before it starts");
+    return r;
+  }
+
+  std::filesystem::path resolve(const std::filesystem::path& p) const {
+    if (p.is_absolute()) return p.lexically_normal();
+    return (file_.parent_path() / p).lexically_normal();
+  }
+
+ private:
+  std::filesystem::path file_;
+};
+
+}  // namespace
+
+std::string_view node_kind_name(NodeKind kind) { return kind == NodeKind::router ? "router" : "bid"; }
+
+std::string_view restart_policy_name(RestartPolicy p) {
+  switch (p) {
+    case RestartPolicy::permanent: return "permanent";
+    case RestartPolicy::transient: return "transient";
+    case RestartPolicy::temporary: return "temporary";
+  }
+  return "permanent";
+}
+
+const NodeConfig* MeshConfig::find(std::string_view name) const {
+  for (const NodeConfig& n : nodes)
+    if (n.name == name) return &n;
+  return nullptr;
+}
+
+std::vector<const NodeConfig*> MeshConfig::bid_nodes() const {
+  std::vector<const NodeConfig*> out;
+  for (const NodeConfig& n : nodes)
+    if (n.kind == NodeKind::bid) out.push_back(&n);
+  return out;
+}
+
+std::vector<const NodeConfig*> MeshConfig::routers() const {
+  std::vector<const NodeConfig*> out;
+  for (const NodeConfig& n : nodes)
+    if (n.kind == NodeKind::router) out.push_back(&n);
+  return out;
+}
+
+SlotMap MeshConfig::slot_map() const {
+  std::vector<std::vector<SlotRange>> ranges;
+  for (const NodeConfig* n : bid_nodes()) ranges.push_back(n->slots);
+  return SlotMap(ranges);
+}
+
+std::filesystem::path MeshConfig::node_data_dir(std::string_view name) const { return data_dir / std::string(name); }
+
+std::filesystem::path MeshConfig::node_log_file(std::string_view name) const {
+  return data_dir / "logs" / (std::string(name) + ".log");
+}
+
+MeshConfig load_mesh_config(const std::filesystem::path& file) {
+  std::error_code ec;
+  const auto abs = std::filesystem::absolute(file, ec).lexically_normal();
+  std::ifstream in(abs);
+  if (!in) throw ConfigError(file.string() + ": cannot read the file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_mesh_config(ss.str(), abs);
+}
+
+MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::path& file) {
+  Reader rd(file);
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, file.string());
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    throw ConfigError(file.string() + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) +
+                      ": " + std::string(e.description()));
+  }
+  rd.refuse_unknown(root, "",
+                    {"data_dir", "control", "request_timeout_ms", "max_request_bytes", "batch_max", "map_size_mb",
+                     "heartbeat_interval_ms", "heartbeat_timeout_ms", "stop_timeout_ms", "restart_intensity",
+                     "restart_period_ms", "log_max_bytes", "log_keep", "feed", "node"});
+
+  MeshConfig cfg;
+  cfg.file = file;
+  cfg.data_dir = rd.resolve(*rd.read_string(root, "", "data_dir", true));
+  rd.read_uint(root, "", "request_timeout_ms", cfg.request_timeout_ms, 10, 600000);
+  rd.read_uint(root, "", "max_request_bytes", cfg.max_request_bytes, 256, kTransportMaxBytes);
+  rd.read_uint(root, "", "batch_max", cfg.batch_max, 1, 100000);
+  uint64_t map_size_mb = cfg.default_map_size_bytes >> 20;
+  rd.read_uint(root, "", "map_size_mb", map_size_mb, 1, 1ull << 24);
+  cfg.default_map_size_bytes = map_size_mb << 20;
+  rd.read_uint(root, "", "heartbeat_interval_ms", cfg.heartbeat_interval_ms, 10, 60000);
+  rd.read_uint(root, "", "heartbeat_timeout_ms", cfg.heartbeat_timeout_ms, 50, 600000);
+  rd.read_uint(root, "", "stop_timeout_ms", cfg.stop_timeout_ms, 10, 600000);
+  rd.read_uint(root, "", "restart_intensity", cfg.restart_intensity, 0, 1000);
+  rd.read_uint(root, "", "restart_period_ms", cfg.restart_period_ms, 100, 86400000);
+  rd.read_uint(root, "", "log_max_bytes", cfg.log_max_bytes, 4096, 1u << 30);
+  rd.read_uint(root, "", "log_keep", cfg.log_keep, 0, 100);
+  if (cfg.heartbeat_timeout_ms <= cfg.heartbeat_interval_ms)
+    rd.fail("heartbeat_timeout_ms", "must be longer than heartbeat_interval_ms");
+
+  if (auto control = rd.read_string(root, "", "control", false)) {
+    rd.check_endpoint("control", *control);
+    cfg.control = *control;
+  } else {
+    cfg.control = "ipc://" + (cfg.data_dir / "control" / "supervisor.sock").string();
+  }
+  // sockaddr_un holds 107 bytes of path.
+  if (cfg.control.rfind("ipc://", 0) == 0 && cfg.control.size() - 6 > 107)
+    rd.fail("control", "the ipc socket path is longer than 107 bytes; set a shorter 'control' endpoint");
+
+  const toml::table* feed = root["feed"].as_table();
+  if (feed == nullptr) rd.fail("feed", "a [feed] table with 'publish' and 'collect' endpoints is required");
+  rd.refuse_unknown(*feed, "feed", {"publish", "collect"});
+  cfg.feed_publish = *rd.read_string(*feed, "feed", "publish", true);
+  cfg.feed_collect = *rd.read_string(*feed, "feed", "collect", true);
+  rd.check_endpoint("feed.publish", cfg.feed_publish);
+  rd.check_endpoint("feed.collect", cfg.feed_collect);
+
+  const toml::array* nodes = root["node"].as_array();
+  if (nodes == nullptr || nodes->empty()) rd.fail("node", "at least one [[node]] table is required");
+  std::set<std::string> names, endpoints{cfg.feed_publish, cfg.feed_collect};
+  for (std::size_t i = 0; i < nodes->size(); ++i) {
+    const std::string prefix = "node[" + std::to_string(i) + "]";
+    const toml::table* t = (*nodes)[i].as_table();
+    if (t == nullptr) rd.fail(prefix, "must be a table");
+    NodeConfig n;
+    n.name = *rd.read_string(*t, prefix, "name", true);
+    const std::string named = "node '" + n.name + "'";
+    if (!is_valid_identifier(n.name)) rd.fail(prefix + ".name", "must be 1 to 64 bytes of [A-Za-z0-9_-]");
+    if (!names.insert(n.name).second) rd.fail(named, "the name is used twice");
+    const std::string kind = *rd.read_string(*t, named, "kind", true);
+    if (kind == "router") n.kind = NodeKind::router;
+    else if (kind == "bid") n.kind = NodeKind::bid;
+    else rd.fail(named + ".kind", "must be \"router\" or \"bid\", got \"" + kind + "\"");
+    if (n.kind == NodeKind::router)
+      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "feed", "restart"});
+    else
+      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "slots", "map_size_mb", "durability", "restart"});
+    n.host = rd.read_string(*t, named, "host", false).value_or("");
+    n.listen = *rd.read_string(*t, named, "listen", true);
+    rd.check_endpoint(named + ".listen", n.listen);
+    if (!endpoints.insert(n.listen).second) rd.fail(named + ".listen", "endpoint " + n.listen + " is used twice");
+    const std::string restart = rd.read_string(*t, named, "restart", false).value_or("permanent");
+    if (restart == "permanent") n.restart = RestartPolicy::permanent;
+    else if (restart == "transient") n.restart = RestartPolicy::transient;
+    else if (restart == "temporary") n.restart = RestartPolicy::temporary;
+    else rd.fail(named + ".restart", "must be \"permanent\", \"transient\" or \"temporary\"");
+
+    if (n.kind == NodeKind::router) {
+      n.feed = rd.read_bool(*t, named, "feed");
+    } else {
+      uint64_t mb = cfg.default_map_size_bytes >> 20;
+      rd.read_uint(*t, named, "map_size_mb", mb, 1, 1ull << 24);
+      n.map_size_bytes = mb << 20;
+      const std::string durability = rd.read_string(*t, named, "durability", false).value_or("fsync");
+      if (durability == kUnsafeNoSyncWords) n.unsafe_no_sync = true;
+      else if (durability != "fsync")
+        rd.fail(named + ".durability", "must be \"fsync\" (the default); the only other value is \"" +
+                                           std::string(kUnsafeNoSyncWords) + "\"");
+      const toml::node* slots = t->get("slots");
+      if (slots == nullptr) rd.fail(named + ".slots", "is required for a bid node (e.g. [\"0-16383\"])");
+      auto add = [&](const toml::node& v) {
+        if (!v.is_string()) rd.fail(named + ".slots", "each range must be a string \"FIRST-LAST\"");
+        n.slots.push_back(rd.parse_range(named + ".slots", *v.value<std::string_view>()));
+      };
+      if (const toml::array* arr = slots->as_array()) {
+        if (arr->empty()) rd.fail(named + ".slots", "must not be empty");
+        for (const toml::node& v : *arr) add(v);
+      } else {
+        add(*slots);
+      }
+    }
+    cfg.nodes.push_back(std::move(n));
+  }
+
+  // Every slot owned exactly once.
+  const auto bids = cfg.bid_nodes();
+  if (bids.empty()) rd.fail("node", "at least one node of kind \"bid\" is required");
+  if (bids.size() > 65535) rd.fail("node", "too many bid nodes");
+  std::vector<int> owner(kSlotCount, -1);
+  for (std::size_t b = 0; b < bids.size(); ++b)
+    for (const SlotRange& r : bids[b]->slots)
+      for (uint32_t s = r.first; s <= r.last; ++s) {
+        if (owner[s] >= 0)
+          rd.fail("node '" + bids[b]->name + "'.slots",
+                  "slot " + std::to_string(s) + " is also owned by node '" + bids[owner[s]]->name + "'");
+        owner[s] = static_cast<int>(b);
+      }
+  for (uint32_t s = 0; s < kSlotCount; ++s)
+    if (owner[s] < 0) {
+      uint32_t e = s;
+      while (e + 1 < kSlotCount && owner[e + 1] < 0) ++e;
+      rd.fail("node", "slots " + std::to_string(s) + "-" + std::to_string(e) +
+                          " are owned by no bid node (every slot 0-16383 must be owned exactly once)");
+    }
+  return cfg;
+}
+
+}  // namespace bidmesh

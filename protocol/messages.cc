@@ -1,0 +1,571 @@
+// Wire encoding of the contract. Requests are decoded in the order the contract judges them:
+// size, then decoding (one MessagePack map, whole frame consumed, under unpack limits), then
+// each field's presence, type and range.
+#include "protocol/messages.h"
+
+#include <array>
+#include <cstdio>
+
+#include <msgpack.hpp>
+
+namespace bidmesh {
+
+namespace {
+
+// Limits for untrusted input: a request is a flat map of a dozen keys, so anything deeper or
+// wider is refused before msgpack allocates for it (msgpack-c issue 1013).
+msgpack::unpack_limit request_limits() {
+  return msgpack::unpack_limit(/*array=*/64, /*map=*/64, /*str=*/kTransportMaxBytes,
+                               /*bin=*/kTransportMaxBytes, /*ext=*/kTransportMaxBytes, /*depth=*/4);
+}
+// Replies and events come from the mesh, but tools still read them with bounds.
+msgpack::unpack_limit reply_limits() {
+  return msgpack::unpack_limit(2 * kMaxHistoryLimit, 64, 1 << 20, 1 << 20, 1 << 20, 6);
+}
+
+constexpr std::array<std::pair<Op, std::string_view>, 6> kOps{{
+    {Op::open, "open"}, {Op::bid, "bid"}, {Op::close, "close"},
+    {Op::get, "get"}, {Op::history, "history"}, {Op::ping, "ping"},
+}};
+
+std::string_view as_view(const msgpack::object& o) { return {o.via.str.ptr, o.via.str.size}; }
+
+// Unpacks one object that must fill the whole frame. Returns false with a reason otherwise.
+bool unpack_whole(std::string_view frame, const msgpack::unpack_limit& limits, msgpack::object_handle& out,
+                  std::string& why) {
+  try {
+    std::size_t off = 0;
+    out = msgpack::unpack(frame.data(), frame.size(), off, nullptr, nullptr, limits);
+    if (off != frame.size()) {
+      why = "the frame holds bytes after the MessagePack map";
+      return false;
+    }
+    return true;
+  } catch (const msgpack::depth_size_overflow&) {
+    why = "the MessagePack data is nested too deeply";
+  } catch (const msgpack::size_overflow&) {
+    why = "the MessagePack data exceeds a size limit";
+  } catch (const msgpack::insufficient_bytes&) {
+    why = "the frame ends inside a MessagePack value";
+  } catch (const std::exception&) {
+    why = "the frame is not valid MessagePack";
+  }
+  return false;
+}
+
+// The fields of a request map by key; the first occurrence of a key wins and later
+// duplicates are refused.
+struct FieldView {
+  const msgpack::object_kv* kv = nullptr;
+  uint32_t size = 0;
+  const msgpack::object* find(std::string_view key) const {
+    for (uint32_t i = 0; i < size; ++i)
+      if (kv[i].key.type == msgpack::type::STR && as_view(kv[i].key) == key) {
+        // Nil stands for absent (an optional field given as nil is absent).
+        return kv[i].val.type == msgpack::type::NIL ? nullptr : &kv[i].val;
+      }
+    return nullptr;
+  }
+};
+
+DecodeError bad(std::string message, const std::optional<std::string>& id = std::nullopt) {
+  return DecodeError{ErrorCode::bad_request, std::move(message), id};
+}
+
+// Reads the map and the id: shared by peek_route and decode_request.
+std::variant<FieldView, DecodeError> open_request(std::string_view frame, std::size_t max_bytes,
+                                                  msgpack::object_handle& handle, std::optional<std::string>& id) {
+  if (frame.size() > max_bytes)
+    return DecodeError{ErrorCode::too_large,
+                       "request of " + std::to_string(frame.size()) + " bytes is over the limit of " +
+                           std::to_string(max_bytes) + " bytes",
+                       std::nullopt};
+  std::string why;
+  if (!unpack_whole(frame, request_limits(), handle, why)) return bad(why);
+  const msgpack::object& root = handle.get();
+  if (root.type != msgpack::type::MAP) return bad("the request is not a MessagePack map");
+  FieldView fields{root.via.map.ptr, root.via.map.size};
+  for (uint32_t i = 0; i < fields.size; ++i) {
+    if (fields.kv[i].key.type != msgpack::type::STR) return bad("the request map has a key that is not a string");
+    for (uint32_t j = 0; j < i; ++j)
+      if (as_view(fields.kv[j].key) == as_view(fields.kv[i].key))
+        return bad("the request map has the key '" + std::string(as_view(fields.kv[i].key)) + "' twice");
+  }
+  const msgpack::object* id_obj = fields.find("id");
+  if (id_obj == nullptr) return bad("missing field 'id'");
+  if (id_obj->type != msgpack::type::STR) return bad("field 'id' must be a string");
+  const std::string_view id_view = as_view(*id_obj);
+  if (id_view.empty() || id_view.size() > kMaxIdBytes) return bad("field 'id' must be 1 to 64 bytes");
+  id = std::string(id_view);
+  return fields;
+}
+
+std::variant<Op, DecodeError> read_op(const FieldView& f, const std::optional<std::string>& id) {
+  const msgpack::object* o = f.find("op");
+  if (o == nullptr) return bad("missing field 'op'", id);
+  if (o->type != msgpack::type::STR) return bad("field 'op' must be a string", id);
+  auto op = parse_op(as_view(*o));
+  if (!op) return bad("unknown op '" + std::string(as_view(*o)).substr(0, 64) + "'", id);
+  return *op;
+}
+
+// An identifier field: required, a string of [A-Za-z0-9_-]{1,64}.
+std::optional<DecodeError> read_identifier(const FieldView& f, std::string_view key, std::string& out,
+                                           const std::optional<std::string>& id) {
+  const msgpack::object* o = f.find(key);
+  if (o == nullptr) return bad("missing field '" + std::string(key) + "'", id);
+  if (o->type != msgpack::type::STR) return bad("field '" + std::string(key) + "' must be a string", id);
+  if (!is_valid_identifier(as_view(*o)))
+    return bad("field '" + std::string(key) + "' must be 1 to 64 bytes of [A-Za-z0-9_-]", id);
+  out.assign(as_view(*o));
+  return std::nullopt;
+}
+
+// An unsigned integer field. Absent: `out` keeps its default unless `required`.
+// Floats, negatives and values past 64 bits are refused (msgpack-c decodes a non-negative
+// value in a signed format as POSITIVE_INTEGER, so those are accepted).
+std::optional<DecodeError> read_u64(const FieldView& f, std::string_view key, bool required, uint64_t min,
+                                    uint64_t& out, bool& present, const std::optional<std::string>& id) {
+  present = false;
+  const msgpack::object* o = f.find(key);
+  if (o == nullptr) {
+    if (required) return bad("missing field '" + std::string(key) + "'", id);
+    return std::nullopt;
+  }
+  if (o->type == msgpack::type::NEGATIVE_INTEGER)
+    return bad("field '" + std::string(key) + "' must not be negative", id);
+  if (o->type != msgpack::type::POSITIVE_INTEGER)
+    return bad("field '" + std::string(key) + "' must be an unsigned integer", id);
+  if (o->via.u64 < min)
+    return bad("field '" + std::string(key) + "' must be at least " + std::to_string(min), id);
+  out = o->via.u64;
+  present = true;
+  return std::nullopt;
+}
+
+template <typename Packer>
+void pack_value(Packer& pk, const Value& v) {
+  std::visit(
+      [&](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, Nil>) pk.pack_nil();
+        else if constexpr (std::is_same_v<T, bool>) x ? pk.pack_true() : pk.pack_false();
+        else if constexpr (std::is_same_v<T, uint64_t>) pk.pack_uint64(x);
+        else pk.pack(x);
+      },
+      v);
+}
+
+template <typename Packer>
+void pack_str(Packer& pk, std::string_view s) {
+  pk.pack_str(static_cast<uint32_t>(s.size()));
+  pk.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+template <typename Packer>
+void pack_opt_id(Packer& pk, const std::optional<std::string>& id) {
+  if (id) pack_str(pk, *id);
+  else pk.pack_nil();
+}
+
+std::optional<Value> object_to_value(const msgpack::object& o) {
+  switch (o.type) {
+    case msgpack::type::NIL: return Value{Nil{}};
+    case msgpack::type::BOOLEAN: return Value{o.via.boolean};
+    case msgpack::type::POSITIVE_INTEGER: return Value{o.via.u64};
+    case msgpack::type::STR: return Value{std::string(as_view(o))};
+    default: return std::nullopt;
+  }
+}
+
+std::optional<Event> event_from_object(const msgpack::object& root) {
+  if (root.type != msgpack::type::MAP) return std::nullopt;
+  Event e;
+  bool have_kind = false, have_seq = false;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) return std::nullopt;
+    const std::string_view k = as_view(kv.key);
+    const msgpack::object& v = kv.val;
+    if (k == "event" && v.type == msgpack::type::STR) {
+      const auto s = as_view(v);
+      if (s == "open") e.kind = EventKind::open;
+      else if (s == "max") e.kind = EventKind::max;
+      else if (s == "closed") e.kind = EventKind::closed;
+      else return std::nullopt;
+      have_kind = true;
+    } else if (k == "item" && v.type == msgpack::type::STR) {
+      e.item = std::string(as_view(v));
+    } else if (k == "seq" && v.type == msgpack::type::POSITIVE_INTEGER) {
+      e.seq = v.via.u64;
+      have_seq = true;
+    } else if (k == "ts" && v.type == msgpack::type::POSITIVE_INTEGER) {
+      e.ts = v.via.u64;
+    } else if (k == "amount" && v.type == msgpack::type::POSITIVE_INTEGER) {
+      e.amount = v.via.u64;
+    } else if ((k == "bidder" || k == "winner") && v.type == msgpack::type::STR) {
+      e.bidder = std::string(as_view(v));
+    }
+  }
+  if (!have_kind || !have_seq) return std::nullopt;
+  return e;
+}
+
+void json_escape(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+void to_json(std::string& out, const msgpack::object& o) {
+  switch (o.type) {
+    case msgpack::type::NIL: out += "null"; break;
+    case msgpack::type::BOOLEAN: out += o.via.boolean ? "true" : "false"; break;
+    case msgpack::type::POSITIVE_INTEGER: out += std::to_string(o.via.u64); break;
+    case msgpack::type::NEGATIVE_INTEGER: out += std::to_string(o.via.i64); break;
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: out += std::to_string(o.via.f64); break;
+    case msgpack::type::STR: json_escape(out, as_view(o)); break;
+    case msgpack::type::ARRAY:
+      out.push_back('[');
+      for (uint32_t i = 0; i < o.via.array.size; ++i) {
+        if (i) out.push_back(',');
+        to_json(out, o.via.array.ptr[i]);
+      }
+      out.push_back(']');
+      break;
+    case msgpack::type::MAP:
+      out.push_back('{');
+      for (uint32_t i = 0; i < o.via.map.size; ++i) {
+        if (i) out.push_back(',');
+        const auto& kv = o.via.map.ptr[i];
+        if (kv.key.type == msgpack::type::STR) json_escape(out, as_view(kv.key));
+        else {
+          std::string k;
+          to_json(k, kv.key);
+          json_escape(out, k);
+        }
+        out.push_back(':');
+        to_json(out, kv.val);
+      }
+      out.push_back('}');
+      break;
+    default: out += "null"; break;  // bin and ext do not occur in the contract
+  }
+}
+
+}  // namespace
+
+std::optional<Op> parse_op(std::string_view name) {
+  for (const auto& [op, n] : kOps)
+    if (n == name) return op;
+  return std::nullopt;
+}
+
+std::string_view op_name(Op op) {
+  for (const auto& [o, n] : kOps)
+    if (o == op) return n;
+  return "ping";
+}
+
+bool op_is_write(Op op) { return op == Op::open || op == Op::bid || op == Op::close; }
+
+bool is_valid_identifier(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (unsigned char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string Request::fingerprint() const {
+  std::string f(op_name(op));
+  f += '|';
+  f += item;
+  switch (op) {
+    case Op::open:
+      f += '|' + std::to_string(start) + '|' + std::to_string(increment) + '|' +
+           (closes_at ? std::to_string(*closes_at) : std::string("-"));
+      break;
+    case Op::bid:
+      f += '|' + bidder + '|' + std::to_string(amount);
+      break;
+    default:
+      break;
+  }
+  return f;
+}
+
+std::variant<RouteInfo, DecodeError> peek_route(std::string_view frame, std::size_t max_request_bytes) {
+  msgpack::object_handle handle;
+  std::optional<std::string> id;
+  auto opened = open_request(frame, max_request_bytes, handle, id);
+  if (auto* err = std::get_if<DecodeError>(&opened)) return std::move(*err);
+  const FieldView& f = std::get<FieldView>(opened);
+  auto op = read_op(f, id);
+  if (auto* err = std::get_if<DecodeError>(&op)) return std::move(*err);
+  RouteInfo info;
+  info.op = std::get<Op>(op);
+  info.id = std::move(*id);
+  if (info.op != Op::ping)
+    if (auto err = read_identifier(f, "item", info.item, info.id)) return std::move(*err);
+  return info;
+}
+
+std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64_t now_ms,
+                                                  std::size_t max_request_bytes) {
+  msgpack::object_handle handle;
+  std::optional<std::string> id;
+  auto opened = open_request(frame, max_request_bytes, handle, id);
+  if (auto* err = std::get_if<DecodeError>(&opened)) return std::move(*err);
+  const FieldView& f = std::get<FieldView>(opened);
+  auto op = read_op(f, id);
+  if (auto* err = std::get_if<DecodeError>(&op)) return std::move(*err);
+
+  Request r;
+  r.op = std::get<Op>(op);
+  r.id = *id;
+  if (r.op == Op::ping) return r;
+  if (auto err = read_identifier(f, "item", r.item, id)) return std::move(*err);
+  bool present = false;
+  switch (r.op) {
+    case Op::open: {
+      if (auto err = read_u64(f, "start", false, 1, r.start, present, id)) return std::move(*err);
+      if (auto err = read_u64(f, "increment", false, 1, r.increment, present, id)) return std::move(*err);
+      uint64_t closes_at = 0;
+      if (auto err = read_u64(f, "closes_at", false, 0, closes_at, present, id)) return std::move(*err);
+      if (present) {
+        if (closes_at <= now_ms) return bad("field 'closes_at' must be in the future (unix ms)", id);
+        r.closes_at = closes_at;
+      }
+      break;
+    }
+    case Op::bid:
+      if (auto err = read_identifier(f, "bidder", r.bidder, id)) return std::move(*err);
+      if (auto err = read_u64(f, "amount", true, 1, r.amount, present, id)) return std::move(*err);
+      break;
+    case Op::history:
+      if (auto err = read_u64(f, "after", false, 0, r.after, present, id)) return std::move(*err);
+      if (auto err = read_u64(f, "limit", false, 0, r.limit, present, id)) return std::move(*err);
+      if (r.limit > kMaxHistoryLimit) r.limit = kMaxHistoryLimit;
+      break;
+    default:
+      break;
+  }
+  return r;
+}
+
+std::string encode_ok(std::string_view id, const std::vector<Field>& fields) {
+  msgpack::sbuffer buf(128);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<uint32_t>(2 + fields.size()));
+  pack_str(pk, "ok");
+  pk.pack_true();
+  pack_str(pk, "id");
+  pack_str(pk, id);
+  for (const Field& f : fields) {
+    pack_str(pk, f.key);
+    pack_value(pk, f.value);
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+std::string encode_error(const std::optional<std::string>& id, ErrorCode code, std::string_view message,
+                         const std::vector<Field>& extra) {
+  msgpack::sbuffer buf(128);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<uint32_t>(4 + extra.size()));
+  pack_str(pk, "ok");
+  pk.pack_false();
+  pack_str(pk, "id");
+  pack_opt_id(pk, id);
+  pack_str(pk, "error");
+  pack_str(pk, error_code_name(code));
+  pack_str(pk, "message");
+  pack_str(pk, message);
+  for (const Field& f : extra) {
+    pack_str(pk, f.key);
+    pack_value(pk, f.value);
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+std::string encode_history_ok(std::string_view id, std::string_view item,
+                              const std::vector<std::string_view>& encoded_events) {
+  msgpack::sbuffer buf(256);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(4);
+  pack_str(pk, "ok");
+  pk.pack_true();
+  pack_str(pk, "id");
+  pack_str(pk, id);
+  pack_str(pk, "item");
+  pack_str(pk, item);
+  pack_str(pk, "events");
+  pk.pack_array(static_cast<uint32_t>(encoded_events.size()));
+  // Each element is already one complete MessagePack map.
+  for (std::string_view e : encoded_events) buf.write(e.data(), e.size());
+  return std::string(buf.data(), buf.size());
+}
+
+std::string_view event_kind_name(EventKind kind) {
+  switch (kind) {
+    case EventKind::open: return "open";
+    case EventKind::max: return "max";
+    case EventKind::closed: return "closed";
+  }
+  return "open";
+}
+
+std::string encode_event(const Event& e) {
+  msgpack::sbuffer buf(96);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(e.kind == EventKind::open ? 4 : 6);
+  pack_str(pk, "event");
+  pack_str(pk, event_kind_name(e.kind));
+  pack_str(pk, "item");
+  pack_str(pk, e.item);
+  pack_str(pk, "seq");
+  pk.pack_uint64(e.seq);
+  pack_str(pk, "ts");
+  pk.pack_uint64(e.ts);
+  if (e.kind != EventKind::open) {
+    pack_str(pk, "amount");
+    pack_value(pk, opt_value(e.amount));
+    pack_str(pk, e.kind == EventKind::max ? "bidder" : "winner");
+    pack_value(pk, opt_value(e.bidder));
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+std::optional<Event> decode_event(std::string_view body) {
+  msgpack::object_handle handle;
+  std::string why;
+  if (!unpack_whole(body, reply_limits(), handle, why)) return std::nullopt;
+  return event_from_object(handle.get());
+}
+
+std::string feed_topic(std::string_view item) {
+  std::string t(kFeedTopicPrefix);
+  t += item;
+  t += '/';
+  return t;
+}
+
+const Value* Reply::find(std::string_view key) const {
+  for (const Field& f : fields)
+    if (f.key == key) return &f.value;
+  return nullptr;
+}
+
+std::optional<uint64_t> Reply::u64(std::string_view key) const {
+  const Value* v = find(key);
+  if (v == nullptr) return std::nullopt;
+  if (const auto* x = std::get_if<uint64_t>(v)) return *x;
+  return std::nullopt;
+}
+
+std::optional<std::string> Reply::str(std::string_view key) const {
+  const Value* v = find(key);
+  if (v == nullptr) return std::nullopt;
+  if (const auto* x = std::get_if<std::string>(v)) return *x;
+  return std::nullopt;
+}
+
+std::optional<Reply> decode_reply(std::string_view frame) {
+  msgpack::object_handle handle;
+  std::string why;
+  if (!unpack_whole(frame, reply_limits(), handle, why)) return std::nullopt;
+  const msgpack::object& root = handle.get();
+  if (root.type != msgpack::type::MAP) return std::nullopt;
+  Reply r;
+  bool have_ok = false;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) return std::nullopt;
+    const std::string key(as_view(kv.key));
+    const msgpack::object& v = kv.val;
+    if (key == "ok") {
+      if (v.type != msgpack::type::BOOLEAN) return std::nullopt;
+      r.ok = v.via.boolean;
+      have_ok = true;
+    } else if (key == "id") {
+      if (v.type == msgpack::type::STR) r.id = std::string(as_view(v));
+    } else if (key == "error") {
+      if (v.type == msgpack::type::STR) r.error = std::string(as_view(v));
+    } else if (key == "message") {
+      if (v.type == msgpack::type::STR) r.message = std::string(as_view(v));
+    } else if (key == "events") {
+      if (v.type != msgpack::type::ARRAY) return std::nullopt;
+      for (uint32_t j = 0; j < v.via.array.size; ++j) {
+        auto e = event_from_object(v.via.array.ptr[j]);
+        if (!e) return std::nullopt;
+        r.events.push_back(std::move(*e));
+      }
+    } else if (auto value = object_to_value(v)) {
+      r.fields.push_back(Field{key, std::move(*value)});
+    }
+  }
+  if (!have_ok) return std::nullopt;
+  return r;
+}
+
+std::string msgpack_to_json(std::string_view frame) {
+  msgpack::object_handle handle;
+  std::string why;
+  if (!unpack_whole(frame, reply_limits(), handle, why)) return "null";
+  std::string out;
+  to_json(out, handle.get());
+  return out;
+}
+
+std::string encode_request(const Request& r) {
+  std::vector<Field> f;
+  f.push_back({"op", std::string(op_name(r.op))});
+  f.push_back({"id", r.id});
+  if (r.op != Op::ping) f.push_back({"item", r.item});
+  switch (r.op) {
+    case Op::open:
+      f.push_back({"start", r.start});
+      f.push_back({"increment", r.increment});
+      if (r.closes_at) f.push_back({"closes_at", *r.closes_at});
+      break;
+    case Op::bid:
+      f.push_back({"bidder", r.bidder});
+      f.push_back({"amount", r.amount});
+      break;
+    case Op::history:
+      f.push_back({"after", r.after});
+      f.push_back({"limit", r.limit});
+      break;
+    default:
+      break;
+  }
+  msgpack::sbuffer buf(128);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<uint32_t>(f.size()));
+  for (const Field& x : f) {
+    pack_str(pk, x.key);
+    pack_value(pk, x.value);
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+}  // namespace bidmesh

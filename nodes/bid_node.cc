@@ -1,0 +1,205 @@
+// BidNode: see bid_node.h for the framing, the batch flow and the stop sequence.
+#include "nodes/bid_node.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <iostream>
+#include <iterator>
+#include <variant>
+#include <vector>
+
+#include <zmq_addon.hpp>
+
+#include "protocol/messages.h"
+
+namespace bidmesh {
+
+namespace {
+constexpr auto kFailureLogInterval = std::chrono::seconds(5);
+constexpr std::size_t kEnvelopeFrames = 3;  // router identity, token, body
+
+// A signal may interrupt a ZeroMQ call (EINTR, thrown by cppzmq): the call is simply made again,
+// so no reply of a committed batch is lost to a SIGTERM.
+template <typename F>
+auto retry_eintr(F&& f) {
+  for (;;) {
+    try {
+      return f();
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+}  // namespace
+
+// One message of the batch: its frames (the envelope goes back unchanged) and its outcome.
+struct BidNode::Incoming {
+  std::vector<zmq::message_t> frames;
+  std::optional<std::size_t> request;  // index in the batch's requests, when it decoded
+  std::string reply;                   // set at once when it did not decode
+};
+
+BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
+    : name_(node.name),
+      listen_(node.listen),
+      feed_collect_(cfg.feed_collect),
+      data_dir_(cfg.node_data_dir(node.name)),
+      map_size_bytes_(node.map_size_bytes > 0 ? node.map_size_bytes : cfg.default_map_size_bytes),
+      unsafe_no_sync_(node.unsafe_no_sync),
+      batch_max_(std::max<std::size_t>(cfg.batch_max, 1)),
+      max_request_bytes_(cfg.max_request_bytes),
+      ctx_(1),
+      router_(ctx_, zmq::socket_type::router),
+      pub_(ctx_, zmq::socket_type::pub),
+      link_(ctx_, node.name) {}
+
+BidNode::~BidNode() = default;
+
+void BidNode::log(const std::string& line) const { std::cerr << "bid node " << name_ << ": " << line << std::endl; }
+
+std::optional<std::string> BidNode::start() {
+  ItemStoreOptions options;
+  options.dir = data_dir_;
+  options.map_size_bytes = map_size_bytes_;
+  options.no_sync = unsafe_no_sync_;
+  auto opened = ItemStore::open(options);
+  if (auto* err = std::get_if<std::string>(&opened)) return *err;
+  store_ = std::move(std::get<std::unique_ptr<ItemStore>>(opened));
+
+  try {
+    router_.set(zmq::sockopt::linger, kCloseLingerMs);
+    if (listen_.starts_with("ipc://")) {
+      std::error_code ec;  // a missing folder shows as the bind error below
+      std::filesystem::create_directories(std::filesystem::path(listen_.substr(6)).parent_path(), ec);
+    }
+    router_.bind(listen_);
+  } catch (const zmq::error_t& e) {
+    return "cannot bind the ROUTER on " + listen_ + ": " + e.what();
+  }
+  try {
+    pub_.set(zmq::sockopt::linger, kCloseLingerMs);
+    pub_.set(zmq::sockopt::sndhwm, kPubHwm);
+    pub_.connect(feed_collect_);
+  } catch (const zmq::error_t& e) {
+    return "cannot connect the PUB to the feed at " + feed_collect_ + ": " + e.what();
+  }
+
+  log("serving on " + listen_ + ", data " + data_dir_.string() + ", " + std::to_string(store_->item_count()) +
+      " items, map " + std::to_string(store_->map_size_bytes()) + " bytes, feed " + feed_collect_);
+  if (unsafe_no_sync_) {
+    log("WARNING: unsafe_no_sync is set: commits are NOT synced to disk, so acknowledged bids can be "
+        "lost in a crash. The wire contract's durability does not hold. Never run this in production.");
+  }
+  return std::nullopt;
+}
+
+int BidNode::serve() {
+  link_.ready();
+  try {
+    while (!stop_requested()) {
+      link_.tick();
+      zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 1, poll_timeout());
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;  // a signal: the loop condition decides
+        throw;
+      }
+      run_turn();
+    }
+  } catch (const zmq::error_t& e) {
+    log(std::string("stopping on a ZeroMQ error: ") + e.what());
+    return 111;
+  }
+  log("stopping: signal received, last batch answered");
+  router_.close();  // linger: the last replies and events leave within kCloseLingerMs
+  pub_.close();
+  return 0;
+}
+
+// The longest wait that still closes items within a second of their deadline and keeps the
+// supervisor's heartbeat going.
+std::chrono::milliseconds BidNode::poll_timeout() const {
+  auto wait = std::min(kMaxPollWait, link_.max_wait());
+  if (const auto next = store_->next_auto_close_ms()) {
+    const uint64_t now = unix_now_ms();
+    const auto until = std::chrono::milliseconds(*next > now ? *next - now : 0);
+    wait = std::min(wait, until);
+  }
+  return wait;
+}
+
+void BidNode::run_turn() {
+  // Drain every waiting message, up to batch_max.
+  std::vector<Incoming> batch;
+  std::vector<Request> requests;
+  const uint64_t decode_now = unix_now_ms();
+  while (batch.size() < batch_max_) {
+    Incoming in;
+    const auto got = retry_eintr([&] {
+      in.frames.clear();
+      return zmq::recv_multipart(router_, std::back_inserter(in.frames), zmq::recv_flags::dontwait);
+    });
+    if (!got) break;
+    if (in.frames.size() < kEnvelopeFrames) continue;  // not [identity, token, body]: dropped
+    auto decoded = decode_request(in.frames.back().to_string_view(), decode_now, max_request_bytes_);
+    if (auto* err = std::get_if<DecodeError>(&decoded)) {
+      in.reply = encode_error(*err);
+    } else {
+      in.request = requests.size();
+      requests.push_back(std::move(std::get<Request>(decoded)));
+    }
+    batch.push_back(std::move(in));
+  }
+
+  const uint64_t now = unix_now_ms();
+  const auto next = store_->next_auto_close_ms();
+  const bool closes_due = next && *next <= now;
+  if (batch.empty() && !closes_due) return;
+
+  // One write transaction for the whole batch; the replies exist only after its commit.
+  BatchResult result = store_->apply_batch(requests, now);
+  if (result.failure) {
+    report_failure(*result.failure);
+  } else if (result.committed && failing_) {
+    failing_ = false;
+    log("writes succeed again (" + std::to_string(failures_unlogged_) + " failed batches not logged)");
+    failures_unlogged_ = 0;
+  }
+
+  for (Incoming& in : batch) {
+    const std::string& reply = in.request ? result.replies[*in.request] : in.reply;
+    // ROUTER drops a message to a gone or full peer (no ROUTER_MANDATORY): never blocks.
+    for (std::size_t i = 0; i + 1 < in.frames.size(); ++i) {
+      retry_eintr([&] { return router_.send(in.frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
+    }
+    retry_eintr([&] { return router_.send(zmq::buffer(reply), zmq::send_flags::dontwait); });
+  }
+  for (const FeedMessage& m : result.events) {
+    // PUB drops past its high-water mark; seq lets subscribers see and repair the gap.
+    const auto sent = retry_eintr(
+        [&] { return pub_.send(zmq::buffer(m.topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
+    if (sent) retry_eintr([&] { return pub_.send(zmq::buffer(m.body), zmq::send_flags::dontwait); });
+  }
+}
+
+void BidNode::report_failure(const std::string& failure) {
+  const auto now = std::chrono::steady_clock::now();
+  if (failing_ && now - last_failure_log_ < kFailureLogInterval) {
+    ++failures_unlogged_;
+    return;
+  }
+  std::string line = "write batch failed, every write of it answered `internal`, nothing published: " + failure;
+  if (failures_unlogged_ > 0) line += " (" + std::to_string(failures_unlogged_) + " more failed batches not logged)";
+  if (failure.starts_with("storage full")) {
+    line += ". Operator: raise map_size_mb for node " + name_ + " in the config and restart it; reads still work";
+  } else {
+    line += ". Operator: check the disk and the data directory " + data_dir_.string();
+  }
+  log(line);
+  failing_ = true;
+  failures_unlogged_ = 0;
+  last_failure_log_ = now;
+}
+
+}  // namespace bidmesh

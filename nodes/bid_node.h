@@ -1,0 +1,87 @@
+// BidNode: the serving loop of one bid node, the single writer of its items.
+//
+// Sockets: a ROUTER bound on the node's `listen` endpoint, to which every router connects a
+// DEALER; a PUB connected to the feed's XSUB (`feed_collect`), high-water mark kPubHwm so a slow
+// feed drops events instead of slowing bids (subscribers repair gaps by `seq`).
+//
+// Framing: a router's DEALER sends [token, body]; the ROUTER here receives [router identity,
+// token, body] (fewer than 3 frames: dropped). The reply is every frame but the last, unchanged,
+// then the reply body: [router identity, token, reply]. Replies go out with dontwait: a gone
+// router just loses them (it has answered `unavailable` by then).
+//
+// Group commit, one thread: poll the ROUTER (timeout: the next auto-close, the supervisor's
+// heartbeat interval, at most 100 ms); drain up to batch_max waiting messages; decode each
+// (a decode failure is answered at once and not remembered); apply the batch with ItemStore in
+// one write transaction; only after the commit send the replies in arrival order, then publish
+// the committed events. A failed transaction answers every write `internal` and publishes
+// nothing; the reason goes to stderr (rate-limited) for the operator.
+//
+// Stop: SIGTERM/SIGINT set a flag; the batch in flight is finished and answered, then the
+// sockets close (linger kCloseLingerMs so the last replies leave) and serve() returns 0.
+//
+// Thread-compatible: one thread constructs, starts and serves.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "nodes/item_store.h"
+#include "nodes/process.h"
+#include "protocol/config.h"
+
+namespace bidmesh {
+
+inline constexpr int kPubHwm = 100000;
+inline constexpr int kCloseLingerMs = 1000;
+inline constexpr std::chrono::milliseconds kMaxPollWait{100};
+
+class BidNode {
+ public:
+  // REQUIRES: node.kind == NodeKind::bid.
+  BidNode(const MeshConfig& cfg, const NodeConfig& node);
+  ~BidNode();
+  BidNode(const BidNode&) = delete;
+  BidNode& operator=(const BidNode&) = delete;
+
+  // Opens the store and the sockets and prints the startup line. On failure returns a one-line
+  // reason (the program then exits 111).
+  std::optional<std::string> start();
+
+  // REQUIRES: start() succeeded. Tells the supervisor `ready`, serves until stop_requested(),
+  // then closes. Returns the exit code: 0 on a clean stop, 111 on a system failure.
+  int serve();
+
+ private:
+  struct Incoming;
+  void run_turn();
+  std::chrono::milliseconds poll_timeout() const;
+  void log(const std::string& line) const;
+  void report_failure(const std::string& failure);
+
+  const std::string name_;
+  const std::string listen_;
+  const std::string feed_collect_;
+  const std::filesystem::path data_dir_;
+  const uint64_t map_size_bytes_;
+  const bool unsafe_no_sync_;
+  const std::size_t batch_max_;
+  const std::size_t max_request_bytes_;
+
+  std::unique_ptr<ItemStore> store_;
+  zmq::context_t ctx_;
+  zmq::socket_t router_;
+  zmq::socket_t pub_;
+  SupervisorLink link_;
+
+  // Operator log of write failures: one line per kFailureLogInterval at most.
+  std::chrono::steady_clock::time_point last_failure_log_{};
+  uint64_t failures_unlogged_ = 0;
+  bool failing_ = false;
+};
+
+}  // namespace bidmesh

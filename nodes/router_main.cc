@@ -74,8 +74,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitUsage;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::cerr << "bidmesh-router: " << e.what() << std::endl;
+    return kExitUsage;
   }
 
   bidmesh::MeshConfig cfg;

@@ -1,0 +1,337 @@
+// The router's pending-request table, and the router itself in-process: clients and a fake bid
+// node on the test thread, the router's loop on a thread of its own, endpoints over inproc.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <future>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "nodes/process.h"
+#include "nodes/router.h"
+#include "protocol/config.h"
+#include "protocol/messages.h"
+
+using namespace bidmesh;
+using namespace std::chrono_literals;
+
+namespace {
+
+using Clock = PendingTable::Clock;
+
+std::string str(const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); }
+
+}  // namespace
+
+TEST_CASE("pending table issues, finds and releases entries", "[router]") {
+  PendingTable table(3);
+  const Clock::time_point t0 = Clock::now();
+
+  SECTION("a token finds its entry until it is released") {
+    PendingTable::Entry& e = table.acquire(t0 + 1s);
+    const uint64_t token = e.token;
+    CHECK(token != 0);
+    CHECK(table.find(token) == &e);
+    CHECK(table.size() == 1);
+    table.release(e);
+    CHECK(table.find(token) == nullptr);
+    CHECK(table.size() == 0);
+  }
+  SECTION("a reused entry gets a new token, so a late reply for the old one does not match") {
+    PendingTable::Entry& e = table.acquire(t0 + 1s);
+    const uint64_t old_token = e.token;
+    table.release(e);
+    PendingTable::Entry& again = table.acquire(t0 + 2s);
+    CHECK(&again == &e);
+    CHECK(again.token != old_token);
+    CHECK(table.find(old_token) == nullptr);
+    CHECK(table.find(again.token) == &again);
+  }
+  SECTION("tokens never issued are not found") {
+    CHECK(table.find(0) == nullptr);
+    CHECK(table.find(12345) == nullptr);
+    CHECK(table.find(~uint64_t{0}) == nullptr);
+  }
+  SECTION("the table is full at its capacity, and has room again after a release") {
+    PendingTable::Entry& a = table.acquire(t0);
+    table.acquire(t0);
+    table.acquire(t0);
+    CHECK(table.full());
+    table.release(a);
+    CHECK_FALSE(table.full());
+  }
+}
+
+TEST_CASE("pending table expires entries in deadline order", "[router]") {
+  PendingTable table(10);
+  const Clock::time_point t0 = Clock::now();
+  std::vector<uint64_t> tokens;
+  for (int i = 0; i < 4; ++i) tokens.push_back(table.acquire(t0 + std::chrono::milliseconds(100 * i)).token);
+
+  SECTION("only entries at or past their deadline expire, oldest first") {
+    std::vector<uint64_t> expired;
+    table.expire(t0 + 100ms, [&](PendingTable::Entry& e) { expired.push_back(e.token); });
+    CHECK(expired == std::vector<uint64_t>{tokens[0], tokens[1]});
+    CHECK(table.size() == 2);
+    CHECK(table.find(tokens[0]) == nullptr);
+    CHECK(table.find(tokens[2]) != nullptr);
+  }
+  SECTION("answered entries are skipped, and next_deadline is the oldest live one") {
+    table.release(*table.find(tokens[0]));
+    table.release(*table.find(tokens[2]));
+    CHECK(table.next_deadline() == t0 + 100ms);
+    std::vector<uint64_t> expired;
+    table.expire(t0 + 1s, [&](PendingTable::Entry& e) { expired.push_back(e.token); });
+    CHECK(expired == std::vector<uint64_t>{tokens[1], tokens[3]});
+    CHECK(table.size() == 0);
+    CHECK_FALSE(table.next_deadline().has_value());
+  }
+}
+
+namespace {
+
+// A router on its own thread, serving `cfg` until stop() (or destruction).
+class RouterThread {
+ public:
+  RouterThread(zmq::context_t& ctx, const MeshConfig& cfg) {
+    std::promise<std::optional<std::string>> bound;
+    auto result = bound.get_future();
+    thread_ = std::thread([&ctx, &cfg, &bound, this] {
+      Router router(ctx, cfg, *cfg.find("router"));
+      SupervisorLink link(ctx, "router");  // no supervisor in the environment: a no-op
+      auto error = router.bind();
+      bound.set_value(error);
+      if (error) return;
+      router.run(link, [this] { return stop_.load(); });
+    });
+    error_ = result.get();
+  }
+  ~RouterThread() { stop(); }
+  const std::optional<std::string>& error() const { return error_; }
+  void request_stop() { stop_ = true; }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::optional<std::string> error_;
+};
+
+MeshConfig test_config(const std::string& prefix) {
+  // bid-1 owns every slot but one, so any item but that slot's goes to it; bid-2 is never
+  // running: its endpoint refuses connections.
+  return parse_mesh_config(R"(
+data_dir = "data"
+request_timeout_ms = 200
+[feed]
+publish = "inproc://)" + prefix + R"(-feed-pub"
+collect = "inproc://)" + prefix + R"(-feed-collect"
+[[node]]
+name = "router"
+kind = "router"
+listen = "inproc://)" + prefix + R"(-router"
+[[node]]
+name = "bid-1"
+kind = "bid"
+listen = "inproc://)" + prefix + R"(-bid-1"
+slots = ["0-16382"]
+[[node]]
+name = "bid-2"
+kind = "bid"
+listen = "tcp://127.0.0.1:1"
+slots = ["16383"]
+)",
+                           "/tmp/router_test.toml");
+}
+
+// An item in the one slot of bid-2.
+std::string item_of_bid2() {
+  for (int i = 0;; ++i) {
+    std::string item = "i" + std::to_string(i);
+    if (slot_of(item) == 16383) return item;
+  }
+}
+
+std::string request(Op op, const std::string& id, const std::string& item = "") {
+  Request r;
+  r.op = op;
+  r.id = id;
+  r.item = item;
+  return encode_request(r);
+}
+
+Reply decode(const zmq::message_t& m) {
+  auto r = decode_reply(str(m));
+  REQUIRE(r.has_value());
+  return *r;
+}
+
+}  // namespace
+
+TEST_CASE("router routes, answers and times out requests", "[router]") {
+  static int instance = 0;
+  const std::string prefix = "router-test-" + std::to_string(++instance);
+  const MeshConfig cfg = test_config(prefix);
+  zmq::context_t ctx(1);
+
+  // The fake bid node binds first, so the router's inproc DEALER connects to it at once.
+  zmq::socket_t node(ctx, zmq::socket_type::router);
+  node.set(zmq::sockopt::linger, 0);
+  node.set(zmq::sockopt::rcvtimeo, 2000);
+  node.bind(cfg.find("bid-1")->listen);
+
+  RouterThread router(ctx, cfg);
+  REQUIRE_FALSE(router.error().has_value());
+
+  zmq::socket_t client(ctx, zmq::socket_type::dealer);
+  client.set(zmq::sockopt::linger, 0);
+  client.set(zmq::sockopt::rcvtimeo, 2000);
+  client.connect(cfg.find("router")->listen);
+
+  auto send = [&](const std::string& body) {
+    std::vector<zmq::const_buffer> parts{zmq::const_buffer(nullptr, 0), zmq::buffer(body)};
+    REQUIRE(zmq::send_multipart(client, parts));
+  };
+  // The client's next reply: [empty, body].
+  auto receive = [&]() {
+    std::vector<zmq::message_t> parts;
+    REQUIRE(zmq::recv_multipart(client, std::back_inserter(parts)));
+    REQUIRE(parts.size() == 2);
+    CHECK(parts[0].size() == 0);
+    return decode(parts[1]);
+  };
+  // The node's next request: [router identity, token, body].
+  auto node_receive = [&]() {
+    std::vector<zmq::message_t> parts;
+    REQUIRE(zmq::recv_multipart(node, std::back_inserter(parts)));
+    REQUIRE(parts.size() == 3);
+    CHECK(parts[1].size() == 8);
+    return parts;
+  };
+  auto node_reply = [&](std::vector<zmq::message_t>& req, const std::string& body) {
+    std::vector<zmq::const_buffer> parts{zmq::buffer(req[0].data(), req[0].size()),
+                                         zmq::buffer(req[1].data(), req[1].size()), zmq::buffer(body)};
+    REQUIRE(zmq::send_multipart(node, parts));
+  };
+
+  SECTION("ping is answered by the router itself") {
+    send(request(Op::ping, "p1"));
+    Reply r = receive();
+    CHECK(r.ok);
+    CHECK(r.id == "p1");
+  }
+  SECTION("a request goes to its owner unchanged and the owner's reply comes back") {
+    const std::string body = request(Op::get, "g1", "lot-7");
+    send(body);
+    auto req = node_receive();
+    CHECK(str(req[2]) == body);
+    node_reply(req, encode_ok("g1", {{"item", std::string("lot-7")}}));
+    Reply r = receive();
+    CHECK(r.ok);
+    CHECK(r.id == "g1");
+    CHECK(r.str("item") == "lot-7");
+  }
+  SECTION("replies to requests in flight may come back in any order") {
+    send(request(Op::get, "a", "x"));
+    send(request(Op::get, "b", "y"));
+    auto first = node_receive();
+    auto second = node_receive();
+    node_reply(second, encode_ok("b"));
+    node_reply(first, encode_ok("a"));
+    CHECK(receive().id == "b");
+    CHECK(receive().id == "a");
+  }
+  SECTION("a node that is not connected gets `unavailable` at once") {
+    send(request(Op::get, "u1", item_of_bid2()));
+    Reply r = receive();
+    CHECK_FALSE(r.ok);
+    CHECK(r.error == "unavailable");
+    CHECK(r.id == "u1");
+  }
+  SECTION("a node that does not answer in time gets `unavailable`, and its late reply is dropped") {
+    const auto start = Clock::now();
+    send(request(Op::get, "t1", "slow"));
+    auto req = node_receive();
+    Reply r = receive();
+    CHECK(Clock::now() - start >= 200ms);
+    CHECK(r.error == "unavailable");
+    CHECK(r.id == "t1");
+    CHECK(r.message->find("bid-1") != std::string::npos);
+
+    node_reply(req, encode_ok("t1"));  // too late
+    send(request(Op::ping, "after"));
+    CHECK(receive().id == "after");  // the late reply did not come first
+  }
+  SECTION("a reply with a token never issued is dropped") {
+    send(request(Op::get, "g2", "x"));
+    auto req = node_receive();
+    uint64_t bogus = 0;
+    std::memcpy(&bogus, req[1].data(), 8);
+    bogus ^= 0xffff00000000ull;
+    std::vector<zmq::const_buffer> parts{zmq::buffer(req[0].data(), req[0].size()), zmq::buffer(&bogus, 8),
+                                         zmq::str_buffer("junk")};
+    REQUIRE(zmq::send_multipart(node, parts));
+    node_reply(req, encode_ok("g2"));
+    CHECK(receive().id == "g2");
+  }
+  SECTION("malformed requests get `bad_request` or `too_large` from the router") {
+    send("\xc1 not msgpack");
+    Reply r = receive();
+    CHECK(r.error == "bad_request");
+    CHECK_FALSE(r.id.has_value());
+
+    send(request(Op::get, "no-item"));
+    r = receive();
+    CHECK(r.error == "bad_request");
+    CHECK(r.id == "no-item");
+
+    send(std::string(cfg.max_request_bytes + 1, 'x'));
+    r = receive();
+    CHECK(r.error == "too_large");
+    CHECK_FALSE(r.id.has_value());
+  }
+  SECTION("frames other than [empty, request] get `bad_request`") {
+    const std::string ping = request(Op::ping, "p");
+    std::vector<std::vector<zmq::const_buffer>> framings{
+        {zmq::buffer(ping)},                                                     // no delimiter
+        {zmq::const_buffer(nullptr, 0)},                                         // delimiter only
+        {zmq::const_buffer(nullptr, 0), zmq::buffer(ping), zmq::buffer(ping)},   // two bodies
+        {zmq::str_buffer("x"), zmq::buffer(ping)},                               // non-empty delimiter
+    };
+    for (const auto& parts : framings) {
+      REQUIRE(zmq::send_multipart(client, parts));
+      Reply r = receive();
+      CHECK(r.error == "bad_request");
+    }
+    send(ping);  // the connection still serves
+    CHECK(receive().ok);
+  }
+  SECTION("a stop lets a request in flight be answered before the router ends") {
+    send(request(Op::get, "s1", "x"));
+    auto req = node_receive();
+    router.request_stop();
+    node_reply(req, encode_ok("s1"));
+    CHECK(receive().id == "s1");
+    router.stop();
+  }
+  SECTION("a stop with a request the node never answers ends after its timeout") {
+    send(request(Op::get, "s2", "x"));
+    node_receive();
+    router.request_stop();
+    Reply r = receive();
+    CHECK(r.id == "s2");
+    CHECK(r.error == "unavailable");
+    router.stop();
+  }
+}

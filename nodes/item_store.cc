@@ -618,14 +618,15 @@ std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
 
   // history: events with seq > after, oldest first, at most limit; the stored bytes spliced in.
   std::vector<std::string_view> events;
-  if (r.after < UINT64_MAX && r.limit > 0) {
+  const uint64_t limit = std::min(r.limit, kMaxHistoryLimit);  // decode caps it too
+  if (r.after < UINT64_MAX && limit > 0) {
     const std::string prefix = item_key(r.item, {});
     const std::string first = event_key(r.item, r.after + 1);
     Cursor c;
     rc = c.open(txn, env_->events);
     MDB_val k = to_val(first), v{};
     if (rc == 0) rc = c.get(&k, &v, MDB_SET_RANGE);
-    while (rc == 0 && events.size() < r.limit && to_sv(k).starts_with(prefix)) {
+    while (rc == 0 && events.size() < limit && to_sv(k).starts_with(prefix)) {
       events.push_back(to_sv(v));  // valid while `txn` lives
       rc = c.get(&k, &v, MDB_NEXT);
     }

@@ -171,9 +171,11 @@ void TestMesh::start_node(const std::string& name) {
 
 void TestMesh::start_all(std::chrono::milliseconds deadline) {
   for (const auto& name : names_) start_node(name);
-  for (int i = 0; i < options_.bid_nodes; ++i)
-    REQUIRE_MESSAGE(wait_node_serving(i, deadline), "bid node " << bid_node_name(i) << " not serving:\n"
-                                                                 << log_tail(bid_node_name(i)) << log_tail("router"));
+  for (int i = 0; i < options_.bid_nodes; ++i) {
+    const bool serving = wait_node_serving(i, deadline);
+    INFO("bid node " << bid_node_name(i) << " not serving:\n" << log_tail(bid_node_name(i)) << log_tail("router"));
+    REQUIRE(serving);
+  }
 }
 
 void TestMesh::stop_node(const std::string& name, int sig) {

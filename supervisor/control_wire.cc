@@ -1,0 +1,195 @@
+#include "supervisor/control_wire.h"
+
+#include <cstdio>
+
+namespace bidmesh {
+
+namespace {
+
+// Limits: arrays of at most 4096 (nodes, args, log lines), maps of at most 32 keys, strings of
+// at most 64 KiB, no bin or ext, depth 4.
+const msgpack::unpack_limit kLimits(4096, 32, 64 * 1024, 0, 0, 4);
+
+std::optional<msgpack::object_handle> unpack_frame(std::string_view frame) {
+  if (frame.size() > kMaxControlFrameBytes || frame.empty()) return std::nullopt;
+  try {
+    std::size_t off = 0;
+    msgpack::object_handle oh = msgpack::unpack(frame.data(), frame.size(), off, nullptr, nullptr, kLimits);
+    if (off != frame.size()) return std::nullopt;
+    if (oh.get().type != msgpack::type::MAP) return std::nullopt;
+    return oh;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+const msgpack::object* field(const msgpack::object& map, std::string_view key) {
+  for (uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key) {
+      return &kv.val;
+    }
+  }
+  return nullptr;
+}
+
+std::optional<std::string> str_field(const msgpack::object& map, std::string_view key) {
+  const msgpack::object* v = field(map, key);
+  if (v == nullptr || v->type != msgpack::type::STR) return std::nullopt;
+  return std::string(v->via.str.ptr, v->via.str.size);
+}
+
+}  // namespace
+
+std::string encode_ctl_request(const CtlRequest& r) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(2);
+  pk.pack("cmd");
+  pk.pack(r.cmd);
+  pk.pack("args");
+  pk.pack(r.args);
+  return {buf.data(), buf.size()};
+}
+
+std::string encode_node_message(const NodeMessage& m) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(3);
+  pk.pack("type");
+  pk.pack(m.type);
+  pk.pack("name");
+  pk.pack(m.name);
+  pk.pack("pid");
+  pk.pack(m.pid);
+  return {buf.data(), buf.size()};
+}
+
+std::string encode_ctl_reply(const CtlReply& r) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(3);
+  pk.pack("ok");
+  pk.pack(r.ok);
+  pk.pack("message");
+  pk.pack(r.message);
+  pk.pack("data");
+  if (const auto* s = std::get_if<std::string>(&r.data)) {
+    pk.pack(*s);
+  } else if (const auto* list = std::get_if<std::vector<NodeStatus>>(&r.data)) {
+    pk.pack(*list);
+  } else {
+    pk.pack_nil();
+  }
+  return {buf.data(), buf.size()};
+}
+
+std::optional<ControlFrame> decode_control_frame(std::string_view frame) {
+  auto oh = unpack_frame(frame);
+  if (!oh) return std::nullopt;
+  const msgpack::object& map = oh->get();
+  if (auto cmd = str_field(map, "cmd")) {
+    CtlRequest r;
+    r.cmd = std::move(*cmd);
+    if (const msgpack::object* args = field(map, "args")) {
+      if (args->type != msgpack::type::ARRAY) return std::nullopt;
+      for (uint32_t i = 0; i < args->via.array.size; ++i) {
+        const msgpack::object& a = args->via.array.ptr[i];
+        if (a.type != msgpack::type::STR) return std::nullopt;
+        r.args.emplace_back(a.via.str.ptr, a.via.str.size);
+      }
+    }
+    return ControlFrame{std::move(r)};
+  }
+  if (auto type = str_field(map, "type")) {
+    NodeMessage m;
+    m.type = std::move(*type);
+    auto name = str_field(map, "name");
+    const msgpack::object* pid = field(map, "pid");
+    if (!name || pid == nullptr || pid->type != msgpack::type::POSITIVE_INTEGER) return std::nullopt;
+    m.name = std::move(*name);
+    m.pid = pid->via.u64;
+    return ControlFrame{std::move(m)};
+  }
+  return std::nullopt;
+}
+
+std::optional<CtlReply> decode_ctl_reply(std::string_view frame) {
+  auto oh = unpack_frame(frame);
+  if (!oh) return std::nullopt;
+  const msgpack::object& map = oh->get();
+  CtlReply r;
+  const msgpack::object* ok = field(map, "ok");
+  if (ok == nullptr || ok->type != msgpack::type::BOOLEAN) return std::nullopt;
+  r.ok = ok->via.boolean;
+  r.message = str_field(map, "message").value_or("");
+  if (const msgpack::object* data = field(map, "data")) {
+    try {
+      if (data->type == msgpack::type::STR) {
+        r.data = std::string(data->via.str.ptr, data->via.str.size);
+      } else if (data->type == msgpack::type::ARRAY) {
+        r.data = data->as<std::vector<NodeStatus>>();
+      }
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return r;
+}
+
+std::string json_quote(std::string_view s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char esc[8];
+          std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += esc;
+        } else {
+          out += c;  // UTF-8 passes through; invalid bytes are the log's, passed as they are
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string status_to_json(const NodeStatus& s) {
+  std::string o = "{";
+  auto str = [&](const char* k, const std::string& v) { o += json_quote(k) + ":" + json_quote(v) + ","; };
+  auto num = [&](const char* k, uint64_t v) { o += json_quote(k) + ":" + std::to_string(v) + ","; };
+  str("name", s.name);
+  str("kind", s.kind);
+  str("state", s.state);
+  if (s.pid == 0) {
+    o += "\"pid\":null,";
+  } else {
+    num("pid", s.pid);
+  }
+  num("restarts", s.restarts);
+  num("uptime_ms", s.uptime_ms);
+  str("last_exit", s.last_exit);
+  str("reason", s.reason);
+  str("policy", s.policy);
+  str("host", s.host);
+  o += "\"backoff_ms\":[";
+  for (std::size_t i = 0; i < s.backoff_ms.size(); ++i) o += (i ? "," : "") + std::to_string(s.backoff_ms[i]);
+  o += "],\"log_tail\":[";
+  for (std::size_t i = 0; i < s.log_tail.size(); ++i) o += (i ? "," : "") + json_quote(s.log_tail[i]);
+  o += "]}";
+  return o;
+}
+
+std::string status_list_to_json(const std::vector<NodeStatus>& list) {
+  std::string o = "[";
+  for (std::size_t i = 0; i < list.size(); ++i) o += (i ? "," : "") + status_to_json(list[i]);
+  return o + "]";
+}
+
+}  // namespace bidmesh

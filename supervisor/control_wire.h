@@ -1,0 +1,79 @@
+// The frames on the supervisor's control endpoint (protocol/control.h has the overview), their
+// MessagePack encoding, and the JSON that `bidmesh-ctl --json` prints.
+//
+//   node -> supervisor   {"type": "ready"|"heartbeat", "name": N, "pid": P}
+//   CLI  -> supervisor   {"cmd": C, "args": [S, ...]}
+//   supervisor -> CLI    {"ok": B, "message": S, "data": D}
+//       D is nil, a string (`logfile`: the log's path), or for `status` an array of maps with
+//       the fields of NodeStatus (name, kind, state, pid, restarts, uptime_ms, last_exit,
+//       reason, policy, host, backoff_ms, log_tail).
+//
+// Decoding never trusts the frame: it is unpacked under size and depth limits, must be consumed
+// whole, and every field is type-checked (a bad frame decodes to nullopt).
+// Thread-safe: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <msgpack.hpp>
+
+namespace bidmesh {
+
+inline constexpr std::size_t kMaxControlFrameBytes = 1 << 20;
+
+struct CtlRequest {
+  std::string cmd;
+  std::vector<std::string> args;
+};
+
+struct NodeMessage {
+  std::string type;  // kMsgReady or kMsgHeartbeat
+  std::string name;
+  uint64_t pid = 0;
+};
+
+// One node as `status` reports it.
+struct NodeStatus {
+  std::string name;
+  std::string kind;        // "router" | "bid"
+  std::string state;       // node_state_name()
+  uint64_t pid = 0;        // 0: no process
+  uint64_t restarts = 0;   // automatic restarts since the supervisor started
+  uint64_t uptime_ms = 0;  // since the current process was launched
+  std::string last_exit;   // "exit 1", "signal 9 (SIGKILL)", "" if never exited
+  std::string reason;      // the last thing that happened to it, in words
+  std::string policy;      // "permanent" | "transient" | "temporary"
+  std::string host;
+  std::vector<uint64_t> backoff_ms;    // backoffs taken since the last stable run
+  std::vector<std::string> log_tail;   // failed nodes: the last lines of the log
+  MSGPACK_DEFINE_MAP(name, kind, state, pid, restarts, uptime_ms, last_exit, reason, policy, host,
+                     backoff_ms, log_tail)
+};
+
+struct CtlReply {
+  bool ok = false;
+  std::string message;
+  std::variant<std::monostate, std::string, std::vector<NodeStatus>> data;
+};
+
+std::string encode_ctl_request(const CtlRequest& r);
+std::string encode_ctl_reply(const CtlReply& r);
+std::string encode_node_message(const NodeMessage& m);
+
+using ControlFrame = std::variant<CtlRequest, NodeMessage>;
+// A frame that reached the supervisor: a CLI request (has "cmd") or a node message (has
+// "type"). nullopt for anything else.
+std::optional<ControlFrame> decode_control_frame(std::string_view frame);
+std::optional<CtlReply> decode_ctl_reply(std::string_view frame);
+
+// JSON for --json output.
+std::string json_quote(std::string_view s);
+std::string status_to_json(const NodeStatus& s);
+std::string status_list_to_json(const std::vector<NodeStatus>& list);
+
+}  // namespace bidmesh

@@ -13,7 +13,9 @@ FeedWatcher::FeedWatcher(zmq::context_t& ctx, const std::string& feed_endpoint, 
   sub_->set(zmq::sockopt::linger, 0);
   sub_->set(zmq::sockopt::rcvhwm, options_.rcvhwm > 0 ? options_.rcvhwm : 1000);
   sub_->set(zmq::sockopt::maxmsgsize, kClientMaxReplyBytes);
-  if (options_.items.empty()) {
+  if (!options_.topic_prefix.empty()) {
+    sub_->set(zmq::sockopt::subscribe, options_.topic_prefix);
+  } else if (options_.items.empty()) {
     sub_->set(zmq::sockopt::subscribe, std::string(kFeedTopicPrefix));
   } else {
     for (const auto& item : options_.items) sub_->set(zmq::sockopt::subscribe, feed_topic(item));

@@ -44,6 +44,8 @@ namespace bidmesh {
 
 struct FeedWatcherOptions {
   std::vector<std::string> items;          // empty: every item (subscribes to "item/")
+  std::string topic_prefix;                // when set, the one raw subscription instead of `items`
+                                           // (e.g. "item/bench-1a2b-": every item so named)
   std::string request_endpoint;            // history/get; empty: gaps are counted, not repaired
   bool late_join = false;                  // apply the late-join rule (needs request_endpoint)
   std::function<void(const Reply&)> on_state;  // late join: each item's `get` reply (ok replies)

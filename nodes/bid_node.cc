@@ -68,6 +68,7 @@ std::optional<std::string> BidNode::start() {
 
   try {
     router_.set(zmq::sockopt::linger, kCloseLingerMs);
+    router_.set(zmq::sockopt::sndhwm, std::max<int>(kReplyHwm, static_cast<int>(4 * batch_max_)));
     if (listen_.starts_with("ipc://")) {
       std::error_code ec;  // a missing folder shows as the bind error below
       std::filesystem::create_directories(std::filesystem::path(listen_.substr(6)).parent_path(), ec);

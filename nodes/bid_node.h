@@ -37,6 +37,9 @@
 namespace bidmesh {
 
 inline constexpr int kPubHwm = 100000;
+// The replies of a whole batch go to one router peer at once; ROUTER drops what exceeds its
+// send high-water mark, and the default (1000) is below batch_max's default (1024).
+inline constexpr int kReplyHwm = 100000;
 inline constexpr int kCloseLingerMs = 1000;
 inline constexpr std::chrono::milliseconds kMaxPollWait{100};
 

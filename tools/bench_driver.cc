@@ -378,7 +378,9 @@ class Worker {
   }
 
   void drain(uint32_t c) {
-    for (int n = 0; n < 4096; ++n) {
+    // REQ holds at most one reply (and refuses recv in its send state); DEALER may hold many.
+    const int most = dealer() ? 4096 : 1;
+    for (int n = 0; n < most; ++n) {
       std::vector<zmq::message_t> parts;
       std::optional<std::size_t> got;
       try {

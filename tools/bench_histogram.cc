@@ -69,7 +69,7 @@ uint64_t LatencyHistogram::percentile(double q) const {
   uint64_t seen = 0;
   for (std::size_t i = 0; i < kBuckets; ++i) {
     seen += counts_[i];
-    if (seen >= rank) return std::min(bucket_high(i), max_);
+    if (seen >= rank) return std::clamp(bucket_high(i), min_, max_);
   }
   return max_;
 }

@@ -3,7 +3,7 @@
 // of two is cut into 2^kSubBits linear sub-buckets, so a recorded value is known within a
 // relative error of 2^-kSubBits (0.8%) over the whole uint64 range, in 7,424 counters (58 KiB),
 // with no allocation after construction. Percentiles report the highest value of the bucket
-// (never below the truth), clamped to the largest value recorded.
+// (never below the truth), clamped to the smallest and largest values recorded.
 //
 // Thread-safety: NOT thread-safe; give each thread its own and merge() them at the end.
 #pragma once

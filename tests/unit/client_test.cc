@@ -1,7 +1,9 @@
-// Unit tests of the client library (tools/): parse_u64, the Lazy Pirate Client and the
-// FeedWatcher, against in-process fakes of the router (a ROUTER socket on a thread) and of the
+// Unit tests of the client library (tools/): parse_u64, the Lazy Pirate Client, the bench's
+// LatencyHistogram and the FeedWatcher, against in-process fakes of the router (a ROUTER socket on a thread) and of the
 // feed (an XPUB on the test thread, so the test knows when the subscription is live).
 #include <atomic>
+#include <cmath>
+#include <initializer_list>
 #include <chrono>
 #include <future>
 #include <map>
@@ -15,6 +17,7 @@
 #include <zmq_addon.hpp>
 
 #include "protocol/messages.h"
+#include "tools/bench_histogram.h"
 #include "tools/client.h"
 #include "tools/feed_watcher.h"
 
@@ -316,4 +319,42 @@ TEST_CASE("format_event gives one readable line", "[client]") {
   c.item = "x";
   c.seq = 2;
   CHECK(format_event(c) == "item x seq 2 closed: no bids");
+}
+
+TEST_CASE("LatencyHistogram buckets keep 1% precision over the whole range", "[client]") {
+  // Every bucket's bounds contain the values mapped to it, and buckets tile the range.
+  for (uint64_t v : std::initializer_list<uint64_t>{0, 1, 127, 128, 129, 255, 256, 1000, 123456789, uint64_t{1} << 40,
+                     UINT64_MAX - 1, UINT64_MAX}) {
+    const auto b = LatencyHistogram::bucket_of(v);
+    CHECK(b < LatencyHistogram::kBuckets);
+    CHECK(LatencyHistogram::bucket_low(b) <= v);
+    CHECK(LatencyHistogram::bucket_high(b) >= v);
+    CHECK(static_cast<double>(LatencyHistogram::bucket_high(b) - LatencyHistogram::bucket_low(b)) <=
+          static_cast<double>(v) / 128.0 + 1);
+  }
+  for (std::size_t b = 0; b + 1 < LatencyHistogram::kBuckets; ++b)
+    REQUIRE(LatencyHistogram::bucket_high(b) + 1 == LatencyHistogram::bucket_low(b + 1));
+  CHECK(LatencyHistogram::bucket_high(LatencyHistogram::kBuckets - 1) == UINT64_MAX);
+}
+
+TEST_CASE("LatencyHistogram percentiles", "[client]") {
+  LatencyHistogram h;
+  CHECK(h.percentile(0.99) == 0);
+  for (uint64_t v = 1; v <= 1000; ++v) h.record(v * 1000);  // 1 us .. 1 ms
+  CHECK(h.count() == 1000);
+  CHECK(h.min() == 1000);
+  CHECK(h.max() == 1000000);
+  CHECK(h.mean() == Approx(500500.0));
+  auto near = [](uint64_t got, double want) { return std::abs(static_cast<double>(got) - want) <= want / 100; };
+  CHECK(near(h.percentile(0.5), 500000));
+  CHECK(near(h.percentile(0.99), 990000));
+  CHECK(h.percentile(0.999) >= 999000);
+  CHECK(h.percentile(1.0) == 1000000);
+  CHECK(h.percentile(0.0) == 1000);
+  LatencyHistogram other;
+  other.record(5000000, 10);
+  h.merge(other);
+  CHECK(h.count() == 1010);
+  CHECK(h.max() == 5000000);
+  CHECK(h.percentile(1.0) == 5000000);
 }

@@ -66,6 +66,8 @@ uint64_t LatencyHistogram::percentile(double q) const {
   // The rank of the value wanted, 1-based: at least 1, at most total.
   uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total_)));
   rank = std::clamp<uint64_t>(rank, 1, total_);
+  if (rank == 1) return min_;  // the extremes are known exactly
+  if (rank == total_) return max_;
   uint64_t seen = 0;
   for (std::size_t i = 0; i < kBuckets; ++i) {
     seen += counts_[i];

@@ -78,6 +78,7 @@ std::string NodeMachine::start(SteadyTime now, bool gated) {
     tick(now, false);
     return name_ + ": starting (after the bid nodes)";
   }
+  reason_ = "started";
   try_spawn(now);
   return name_ + ": starting";
 }
@@ -275,7 +276,11 @@ void NodeMachine::tick(SteadyTime now, bool gate_open) {
       if (pid_ == 0) {
         if (!want_up_) return;
         if (gated_ && !gate_open && now - gate_since_ < params_.start_gate_bound) return;
-        if (gated_ && !gate_open) reason_ = "the bid nodes were not running after " + ms_text(params_.start_gate_bound);
+        if (gated_) {
+          reason_ = gate_open ? "started once the bid nodes had settled"
+                              : "started although the bid nodes were not running after " +
+                                    ms_text(params_.start_gate_bound);
+        }
         try_spawn(now);
         return;
       }

@@ -119,7 +119,8 @@ std::string state_line(const Reply& r) {
     s += ", max " + std::to_string(*max) + " by " + r.str("bidder").value_or("?");
   else
     s += ", no bids yet";
-  s += ", " + value_text(r.find("bids")) + " bids, seq " + value_text(r.find("seq"));
+  const auto bids = r.u64("bids");
+  s += ", " + value_text(r.find("bids")) + (bids == 1u ? " bid" : " bids") + ", seq " + value_text(r.find("seq"));
   s += "; start " + value_text(r.find("start")) + ", increment " + value_text(r.find("increment"));
   if (auto at = r.u64("closes_at")) {
     s += ", closes at " + iso_utc(*at);

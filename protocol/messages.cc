@@ -3,8 +3,9 @@
 // each field's presence, type and range.
 #include "protocol/messages.h"
 
+#include "protocol/json.h"
+
 #include <array>
-#include <cstdio>
 
 #include <msgpack.hpp>
 
@@ -211,28 +212,6 @@ std::optional<Event> event_from_object(const msgpack::object& root) {
   return e;
 }
 
-void json_escape(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
-}
-
 void to_json(std::string& out, const msgpack::object& o) {
   switch (o.type) {
     case msgpack::type::NIL: out += "null"; break;
@@ -241,7 +220,7 @@ void to_json(std::string& out, const msgpack::object& o) {
     case msgpack::type::NEGATIVE_INTEGER: out += std::to_string(o.via.i64); break;
     case msgpack::type::FLOAT32:
     case msgpack::type::FLOAT64: out += std::to_string(o.via.f64); break;
-    case msgpack::type::STR: json_escape(out, as_view(o)); break;
+    case msgpack::type::STR: out += json_quote(as_view(o)); break;
     case msgpack::type::ARRAY:
       out.push_back('[');
       for (uint32_t i = 0; i < o.via.array.size; ++i) {
@@ -255,11 +234,11 @@ void to_json(std::string& out, const msgpack::object& o) {
       for (uint32_t i = 0; i < o.via.map.size; ++i) {
         if (i) out.push_back(',');
         const auto& kv = o.via.map.ptr[i];
-        if (kv.key.type == msgpack::type::STR) json_escape(out, as_view(kv.key));
+        if (kv.key.type == msgpack::type::STR) out += json_quote(as_view(kv.key));
         else {
           std::string k;
           to_json(k, kv.key);
-          json_escape(out, k);
+          out += json_quote(k);
         }
         out.push_back(':');
         to_json(out, kv.val);

@@ -21,6 +21,7 @@
 #include <CLI/CLI.hpp>
 #include <zmq.hpp>
 
+#include "protocol/json.h"
 #include "protocol/messages.h"
 #include "tools/client.h"
 #include "tools/feed_watcher.h"
@@ -69,33 +70,11 @@ std::string value_text(const Value* v) {
   return std::get<std::string>(*v);
 }
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", c);
-          out += b;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
-
 std::string json_value(const Value& v) {
   if (std::holds_alternative<Nil>(v)) return "null";
   if (auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
   if (auto* u = std::get_if<uint64_t>(&v)) return std::to_string(*u);
-  return json_string(std::get<std::string>(v));
+  return json_quote(std::get<std::string>(v));
 }
 
 // A decoded reply as one JSON line (used where the raw frame is not at hand: late-join state).
@@ -105,10 +84,10 @@ std::string reply_json(const Reply& r) {
   auto add = [&](std::string_view key, const std::string& val) {
     if (!first) out += ",";
     first = false;
-    out += json_string(key) + ":" + val;
+    out += json_quote(key) + ":" + val;
   };
   if (!r.find("ok")) add("ok", r.ok ? "true" : "false");
-  if (!r.find("id")) add("id", r.id ? json_string(*r.id) : "null");
+  if (!r.find("id")) add("id", r.id ? json_quote(*r.id) : "null");
   for (const auto& f : r.fields) add(f.key, json_value(f.value));
   return out + "}";
 }

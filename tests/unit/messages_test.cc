@@ -3,6 +3,7 @@
 
 #include <msgpack.hpp>
 
+#include "protocol/json.h"
 #include "protocol/messages.h"
 
 using namespace bidmesh;
@@ -264,4 +265,11 @@ TEST_CASE("replies and events round-trip", "[protocol]") {
     CHECK(feed_topic("42") == "item/42/");
     CHECK(feed_topic("421").rfind(feed_topic("42"), 0) != 0);
   }
+}
+
+TEST_CASE("json_quote escapes quotes, backslashes and control bytes", "[protocol]") {
+  CHECK(json_quote("plain") == "\"plain\"");
+  CHECK(json_quote("a\"b\\c") == "\"a\\\"b\\\\c\"");
+  CHECK(json_quote(std::string("x\n\t\x01", 4)) == "\"x\\n\\t\\u0001\"");
+  CHECK(json_quote("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
 }

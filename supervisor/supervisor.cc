@@ -83,12 +83,15 @@ void notify_systemd(const std::string& message) {
   ::close(fd);
 }
 
+// Local wall-clock time with milliseconds, for the supervisor's lines in node logs.
 std::string wall_clock() {
-  char buf[40];
-  const std::time_t t = std::time(nullptr);
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
   std::tm tm{};
-  localtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  localtime_r(&ts.tv_sec, &tm);
+  char buf[40];
+  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03ld", ts.tv_nsec / 1000000);
   return buf;
 }
 

@@ -1,0 +1,621 @@
+// The real bidmesh-supervisor running real nodes on free loopback ports in a temp data dir.
+// Every wait is a condition with a deadline; every process started here is stopped at the end
+// (the supervisor is shut down, or killed: its nodes die with it by PR_SET_PDEATHSIG).
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "protocol/messages.h"
+#include "protocol/slot_map.h"
+#include "supervisor/control_wire.h"
+#include "supervisor/ctl_client.h"
+#include "supervisor/rotating_log.h"
+#include "tests/support/mesh.h"
+#include "tools/client.h"
+
+using namespace bidmesh;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using test::Process;
+using test::RunResult;
+using test::TempDir;
+using test::wait_until;
+
+namespace {
+
+struct NodeSpec {
+  std::string name;
+  std::string kind;  // "router" | "bid"
+  std::string listen;
+  std::string slots;  // bid: "0-8191"
+  bool feed = false;
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return true;
+  // A zombie waiting for a reaper that is not us (init in a container may be slow) is gone too.
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return stat.empty() || (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z');
+}
+
+// An item whose slot falls in [first, last].
+std::string item_in_slots(uint32_t first, uint32_t last, int n = 0) {
+  int found = 0;
+  for (int k = 0;; ++k) {
+    std::string item = "sup-item-" + std::to_string(k);
+    const uint32_t s = slot_of(item);
+    if (s >= first && s <= last && found++ == n) return item;
+  }
+}
+
+// A supervisor with its own temp dir and config.
+class SupervisedMesh {
+ public:
+  explicit SupervisedMesh(std::string extra = "") : extra_(std::move(extra)) {
+    feed_ = test::free_tcp_endpoint();
+    collect_ = test::free_tcp_endpoint();
+    nodes_ = {{"router", "router", test::free_tcp_endpoint(), "", true},
+              {"bid-1", "bid", test::free_tcp_endpoint(), "0-8191", false},
+              {"bid-2", "bid", test::free_tcp_endpoint(), "8192-16383", false}};
+    write_config();
+  }
+  ~SupervisedMesh() { stop(); }
+
+  const fs::path& config() const { return config_; }
+  std::vector<NodeSpec>& nodes() { return nodes_; }
+  const std::string& request_endpoint() const { return nodes_[0].listen; }
+  fs::path data_dir() const { return dir_.path() / "data"; }
+  std::string control() const { return "ipc://" + (data_dir() / "control" / "supervisor.sock").string(); }
+  fs::path out_file() const { return dir_.path() / "supervisor.out"; }
+  fs::path log_file(const std::string& node) const { return data_dir() / "logs" / (node + ".log"); }
+  Process& process() { return *sup_; }
+
+  void write_config() {
+    std::ofstream cfg(config_);
+    cfg << extra_ << "\n"
+        << "data_dir = \"data\"\nmap_size_mb = 64\nstop_timeout_ms = 3000\n"
+        << "[feed]\npublish = \"" << feed_ << "\"\ncollect = \"" << collect_ << "\"\n";
+    for (const auto& n : nodes_) {
+      cfg << "[[node]]\nname = \"" << n.name << "\"\nkind = \"" << n.kind << "\"\nlisten = \"" << n.listen << "\"\n";
+      if (n.kind == "bid") cfg << "slots = [\"" << n.slots << "\"]\n";
+      if (n.kind == "router" && n.feed) cfg << "feed = true\n";
+    }
+  }
+
+  void start() {
+    sup_ = std::make_unique<Process>(
+        std::vector<std::string>{test::program_path("bidmesh-supervisor"), "--config", config_.string()}, out_file());
+  }
+  // Starts and waits for the readiness line.
+  void start_ready() {
+    start();
+    if (!wait_until([&] { return ready_lines() == 1; }, 20s)) FAIL("mesh not ready\n" << diagnostics());
+  }
+  int ready_lines() const {
+    const std::string out = read_file(out_file());
+    int n = 0;
+    for (std::size_t p = out.find("bidmesh: mesh ready: "); p != std::string::npos;
+         p = out.find("bidmesh: mesh ready: ", p + 1)) {
+      ++n;
+    }
+    return n;
+  }
+
+  // Graceful stop (SIGTERM), then SIGKILL if it hangs.
+  void stop() {
+    if (!sup_) return;
+    sup_->signal(SIGTERM);
+    if (!sup_->wait_exit(15s)) sup_->kill_now();
+    sup_.reset();
+  }
+
+  std::vector<NodeStatus> status() {
+    CtlClient client(ctx_, control(), 3000ms);
+    std::string error;
+    auto reply = client.call({"status", {}}, error);
+    if (!reply || !reply->ok) return {};
+    auto* list = std::get_if<std::vector<NodeStatus>>(&reply->data);
+    return list ? *list : std::vector<NodeStatus>{};
+  }
+  std::optional<NodeStatus> node(const std::string& name) {
+    for (auto& s : status()) {
+      if (s.name == name) return s;
+    }
+    return std::nullopt;
+  }
+  bool node_is(const std::string& name, const std::string& state) {
+    auto s = node(name);
+    return s && s->state == state;
+  }
+  pid_t pid_of(const std::string& name) {
+    auto s = node(name);
+    return s ? static_cast<pid_t>(s->pid) : 0;
+  }
+
+  RunResult ctl(std::vector<std::string> args, std::chrono::milliseconds timeout = 20s) {
+    std::vector<std::string> argv{test::program_path("bidmesh-ctl"), "--config", config_.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return test::run_program(argv, timeout);
+  }
+
+  std::string diagnostics() {
+    std::string out = "--- supervisor ---\n" + read_file(out_file());
+    for (const auto& n : nodes_) {
+      out += "--- " + n.name + " ---\n";
+      for (const auto& l : tail_lines(log_file(n.name), 15)) out += l + "\n";
+    }
+    return out;
+  }
+
+  zmq::context_t& ctx() { return ctx_; }
+
+ private:
+  TempDir dir_;
+  fs::path config_ = dir_.path() / "mesh.toml";
+  std::string extra_;
+  std::string feed_, collect_;
+  std::vector<NodeSpec> nodes_;
+  std::unique_ptr<Process> sup_;
+  zmq::context_t ctx_;
+};
+
+// Wall-clock milliseconds of day from a "[bidmesh-supervisor YYYY-MM-DD HH:MM:SS.mmm] launched"
+// line of a node log.
+std::vector<int64_t> launch_times_ms(const fs::path& log) {
+  std::vector<int64_t> times;
+  std::istringstream in(read_file(log));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("[bidmesh-supervisor ", 0) != 0 || line.find("] launched pid") == std::string::npos) continue;
+    int h = 0, m = 0, s = 0, ms = 0;
+    if (std::sscanf(line.c_str() + 20 + 11, "%d:%d:%d.%d", &h, &m, &s, &ms) == 4) {
+      times.push_back(((h * 60 + m) * 60 + s) * 1000LL + ms);
+    }
+  }
+  return times;
+}
+
+// REQUIRE(wait_until(...)) that prints the supervisor's output and the node logs on failure.
+#define REQUIRE_WAIT(mesh, cond, deadline)                       \
+  do {                                                           \
+    if (!wait_until([&] { return (cond); }, (deadline), 10ms)) { \
+      FAIL("timed out waiting for " #cond "\n" << (mesh).diagnostics()); \
+    }                                                            \
+  } while (0)
+
+Request open_req(const std::string& item) {
+  Request r;
+  r.op = Op::open;
+  r.item = item;
+  return r;
+}
+Request bid_req(const std::string& item, uint64_t amount) {
+  Request r;
+  r.op = Op::bid;
+  r.item = item;
+  r.bidder = "alice";
+  r.amount = amount;
+  return r;
+}
+Request get_req(const std::string& item) {
+  Request r;
+  r.op = Op::get;
+  r.item = item;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("supervisor restarts a bid node killed with SIGKILL, data intact, client bids all succeed",
+          "[supervisor]") {
+  SupervisedMesh mesh;
+  mesh.start_ready();
+  const std::string item = item_in_slots(0, 8191);
+  {
+    Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
+    auto r = c.call(open_req(item));
+    REQUIRE(r);
+    REQUIRE(r->ok);
+  }
+  const pid_t old_pid = mesh.pid_of("bid-1");
+  REQUIRE(old_pid > 0);
+
+  constexpr uint64_t kBids = 150;
+  std::atomic<uint64_t> done{0};
+  std::atomic<uint64_t> failed{0};
+  std::thread bidder([&] {
+    Client c(mesh.ctx(), mesh.request_endpoint(), 250, 40);
+    for (uint64_t a = 1; a <= kBids; ++a) {
+      auto r = c.call(bid_req(item, a));
+      if (!r || !r->ok) ++failed;
+      ++done;
+    }
+  });
+  wait_until([&] { return done >= 20; }, 20s);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ::kill(old_pid, SIGKILL);
+  // Restart-to-serving: from the kill to the first `get` on its item answered by the new node.
+  bool serving = wait_until(
+      [&] {
+        Client probe(mesh.ctx(), mesh.request_endpoint(), 100, 0);
+        auto r = probe.call(get_req(item));
+        return r && r->ok;  // the old process is dead: the new one answered
+      },
+      20s, 1ms);
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - killed_at);
+  bidder.join();
+  std::printf("supervisor: bid node restart-to-serving after kill -9: %.1f ms\n", took.count() / 1000.0);
+  REQUIRE(serving);
+  CHECK(failed == 0);
+  auto st = mesh.node("bid-1");
+  REQUIRE(st);
+  CHECK(st->state == "running");
+  CHECK(st->restarts == 1);
+  CHECK(st->last_exit == "signal 9 (SIGKILL)");
+  CHECK(st->pid != static_cast<uint64_t>(old_pid));
+  Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
+  auto g = c.call(get_req(item));
+  REQUIRE(g);
+  REQUIRE(g->ok);
+  CHECK(g->u64("max") == kBids);
+  CHECK(g->u64("bids") == kBids);
+}
+
+TEST_CASE("supervisor marks a node that exits at once failed after the intensity, with backoff",
+          "[supervisor]") {
+  // bid-2's port is held by the test: it cannot bind and exits on every start.
+  const int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(holder >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(holder, 1) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string held = "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+
+  SupervisedMesh mesh("restart_intensity = 5\nrestart_period_ms = 30000");
+  mesh.nodes()[2].listen = held;
+  mesh.write_config();
+  mesh.start();
+  REQUIRE_WAIT(mesh, mesh.node_is("bid-2", "failed"), 30s);
+  ::close(holder);
+  auto st = mesh.node("bid-2");
+  REQUIRE(st);
+  CHECK(st->restarts == 5);
+  CHECK(st->backoff_ms == std::vector<uint64_t>{10, 20, 40, 80, 160});
+  CHECK(st->pid == 0);
+  CHECK_FALSE(st->last_exit.empty());
+  CHECK(st->reason.find("failed") != std::string::npos);
+  CHECK_FALSE(st->log_tail.empty());
+  // Six launches; each wait at least the backoff before it.
+  const auto times = launch_times_ms(mesh.log_file("bid-2"));
+  REQUIRE(times.size() == 6);
+  std::string gaps;
+  for (std::size_t i = 1; i < times.size(); ++i) {
+    gaps += std::to_string(times[i] - times[i - 1]) + " ms ";
+    CHECK(times[i] - times[i - 1] >= static_cast<int64_t>(st->backoff_ms[i - 1]));
+  }
+  std::printf("supervisor: gaps between launches of a node failing at once: %s\n", gaps.c_str());
+  // The supervisor stays up and runs the rest; the router started once bid-2 had settled.
+  CHECK(wait_until([&] { return mesh.node_is("bid-1", "running") && mesh.node_is("router", "running"); }, 20s));
+  CHECK(mesh.process().running());
+  // status shows the failure in words, with the log
+  const auto out = mesh.ctl({"status", "bid-2"});
+  CHECK(out.exit_code == 0);
+  CHECK(out.out.find("failed") != std::string::npos);
+  CHECK(out.out.find("last lines of its log") != std::string::npos);
+}
+
+TEST_CASE("supervisor replaces a hung (SIGSTOPped) node after missed heartbeats", "[supervisor]") {
+  SupervisedMesh mesh("heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 800");
+  mesh.start_ready();
+  const pid_t old_pid = mesh.pid_of("bid-2");
+  REQUIRE(old_pid > 0);
+  const auto stopped_at = std::chrono::steady_clock::now();
+  ::kill(old_pid, SIGSTOP);
+  REQUIRE(wait_until(
+      [&] {
+        auto s = mesh.node("bid-2");
+        return s && s->state == "running" && s->pid != static_cast<uint64_t>(old_pid);
+      },
+      20s, 20ms));
+  std::printf("supervisor: SIGSTOPped node replaced after %lld ms (heartbeat timeout 800 ms)\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - stopped_at)
+                                         .count()));
+  auto st = mesh.node("bid-2");
+  REQUIRE(st);
+  CHECK(st->reason.find("no heartbeat") != std::string::npos);
+  CHECK(st->restarts == 1);
+  CHECK(wait_until([&] { return process_gone(old_pid); }, 5s));
+}
+
+TEST_CASE("SIGKILL of the supervisor leaves no node behind", "[supervisor]") {
+  SupervisedMesh mesh;
+  mesh.start_ready();
+  std::vector<pid_t> pids;
+  for (const auto& s : mesh.status()) pids.push_back(static_cast<pid_t>(s.pid));
+  REQUIRE(pids.size() == 3);
+  for (pid_t p : pids) REQUIRE(p > 0);
+  const auto killed_at = std::chrono::steady_clock::now();
+  mesh.process().kill_now();
+  const bool gone = wait_until([&] { return std::all_of(pids.begin(), pids.end(), process_gone); }, 5s, 5ms);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed_at);
+  std::printf("supervisor: nodes gone %lld ms after SIGKILL of the supervisor\n", static_cast<long long>(took.count()));
+  CHECK(gone);
+  CHECK(took < 1000ms);
+  // The CLI says so, at once.
+  const auto out = mesh.ctl({"status"});
+  CHECK(out.exit_code == 111);
+  CHECK(out.out.find("supervisor not running at") != std::string::npos);
+}
+
+TEST_CASE("supervisor reload touches only the added and the removed node", "[supervisor]") {
+  SupervisedMesh mesh;
+  mesh.nodes().push_back({"router-2", "router", test::free_tcp_endpoint(), "", false});
+  mesh.write_config();
+  mesh.start_ready();
+  std::map<std::string, pid_t> before;
+  for (const auto& s : mesh.status()) before[s.name] = static_cast<pid_t>(s.pid);
+  REQUIRE(before.size() == 4);
+
+  // router-2 out, router-3 in, by `bidmesh-ctl reload`.
+  const NodeSpec router2 = mesh.nodes().back();
+  mesh.nodes().back() = {"router-3", "router", test::free_tcp_endpoint(), "", false};
+  mesh.write_config();
+  auto out = mesh.ctl({"reload"});
+  CHECK(out.exit_code == 0);
+  CHECK(out.out.find("added router-3; removed router-2; changed none") != std::string::npos);
+  REQUIRE(wait_until(
+      [&] {
+        auto list = mesh.status();
+        bool r3 = false, r2 = false;
+        for (const auto& s : list) {
+          r3 |= s.name == "router-3" && s.state == "running";
+          r2 |= s.name == "router-2";
+        }
+        return r3 && !r2;
+      },
+      20s));
+  CHECK(process_gone(before["router-2"]));
+  for (const char* n : {"router", "bid-1", "bid-2"}) CHECK(mesh.pid_of(n) == before[n]);
+
+  // And back, by SIGHUP.
+  mesh.nodes().back() = router2;
+  mesh.write_config();
+  const pid_t r3 = mesh.pid_of("router-3");
+  mesh.process().signal(SIGHUP);
+  REQUIRE(wait_until(
+      [&] {
+        auto list = mesh.status();
+        bool r2 = false, gone3 = true;
+        for (const auto& s : list) {
+          r2 |= s.name == "router-2" && s.state == "running";
+          gone3 &= s.name != "router-3";
+        }
+        return r2 && gone3;
+      },
+      20s));
+  CHECK(wait_until([&] { return process_gone(r3); }, 5s));
+  for (const char* n : {"router", "bid-1", "bid-2"}) CHECK(mesh.pid_of(n) == before[n]);
+
+  // A config that does not load is refused and changes nothing.
+  {
+    std::ofstream(mesh.config(), std::ios::app) << "this is not toml = = =\n";
+  }
+  CHECK(mesh.ctl({"reload"}).exit_code == 100);  // the CLI cannot read it either
+  out = test::run_program({test::program_path("bidmesh-ctl"), "--control", mesh.control(), "reload"});
+  CHECK(out.exit_code == 1);
+  CHECK(out.out.find("reload refused") != std::string::npos);
+  CHECK(mesh.status().size() == 4);
+}
+
+TEST_CASE("bidmesh-ctl commands and their errors", "[supervisor]") {
+  SupervisedMesh mesh;
+  mesh.start_ready();
+  CHECK(mesh.ready_lines() == 1);
+
+  SECTION("status") {
+    auto out = mesh.ctl({"status"});
+    CHECK(out.exit_code == 0);
+    CHECK(out.out.find("NAME") != std::string::npos);
+    CHECK(out.out.find("bid-2") != std::string::npos);
+    out = mesh.ctl({"--json", "status"});
+    CHECK(out.exit_code == 0);
+    CHECK(out.out.rfind("[{\"name\":\"router\",\"kind\":\"router\",\"state\":\"running\",\"pid\":", 0) == 0);
+    out = mesh.ctl({"status", "bid-1", "--json"});
+    CHECK(out.exit_code == 0);
+    CHECK(out.out.find("\"kind\":\"bid\"") != std::string::npos);
+    CHECK(out.out.find("bid-2") == std::string::npos);
+    out = mesh.ctl({"status", "nope"});
+    CHECK(out.exit_code == 1);
+    CHECK(out.out.find("unknown node: nope") != std::string::npos);
+  }
+
+  SECTION("stop, start, restart one node") {
+    const pid_t p = mesh.pid_of("bid-2");
+    auto out = mesh.ctl({"stop", "bid-2"});
+    CHECK(out.exit_code == 0);
+    REQUIRE_WAIT(mesh, mesh.node_is("bid-2", "stopped"), 20s);
+    CHECK(mesh.node("bid-2")->last_exit == "exit 0");  // drained and exited on SIGTERM
+    CHECK(process_gone(p));
+    out = mesh.ctl({"start", "bid-2"});
+    CHECK(out.exit_code == 0);
+    REQUIRE_WAIT(mesh, mesh.node_is("bid-2", "running"), 20s);
+    const pid_t q = mesh.pid_of("bid-2");
+    out = mesh.ctl({"restart", "bid-2"});
+    CHECK(out.exit_code == 0);
+    REQUIRE_WAIT(mesh, mesh.node_is("bid-2", "running") && mesh.pid_of("bid-2") != q, 20s);
+    CHECK(mesh.node("bid-2")->restarts == 0);  // operator actions are not counted as crashes
+    CHECK(mesh.ctl({"stop", "nope"}).exit_code == 1);
+    CHECK(mesh.ctl({"start", "nope"}).exit_code == 1);
+    CHECK(mesh.ctl({"restart", "nope"}).exit_code == 1);
+  }
+
+  SECTION("stop all, start all, restart all") {
+    auto out = mesh.ctl({"stop", "all"});
+    CHECK(out.exit_code == 0);
+    REQUIRE(wait_until(
+        [&] {
+          auto list = mesh.status();
+          return !list.empty() && std::all_of(list.begin(), list.end(), [](auto& s) { return s.state == "stopped"; });
+        },
+        20s));
+    // The router was stopped before the bid nodes.
+    const std::string sup = read_file(mesh.out_file());
+    CHECK(sup.find("router: stopping -> stopped") < sup.find("bid-1: running -> stopping"));
+    CHECK(mesh.ctl({"start", "all"}).exit_code == 0);
+    auto all_running = [&] {
+      auto list = mesh.status();
+      return !list.empty() && std::all_of(list.begin(), list.end(), [](auto& s) { return s.state == "running"; });
+    };
+    REQUIRE_WAIT(mesh, all_running(), 20s);
+    const pid_t r = mesh.pid_of("router");
+    CHECK(mesh.ctl({"restart", "all"}).exit_code == 0);
+    REQUIRE_WAIT(mesh, all_running() && mesh.pid_of("router") != r, 20s);
+  }
+
+  SECTION("signal") {
+    const pid_t p = mesh.pid_of("bid-1");
+    auto out = mesh.ctl({"signal", "bid-1", "TERM"});
+    CHECK(out.exit_code == 0);
+    // permanent: even a clean exit is restarted
+    REQUIRE_WAIT(mesh, mesh.node_is("bid-1", "running") && mesh.pid_of("bid-1") != p, 20s);
+    CHECK(mesh.node("bid-1")->last_exit == "exit 0");
+    out = mesh.ctl({"signal", "bid-1", "BOGUS"});
+    CHECK(out.exit_code == 1);
+    CHECK(out.out.find("unknown signal") != std::string::npos);
+    CHECK(mesh.ctl({"signal", "nope", "TERM"}).exit_code == 1);
+    CHECK(mesh.ctl({"signal", "bid-1"}).exit_code == 100);
+  }
+
+  SECTION("tail") {
+    auto out = mesh.ctl({"tail", "bid-1", "-n", "50"});
+    CHECK(out.exit_code == 0);
+    CHECK(out.out.find("launched pid") != std::string::npos);
+    out = mesh.ctl({"tail", "nope"});
+    CHECK(out.exit_code == 1);
+    // through the supervisor, with --control only
+    out = test::run_program({test::program_path("bidmesh-ctl"), "--control", mesh.control(), "tail", "bid-1"});
+    CHECK(out.exit_code == 0);
+    CHECK(out.out.find("launched pid") != std::string::npos);
+    // -f keeps printing until killed
+    out = mesh.ctl({"tail", "-f", "bid-1"}, 1500ms);
+    CHECK(out.exit_code == -1);
+    CHECK(out.out.find("launched pid") != std::string::npos);
+  }
+
+  SECTION("usage errors and --help") {
+    CHECK(mesh.ctl({}).exit_code == 100);
+    CHECK(mesh.ctl({"start"}).exit_code == 100);
+    CHECK(mesh.ctl({"frobnicate"}).exit_code == 100);
+    CHECK(mesh.ctl({"--help"}).exit_code == 0);
+    for (const char* c : {"status", "start", "stop", "restart", "signal", "tail", "reload", "shutdown"}) {
+      const auto out = mesh.ctl({c, "--help"});
+      CHECK(out.exit_code == 0);
+      CHECK(out.out.find("Usage") != std::string::npos);
+    }
+    const auto missing = test::run_program({test::program_path("bidmesh-ctl"), "--config", "/nonexistent.toml", "status"});
+    CHECK(missing.exit_code == 100);
+    const auto nobody = test::run_program(
+        {test::program_path("bidmesh-ctl"), "--control", "ipc:///tmp/bidmesh-no-such-dir/s.sock", "status"});
+    CHECK(nobody.exit_code == 111);
+    CHECK(nobody.out.find("supervisor not running at ipc:///tmp/bidmesh-no-such-dir/s.sock") != std::string::npos);
+  }
+
+  SECTION("a second supervisor on the same data dir is refused") {
+    const auto out = test::run_program(
+        {test::program_path("bidmesh-supervisor"), "--config", mesh.config().string()}, 20s);
+    CHECK(out.exit_code == 111);
+    CHECK(out.out.find("another supervisor") != std::string::npos);
+    CHECK(mesh.ctl({"status"}).exit_code == 0);
+  }
+
+  SECTION("shutdown") {
+    std::vector<pid_t> pids;
+    for (const auto& s : mesh.status()) pids.push_back(static_cast<pid_t>(s.pid));
+    auto out = mesh.ctl({"shutdown", "--wait"});
+    CHECK(out.exit_code == 0);
+    const auto st = mesh.process().wait_exit(20s);
+    REQUIRE(st);
+    CHECK(WIFEXITED(*st));
+    CHECK(WEXITSTATUS(*st) == 0);
+    for (pid_t p : pids) CHECK(process_gone(p));
+    out = mesh.ctl({"status"});
+    CHECK(out.exit_code == 111);
+    CHECK(mesh.ctl({"shutdown"}).exit_code == 111);
+  }
+}
+
+// Not run by default: `integration_tests "[.supervisor-bench]"`. 20 x (kill -9 a bid node, time
+// until a `get` on one of its items is served again); prints the median and the worst.
+TEST_CASE("supervisor restart-to-serving after kill -9, 20 runs", "[.supervisor-bench]") {
+  SupervisedMesh mesh("restart_intensity = 100");
+  mesh.start_ready();
+  const std::string item = item_in_slots(0, 8191);
+  {
+    Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
+    auto r = c.call(open_req(item));
+    REQUIRE(r);
+  }
+  std::vector<double> ms, ready_ms;
+  for (int i = 0; i < 20; ++i) {
+    // Serving for over a second: the node counts as stable and comes back at once.
+    REQUIRE_WAIT(mesh, mesh.node_is("bid-1", "running") && mesh.node("bid-1")->uptime_ms > 1100, 20s);
+    const pid_t old = mesh.pid_of("bid-1");
+    const auto t0 = std::chrono::steady_clock::now();
+    ::kill(old, SIGKILL);
+    // The supervisor's part: until the new process has said `ready`.
+    REQUIRE(wait_until(
+        [&] {
+          auto s = mesh.node("bid-1");
+          return s && s->state == "running" && s->pid != static_cast<uint64_t>(old);
+        },
+        20s, 0ms));
+    ready_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    // The client's view: until a `get` through the router is answered by the new process.
+    REQUIRE(wait_until(
+        [&] {
+          Client probe(mesh.ctx(), mesh.request_endpoint(), 50, 0);
+          auto r = probe.call(get_req(item));
+          return r && r->ok;
+        },
+        20s, 0ms));
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  std::sort(ready_ms.begin(), ready_ms.end());
+  std::printf("supervisor: kill -9 -> new bid node ready, 20 runs: median %.1f ms, worst %.1f ms\n",
+              (ready_ms[9] + ready_ms[10]) / 2, ready_ms.back());
+  std::printf("supervisor: kill -9 -> serving through the router, 20 runs: median %.1f ms, worst %.1f ms\n",
+              (ms[9] + ms[10]) / 2, ms.back());
+}

@@ -336,7 +336,7 @@ TEST_CASE("supervisor marks a node that exits at once failed after the intensity
 }
 
 TEST_CASE("supervisor replaces a hung (SIGSTOPped) node after missed heartbeats", "[supervisor]") {
-  SupervisedMesh mesh("heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 800");
+  SupervisedMesh mesh("heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 1000");
   mesh.start_ready();
   const pid_t old_pid = mesh.pid_of("bid-2");
   REQUIRE(old_pid > 0);
@@ -348,7 +348,7 @@ TEST_CASE("supervisor replaces a hung (SIGSTOPped) node after missed heartbeats"
         return s && s->state == "running" && s->pid != static_cast<uint64_t>(old_pid);
       },
       20s, 20ms));
-  std::printf("supervisor: SIGSTOPped node replaced after %lld ms (heartbeat timeout 800 ms)\n",
+  std::printf("supervisor: SIGSTOPped node replaced after %lld ms (heartbeat timeout 1000 ms)\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                          std::chrono::steady_clock::now() - stopped_at)
                                          .count()));

@@ -354,8 +354,10 @@ TEST_CASE("supervisor replaces a hung (SIGSTOPped) node after missed heartbeats"
                                          .count()));
   auto st = mesh.node("bid-2");
   REQUIRE(st);
-  CHECK(st->reason.find("no heartbeat") != std::string::npos);
-  CHECK(st->restarts == 1);
+  CHECK(st->restarts >= 1);
+  const std::string sup = read_file(mesh.out_file());
+  CHECK(sup.find("bid-2: running -> stopping (pid " + std::to_string(old_pid) + "): hung: no heartbeat for 1000 ms") !=
+        std::string::npos);
   CHECK(wait_until([&] { return process_gone(old_pid); }, 5s));
 }
 

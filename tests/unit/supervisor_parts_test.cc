@@ -113,6 +113,9 @@ TEST_CASE("control wire round trips and refuses bad frames", "[supervisor]") {
 
 TEST_CASE("json strings are escaped", "[supervisor]") {
   CHECK(json_quote("a\"b\\c\n\x01") == "\"a\\\"b\\\\c\\n\\u0001\"");
+  CHECK(json_quote("caf\xc3\xa9") == "\"caf\xc3\xa9\"");      // UTF-8 passes
+  CHECK(json_quote("x\xff\xc3") == "\"x\\ufffd\\ufffd\"");  // invalid bytes are replaced
+  CHECK(json_quote("\xed\xa0\x80") == "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
 }
 
 TEST_CASE("signal names", "[supervisor]") {

@@ -219,7 +219,6 @@ int Supervisor::run() {
   start_all();
   log_transitions();
   while (!exit_now_) turn();
-  notify_systemd("STOPPING=1");
   say("all nodes stopped; exiting");
   return 0;
 }
@@ -480,11 +479,7 @@ CtlReply Supervisor::handle_request(const CtlRequest& r) {
   }
   if (r.cmd == "shutdown") {
     if (auto u = need(0, "shutdown")) return *u;
-    if (!shutting_down_) {
-      say("shutdown requested by the CLI");
-      shutting_down_ = true;
-      begin_group_stop(false, true);
-    }
+    begin_shutdown("shutdown requested by the CLI");
     return accept("shutting down: routers first, then bid nodes");
   }
   return refuse("unknown command: " + r.cmd);
@@ -556,6 +551,14 @@ CtlReply Supervisor::reload() {
                               join(changed);
   say(summary);
   return accept(summary);
+}
+
+void Supervisor::begin_shutdown(const std::string& why) {
+  if (shutting_down_) return;
+  say(why);
+  notify_systemd("STOPPING=1");
+  shutting_down_ = true;
+  begin_group_stop(false, true);
 }
 
 void Supervisor::begin_group_stop(bool then_start, bool then_exit) {
@@ -684,11 +687,9 @@ void Supervisor::turn() {
     if (e.num() != EINTR) throw;
   }
   drain_wake_pipe();
-  if (g_shutdown && !shutting_down_) {
+  if (g_shutdown) {
     g_shutdown = 0;
-    say("shutdown requested by signal");
-    shutting_down_ = true;
-    begin_group_stop(false, true);
+    begin_shutdown("shutdown requested by signal");
   }
   if (g_reload) {
     g_reload = 0;

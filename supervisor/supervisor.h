@@ -96,6 +96,7 @@ class Supervisor : private ProcessOps {
   CtlReply reload();
   void add_node(const NodeConfig& cfg);
   void start_all();
+  void begin_shutdown(const std::string& why);
   void begin_group_stop(bool then_start, bool then_exit);
   void advance_group_stop();
   void tick_nodes();

@@ -71,8 +71,7 @@ using ControlFrame = std::variant<CtlRequest, NodeMessage>;
 std::optional<ControlFrame> decode_control_frame(std::string_view frame);
 std::optional<CtlReply> decode_ctl_reply(std::string_view frame);
 
-// JSON for --json output.
-std::string json_quote(std::string_view s);
+// JSON for --json output (strings quoted with protocol/json.h).
 std::string status_to_json(const NodeStatus& s);
 std::string status_list_to_json(const std::vector<NodeStatus>& list);
 

@@ -20,6 +20,7 @@
 #include <CLI/CLI.hpp>
 
 #include "protocol/config.h"
+#include "protocol/json.h"
 #include "supervisor/control_wire.h"
 #include "supervisor/ctl_client.h"
 #include "supervisor/rotating_log.h"

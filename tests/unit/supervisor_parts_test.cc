@@ -8,6 +8,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "protocol/json.h"
 #include "supervisor/control_wire.h"
 #include "supervisor/rotating_log.h"
 #include "supervisor/spawn.h"

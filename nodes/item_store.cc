@@ -13,6 +13,7 @@
 
 #include <lmdb.h>
 
+#include "nodes/failpoint.h"
 #include "protocol/errors.h"
 
 namespace bidmesh {
@@ -318,6 +319,7 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
     if (rc == 0) rc = prune(w);
     std::optional<uint64_t> next_deadline;
     if (rc == 0 && (rc = first_deadline(w.txn, &next_deadline)) != 0) w.failed_at = "mdb_cursor_get";
+    if (rc == 0) failpoint::before_commit();  // off unless BIDMESH_FAILPOINT_COMMIT_DELAY_MS (tests)
     if (rc == 0 && (rc = t.commit()) != 0) w.failed_at = "mdb_txn_commit";
     if (rc == 0) {
       res.committed = true;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <iostream>
 #include <iterator>
 #include <variant>
@@ -112,7 +113,7 @@ int BidNode::serve() {
     log(std::string("stopping on a ZeroMQ error: ") + e.what());
     return 111;
   }
-  log("stopping: signal received, last batch answered");
+  log("stopping: signal received, last batch answered; " + stats_line());
   router_.close();  // linger: the last replies and events leave within kCloseLingerMs
   pub_.close();
   return 0;
@@ -130,36 +131,55 @@ std::chrono::milliseconds BidNode::poll_timeout() const {
   return wait;
 }
 
-void BidNode::run_turn() {
-  // Drain every waiting message, up to batch_max.
-  std::vector<Incoming> batch;
-  std::vector<Request> requests;
+// Reads every waiting message into the batch, up to batch_max.
+void BidNode::drain() {
   const uint64_t decode_now = unix_now_ms();
-  while (batch.size() < batch_max_) {
-    Incoming in;
+  while (gathered_ < batch_max_) {
+    if (gathered_ == slots_.size()) slots_.emplace_back();
+    Incoming& in = slots_[gathered_];
     const auto got = retry_eintr([&] {
       in.frames.clear();
       return zmq::recv_multipart(router_, std::back_inserter(in.frames), zmq::recv_flags::dontwait);
     });
     if (!got) break;
     if (in.frames.size() < kEnvelopeFrames) continue;  // not [identity, token, body]: dropped
+    in.request.reset();
     auto decoded = decode_request(in.frames.back().to_string_view(), decode_now, max_request_bytes_);
     if (auto* err = std::get_if<DecodeError>(&decoded)) {
       in.reply = encode_error(*err);
     } else {
-      in.request = requests.size();
-      requests.push_back(std::move(std::get<Request>(decoded)));
+      in.request = requests_.size();
+      requests_.push_back(std::move(std::get<Request>(decoded)));
     }
-    batch.push_back(std::move(in));
+    ++gathered_;
   }
+}
 
-  const uint64_t now = unix_now_ms();
+void BidNode::run_turn() {
+  drain();
   const auto next = store_->next_auto_close_ms();
-  const bool closes_due = next && *next <= now;
-  if (batch.empty() && !closes_due) return;
+  const bool closes_due = next && *next <= unix_now_ms();
+  if (gathered_ == 0 && !closes_due) return;
+  commit_batch();
+}
 
+void BidNode::commit_batch() {
+  const uint64_t now = unix_now_ms();
   // One write transaction for the whole batch; the replies exist only after its commit.
-  BatchResult result = store_->apply_batch(requests, now);
+  const auto apply_start = std::chrono::steady_clock::now();
+  BatchResult result = store_->apply_batch(requests_, now);
+  const auto apply_ns = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - apply_start).count());
+  if (gathered_ > 0) {
+    ++stats_.batches;
+    stats_.requests += gathered_;
+    stats_.max_batch = std::max<uint64_t>(stats_.max_batch, gathered_);
+  }
+  if (result.committed) {
+    ++stats_.commits;
+    stats_.apply_ns += apply_ns;
+    stats_.max_apply_ns = std::max(stats_.max_apply_ns, apply_ns);
+  }
   if (result.failure) {
     report_failure(*result.failure);
   } else if (result.committed && failing_) {
@@ -168,11 +188,12 @@ void BidNode::run_turn() {
     failures_unlogged_ = 0;
   }
 
-  for (Incoming& in : batch) {
-    const std::string& reply = in.request ? result.replies[*in.request] : in.reply;
+  for (std::size_t b = 0; b < gathered_; ++b) {
+    Incoming* in = &slots_[b];
+    const std::string& reply = in->request ? result.replies[*in->request] : in->reply;
     // ROUTER drops a message to a gone or full peer (no ROUTER_MANDATORY): never blocks.
-    for (std::size_t i = 0; i + 1 < in.frames.size(); ++i) {
-      retry_eintr([&] { return router_.send(in.frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
+    for (std::size_t i = 0; i + 1 < in->frames.size(); ++i) {
+      retry_eintr([&] { return router_.send(in->frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
     }
     retry_eintr([&] { return router_.send(zmq::buffer(reply), zmq::send_flags::dontwait); });
   }
@@ -182,6 +203,24 @@ void BidNode::run_turn() {
         [&] { return pub_.send(zmq::buffer(m.topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
     if (sent) retry_eintr([&] { return pub_.send(zmq::buffer(m.body), zmq::send_flags::dontwait); });
   }
+  gathered_ = 0;
+  requests_.clear();
+}
+
+std::string BidNode::stats_line() const {
+  char buf[256];
+  const double mean_batch =
+      stats_.batches ? static_cast<double>(stats_.requests) / static_cast<double>(stats_.batches) : 0.0;
+  const double mean_apply_us =
+      stats_.commits ? static_cast<double>(stats_.apply_ns) / 1e3 / static_cast<double>(stats_.commits) : 0.0;
+  std::snprintf(buf, sizeof buf,
+                "stats: %llu requests in %llu batches (mean %.1f, max %llu); %llu write txns, apply+commit mean %.0f us, "
+                "max %.0f us",
+                static_cast<unsigned long long>(stats_.requests), static_cast<unsigned long long>(stats_.batches),
+                mean_batch, static_cast<unsigned long long>(stats_.max_batch),
+                static_cast<unsigned long long>(stats_.commits), mean_apply_us,
+                static_cast<double>(stats_.max_apply_ns) / 1e3);
+  return buf;
 }
 
 void BidNode::report_failure(const std::string& failure) {

@@ -62,6 +62,8 @@ class BidNode {
  private:
   struct Incoming;
   void run_turn();
+  void drain();
+  void commit_batch();
   std::chrono::milliseconds poll_timeout() const;
   void log(const std::string& line) const;
   void report_failure(const std::string& failure);
@@ -80,6 +82,24 @@ class BidNode {
   zmq::socket_t router_;
   zmq::socket_t pub_;
   SupervisorLink link_;
+
+  // The batch being read: slots_[0, gathered_) (slots are reused from batch to batch).
+  std::vector<Incoming> slots_;
+  std::size_t gathered_ = 0;
+  std::vector<Request> requests_;
+
+  // Counters for the stop line ("is the node really batching?"): batches with work, requests
+  // (decoded or not), write transactions and the time spent in apply_batch (apply + commit).
+  struct Stats {
+    uint64_t batches = 0;
+    uint64_t requests = 0;
+    uint64_t max_batch = 0;
+    uint64_t commits = 0;
+    uint64_t apply_ns = 0;
+    uint64_t max_apply_ns = 0;
+  };
+  std::string stats_line() const;
+  Stats stats_;
 
   // Operator log of write failures: one line per kFailureLogInterval at most.
   std::chrono::steady_clock::time_point last_failure_log_{};

@@ -53,11 +53,13 @@ namespace bidmesh {
 inline constexpr std::chrono::milliseconds kDefaultRequestRetention = std::chrono::hours(24);
 inline constexpr std::size_t kPrunePerTxn = 64;         // expired records deleted per write txn
 inline constexpr std::size_t kAutoClosePerTxn = 1024;   // due deadlines closed per write txn
+inline constexpr uint64_t kReserveAhead = 64ull << 20;   // disk allocated past the last page (WRITEMAP)
 
 struct ItemStoreOptions {
   std::filesystem::path dir;                  // created if missing
   uint64_t map_size_bytes = 1ull << 30;       // LMDB map size: the most the store can hold
   bool no_sync = false;                       // MDB_NOSYNC: keeps A, C, I but not D (unsafe)
+  bool write_map = true;                      // MDB_WRITEMAP: durability unchanged (see .cc)
   std::chrono::milliseconds retention = kDefaultRequestRetention;  // idempotency records
 };
 
@@ -127,12 +129,15 @@ class ItemStore {
   std::string read_reply(MDB_txn* txn, const Request& r) const;
   int first_deadline(MDB_txn* txn, std::optional<uint64_t>* out) const;
   std::string describe_failure(int rc, const char* where) const;
+  int reserve_disk();
 
   std::unique_ptr<Env> env_;
   const std::filesystem::path dir_;
   const std::chrono::milliseconds retention_;
   std::optional<uint64_t> next_deadline_;     // earliest closes_at in `deadlines`
   uint64_t retry_after_ms_ = 0;               // after a failed txn: no auto-close-only txn before
+  bool write_map_ = false;
+  uint64_t reserved_bytes_ = 0;               // data file bytes known to have disk blocks
 };
 
 }  // namespace bidmesh

@@ -98,6 +98,9 @@ class PendingTable {
   std::deque<uint64_t> order_;
 };
 
+// Interval of the DEALERs' reconnect tries to a bid node that is down (kill -9 and restart).
+inline constexpr int kNodeReconnectMs = 5;
+
 struct RouterOptions {
   std::size_t max_pending = 100000;   // requests in flight; past it: `unavailable` at once
   std::size_t burst = 256;            // messages read from one socket per loop turn

@@ -539,6 +539,17 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
     sub_threads.clear();
   };
 
+  // Stalled subscribers: subscribed to every event, never read. Their queues fill to the
+  // high-water marks (theirs and the feed's), and past them the feed drops their events.
+  std::vector<std::unique_ptr<zmq::socket_t>> stalled;
+  for (int i = 0; i < cfg.stalled_subscribers; ++i) {
+    auto s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::sub);
+    s->set(zmq::sockopt::linger, 0);
+    s->set(zmq::sockopt::subscribe, kFeedTopicPrefix);
+    s->connect(cfg.feed);
+    stalled.push_back(std::move(s));
+  }
+
   const int64_t open_start = mono_ns();
   OpenOutcome opened = open_items(ctx, cfg, sh.names);
   result.open_seconds = static_cast<double>(mono_ns() - open_start) / 1e9;

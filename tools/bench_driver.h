@@ -53,6 +53,8 @@ struct BenchConfig {
   int timeout_ms = 1500;          // a request without reply after this is a timeout
   int subscribers = 0;            // feed run: subscriber threads (0 = no feed measurement)
   int sub_rcvhwm = 100000;        // feed run: each subscriber's receive high-water mark
+  int stalled_subscribers = 0;    // SUB sockets on the feed (all items) that never read: a bid run
+                                  // with them shows what a stalled subscriber costs the bidders
 };
 
 struct Progress {

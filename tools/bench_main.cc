@@ -9,7 +9,9 @@
 // 111 the run could not be made (the open phase failed, or no reply at all in the window).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -17,6 +19,7 @@
 
 #include "protocol/messages.h"
 #include "tools/bench_driver.h"
+#include "tools/bench_restart.h"
 
 namespace {
 
@@ -196,6 +199,10 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", cfg.timeout_ms, "ms before a request counts as a timeout")
       ->check(CLI::Range(1, 600000))
       ->capture_default_str();
+  app.add_option("--stalled-subscribers", cfg.stalled_subscribers,
+                 "feed subscribers (all items) that never read, during the run")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
   app.add_option("--io-threads", io_threads, "ZeroMQ I/O threads")->check(CLI::Range(1, 64))->capture_default_str();
 
   auto* feed_cmd = app.add_subcommand("feed", "bids at --rate (default 2000/s) plus feed subscribers");
@@ -206,10 +213,51 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000000))
       ->capture_default_str();
 
+  auto* restart_cmd = app.add_subcommand(
+      "restart", "kill -9 a bid node N times (the bench starts it, and restarts it at once): time to the first accepted bid");
+  RestartBenchConfig rcfg;
+  restart_cmd->add_option("--config", rcfg.config_file, "the mesh config of the running router")->required();
+  restart_cmd->add_option("--node", rcfg.node, "the bid node to kill (must not be running: the bench starts it)")->required();
+  restart_cmd->add_option("--node-program", rcfg.node_program, "bidmesh-bid-node (default: beside this program)");
+  restart_cmd->add_option("--log", rcfg.log_file, "the node's log file (default: /dev/null)");
+  restart_cmd->add_option("--times", rcfg.times, "restarts")->check(CLI::Range(1, 1000))->capture_default_str();
+  restart_cmd->add_option("--probe-timeout", rcfg.probe_timeout_ms, "ms before a probe bid is retried with a new id")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  if (restart_cmd->parsed()) {
+    rcfg.endpoint = cfg.endpoint;
+    if (rcfg.node_program.empty())
+      rcfg.node_program = (std::filesystem::path(argv[0]).parent_path() / "bidmesh-bid-node").string();
+    if (rcfg.log_file.empty()) rcfg.log_file = "/dev/null";
+    zmq::context_t rctx(1);
+    RestartBenchResult rr = run_restart_bench(rctx, rcfg);
+    if (!rr.ok) {
+      std::fprintf(stderr, "bidmesh-bench restart: %s\n", rr.error.c_str());
+      return kExitSystem;
+    }
+    std::vector<double> v = rr.restart_ms;
+    std::sort(v.begin(), v.end());
+    const double median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    std::string all;
+    for (double x : rr.restart_ms) all += (all.empty() ? "" : ",") + std::to_string(x);
+    if (json) {
+      std::printf("{\"mode\":\"restart\",\"node\":\"%s\",\"item\":\"%s\",\"times\":%zu,\"median_ms\":%.3f,\"worst_ms\":%.3f,"
+                  "\"best_ms\":%.3f,\"probes\":%llu,\"restart_ms\":[%s]}\n",
+                  rcfg.node.c_str(), rr.item.c_str(), v.size(), median, v.back(), v.front(),
+                  static_cast<unsigned long long>(rr.probes), all.c_str());
+    } else {
+      std::printf("bidmesh-bench restart: node %s, item %s, %zu kill -9 + immediate restart\n", rcfg.node.c_str(),
+                  rr.item.c_str(), v.size());
+      std::printf("  kill -> first accepted bid: median %.1f ms, worst %.1f ms, best %.1f ms  (all: %s)\n", median,
+                  v.back(), v.front(), all.c_str());
+    }
+    return kExitOk;
   }
   cfg.ctr = amounts == "ctr";
   const bool feed = feed_cmd->parsed();

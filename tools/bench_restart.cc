@@ -1,0 +1,193 @@
+// bidmesh-bench restart (see bench_restart.h).
+#include "tools/bench_restart.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include <zmq_addon.hpp>
+
+#include "protocol/config.h"
+#include "protocol/messages.h"
+#include "tools/client.h"
+
+namespace bidmesh {
+namespace {
+
+int64_t mono_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+pid_t spawn(const RestartBenchConfig& cfg) {
+  const pid_t pid = fork();
+  if (pid != 0) return pid;  // parent (or -1)
+  const int fd = open(cfg.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+  }
+  execl(cfg.node_program.c_str(), cfg.node_program.c_str(), "--config", cfg.config_file.c_str(), "--name",
+        cfg.node.c_str(), static_cast<char*>(nullptr));
+  _exit(127);
+}
+
+// One DEALER; each try is a fresh bid (new id, higher amount) so no reply is a replay.
+class Prober {
+ public:
+  Prober(zmq::context_t& ctx, const std::string& endpoint, std::string item)
+      : sock_(ctx, zmq::socket_type::dealer), item_(std::move(item)), prefix_(make_client_id_prefix() + "-rs-") {
+    sock_.set(zmq::sockopt::linger, 0);
+    sock_.connect(endpoint);
+  }
+
+  // Sends one request and waits up to timeout_ms for its reply. nullopt: no reply in time.
+  std::optional<Reply> call(Request r, int timeout_ms) {
+    r.id = prefix_ + std::to_string(++counter_);
+    const std::string frame = encode_request(r);
+    std::vector<zmq::const_buffer> parts{zmq::buffer(frame.data(), 0), zmq::buffer(frame)};
+    if (!zmq::send_multipart(sock_, parts, zmq::send_flags::dontwait)) return std::nullopt;
+    const int64_t deadline = mono_ns() + static_cast<int64_t>(timeout_ms) * 1000000;
+    for (;;) {
+      const int64_t left = deadline - mono_ns();
+      if (left <= 0) return std::nullopt;
+      zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 1, std::chrono::milliseconds(left / 1000000 + 1));
+      std::vector<zmq::message_t> msg;
+      while (zmq::recv_multipart(sock_, std::back_inserter(msg), zmq::recv_flags::dontwait)) {
+        auto reply = msg.empty() ? std::nullopt : decode_reply(msg.back().to_string_view());
+        msg.clear();
+        if (reply && reply->id == r.id) return reply;  // older replies (late ones) are dropped
+      }
+    }
+  }
+
+  std::optional<Reply> bid(int timeout_ms) {
+    Request r;
+    r.op = Op::bid;
+    r.item = item_;
+    r.bidder = "restart-bench";
+    r.amount = ++amount_;
+    return call(r, timeout_ms);
+  }
+
+  void set_amount(uint64_t a) { amount_ = a; }
+  const std::string& item() const { return item_; }
+
+ private:
+  zmq::socket_t sock_;
+  std::string item_;
+  std::string prefix_;
+  uint64_t counter_ = 0;
+  uint64_t amount_ = 0;
+};
+
+}  // namespace
+
+RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConfig& cfg) {
+  RestartBenchResult res;
+  MeshConfig mesh;
+  try {
+    mesh = load_mesh_config(cfg.config_file);
+  } catch (const std::exception& e) {
+    res.error = e.what();
+    return res;
+  }
+  const auto nodes = mesh.bid_nodes();
+  std::size_t index = nodes.size();
+  for (std::size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i]->name == cfg.node) index = i;
+  if (index == nodes.size()) {
+    res.error = "no bid node named '" + cfg.node + "' in " + cfg.config_file;
+    return res;
+  }
+  // An item of that node: the first name of the form restart-<hex>-<n> that it owns.
+  const SlotMap slots = mesh.slot_map();
+  const std::string base = "restart-" + make_client_id_prefix();
+  std::string item;
+  for (int n = 0; item.empty() && n < 100000; ++n) {
+    std::string candidate = base + "-" + std::to_string(n);
+    for (char& c : candidate)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+    if (slots.owner_of_item(candidate) == index) item = candidate;
+  }
+  res.item = item;
+  Prober p(ctx, cfg.endpoint, item);
+
+  pid_t pid = spawn(cfg);
+  if (pid < 0) {
+    res.error = "cannot fork";
+    return res;
+  }
+  auto reap = [&] {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      pid = -1;
+    }
+  };
+  // Bounded: until the item is open and a bid is accepted, at most give_up_ms.
+  const int64_t start_deadline = mono_ns() + static_cast<int64_t>(cfg.give_up_ms) * 1000000;
+  bool ready = false;
+  while (!ready && mono_ns() < start_deadline) {
+    Request open;
+    open.op = Op::open;
+    open.item = item;
+    auto r = p.call(open, 200);
+    if (r && (r->ok || r->error == std::optional<std::string>("exists"))) ready = p.bid(200).has_value();
+  }
+  if (!ready) {
+    reap();
+    res.error = "bid node " + cfg.node + " did not serve item " + item + " within " + std::to_string(cfg.give_up_ms) + " ms";
+    return res;
+  }
+
+  for (int t = 0; t < cfg.times; ++t) {
+    // Light load between restarts.
+    const int64_t gap_end = mono_ns() + static_cast<int64_t>(cfg.gap_ms) * 1000000;
+    while (mono_ns() < gap_end) {
+      (void)p.bid(100);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const int64_t t_kill = mono_ns();
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    pid = spawn(cfg);
+    if (pid < 0) {
+      res.error = "cannot fork";
+      return res;
+    }
+    bool accepted = false;
+    while (!accepted && mono_ns() - t_kill < static_cast<int64_t>(cfg.give_up_ms) * 1000000) {
+      ++res.probes;
+      auto r = p.bid(cfg.probe_timeout_ms);
+      if (r && r->ok) accepted = true;
+      else if (r && !r->ok && r->error != std::optional<std::string>("unavailable")) {
+        // too_low after a lost reply: the amount was taken; the next try bids higher.
+        if (r->error == std::optional<std::string>("too_low")) continue;
+        reap();
+        res.error = "bid on " + item + " refused: " + r->error.value_or("?") + ": " + r->message.value_or("");
+        return res;
+      }
+    }
+    if (!accepted) {
+      reap();
+      res.error = "no accepted bid within " + std::to_string(cfg.give_up_ms) + " ms of kill " + std::to_string(t + 1);
+      return res;
+    }
+    res.restart_ms.push_back(static_cast<double>(mono_ns() - t_kill) / 1e6);
+  }
+  // Leave the node as found: not running (the caller started the bench without it).
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  res.ok = true;
+  return res;
+}
+
+}  // namespace bidmesh

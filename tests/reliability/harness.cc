@@ -1,0 +1,265 @@
+// The reliability harness: see harness.h.
+#include "tests/reliability/harness.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <deque>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "protocol/messages.h"
+#include "protocol/slot_map.h"
+#include "supervisor/ctl_client.h"
+#include "tools/client.h"
+
+namespace bidmesh::rel {
+
+namespace fs = std::filesystem;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+bool wait_for(const std::function<bool()>& cond, Ms deadline, Ms step) {
+  const auto end = Clock::now() + deadline;
+  for (;;) {
+    if (cond()) return true;
+    if (Clock::now() >= end) return cond();
+    std::this_thread::sleep_for(step);
+  }
+}
+
+std::string free_endpoint() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    throw std::runtime_error("cannot bind a loopback port");
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+}
+
+std::string program(const std::string& name) {
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path() / name).string();
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TempDir::TempDir(const std::string& tag) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/bidmesh-" + tag + "-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  if (keep_) return;
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+Child::Child(std::vector<std::string> argv, const fs::path& log, const std::map<std::string, std::string>& env) {
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      ::close(fd);
+    }
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  setpgid(pid_, pid_);
+}
+
+Child::~Child() { kill_now(); }
+
+bool Child::running() {
+  if (status_) return false;
+  int st = 0;
+  const pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = st;
+    return false;
+  }
+  return r == 0;
+}
+
+void Child::signal(int sig) {
+  if (running()) ::kill(pid_, sig);
+}
+
+std::optional<int> Child::wait_exit(Ms deadline) {
+  wait_for([&] { return !running(); }, deadline, Ms(2));
+  return status_;
+}
+
+void Child::kill_now() {
+  if (pid_ <= 0 || status_) return;
+  ::kill(-pid_, SIGKILL);
+  ::kill(pid_, SIGKILL);
+  int st = 0;
+  if (waitpid(pid_, &st, 0) == pid_) status_ = st;
+}
+
+SupervisedMesh::SupervisedMesh(MeshSpec spec) : dir_("rel"), spec_(std::move(spec)) {
+  request_ = free_endpoint();
+  feed_ = free_endpoint();
+  config_ = dir() / "mesh.toml";
+  std::ofstream cfg(config_);
+  cfg << spec_.extra << "\n"
+      << "data_dir = \"data\"\nmap_size_mb = 256\n"
+      << "stop_timeout_ms = " << spec_.stop_timeout_ms << "\n"
+      << "request_timeout_ms = " << spec_.request_timeout_ms << "\n"
+      // A node killed every 2 s is restarted every time: the intensity is not what is tested.
+      << "restart_intensity = 1000\nrestart_period_ms = 1000\n"
+      << "[feed]\npublish = \"" << feed_ << "\"\ncollect = \"" << free_endpoint() << "\"\n"
+      << "[[node]]\nname = \"router\"\nkind = \"router\"\nlisten = \"" << request_ << "\"\nfeed = true\n";
+  const uint32_t per = kSlotCount / static_cast<uint32_t>(spec_.bid_nodes);
+  for (int i = 0; i < spec_.bid_nodes; ++i) {
+    const uint32_t first = per * static_cast<uint32_t>(i);
+    const uint32_t last = i + 1 == spec_.bid_nodes ? kSlotCount - 1 : first + per - 1;
+    cfg << "[[node]]\nname = \"" << bid_node_name(i) << "\"\nkind = \"bid\"\nlisten = \"" << free_endpoint()
+        << "\"\nslots = [\"" << first << "-" << last << "\"]\n";
+  }
+}
+
+SupervisedMesh::~SupervisedMesh() {
+  if (sup_ && sup_->running()) {
+    sup_->signal(SIGTERM);
+    if (!sup_->wait_exit(Ms(20000))) sup_->kill_now();
+  }
+  sup_.reset();
+}
+
+std::string SupervisedMesh::control() const { return "ipc://" + (dir() / "data" / "control" / "supervisor.sock").string(); }
+
+fs::path SupervisedMesh::node_log(const std::string& node) const { return dir() / "data" / "logs" / (node + ".log"); }
+
+std::optional<std::string> SupervisedMesh::start(Ms deadline) {
+  const auto began = Clock::now();
+  const std::size_t ready_before = [&] {
+    const std::string out = read_text(supervisor_out());
+    std::size_t n = 0;
+    for (auto p = out.find("bidmesh: mesh ready: "); p != std::string::npos; p = out.find("bidmesh: mesh ready: ", p + 1)) ++n;
+    return n;
+  }();
+  sup_ = std::make_unique<Child>(std::vector<std::string>{program("bidmesh-supervisor"), "--config", config_.string()},
+                                 supervisor_out(), spec_.env);
+  const bool ready = wait_for(
+      [&] {
+        const std::string out = read_text(supervisor_out());
+        std::size_t n = 0;
+        for (auto p = out.find("bidmesh: mesh ready: "); p != std::string::npos; p = out.find("bidmesh: mesh ready: ", p + 1)) ++n;
+        return n > ready_before || !sup_->running();
+      },
+      deadline, Ms(10));
+  if (!ready || !sup_->running()) return "the mesh did not become ready\n" + diagnostics();
+  for (int i = 0; i < spec_.bid_nodes; ++i) {
+    const auto left = deadline - std::chrono::duration_cast<Ms>(Clock::now() - began);
+    if (!wait_serving(item_on_node(i, 0), std::max(left, Ms(1000))))
+      return bid_node_name(i) + " does not serve through the router\n" + diagnostics();
+  }
+  return std::nullopt;
+}
+
+std::optional<int> SupervisedMesh::stop(Ms deadline) {
+  if (!sup_) return std::nullopt;
+  sup_->signal(SIGTERM);
+  return sup_->wait_exit(deadline);
+}
+
+void SupervisedMesh::kill_supervisor() {
+  if (sup_) sup_->kill_now();
+}
+
+bool SupervisedMesh::supervisor_running() { return sup_ && sup_->running(); }
+
+pid_t SupervisedMesh::running_pid(const std::string& node) {
+  CtlClient client(ctx_, control(), Ms(2000));
+  std::string error;
+  auto reply = client.call({"status", {node}}, error);
+  if (!reply || !reply->ok) return 0;
+  const auto* list = std::get_if<std::vector<NodeStatus>>(&reply->data);
+  if (list == nullptr) return 0;
+  for (const auto& s : *list) {
+    if (s.name == node && s.state == "running") return static_cast<pid_t>(s.pid);
+  }
+  return 0;
+}
+
+std::string SupervisedMesh::item_on_node(int i, int n) const {
+  const uint32_t per = kSlotCount / static_cast<uint32_t>(spec_.bid_nodes);
+  int found = 0;
+  for (int k = 0; k < 10000000; ++k) {
+    std::string item = "rel-" + std::to_string(k);
+    const uint32_t owner = std::min<uint32_t>(slot_of(item) / per, static_cast<uint32_t>(spec_.bid_nodes - 1));
+    if (owner == static_cast<uint32_t>(i) && found++ == n) return item;
+  }
+  return "rel-none";
+}
+
+bool SupervisedMesh::wait_serving(const std::string& item, Ms deadline) {
+  return wait_for(
+      [&] {
+        Client client(ctx_, request_, 300, 0);
+        Request get;
+        get.op = Op::get;
+        get.item = item;
+        auto reply = client.call(get);
+        return reply && (reply->ok || reply->error == std::optional<std::string>("unknown_item"));
+      },
+      deadline, Ms(20));
+}
+
+std::string SupervisedMesh::diagnostics() const {
+  auto tail = [](const fs::path& p, std::size_t lines) {
+    std::istringstream in(read_text(p));
+    std::deque<std::string> last;
+    std::string line;
+    while (std::getline(in, line)) {
+      last.push_back(line);
+      if (last.size() > lines) last.pop_front();
+    }
+    std::string out;
+    for (auto& l : last) out += l + "\n";
+    return out;
+  };
+  std::string out = "--- supervisor ---\n" + tail(supervisor_out(), 30);
+  out += "--- router ---\n" + tail(node_log("router"), 10);
+  for (int i = 0; i < spec_.bid_nodes; ++i) out += "--- " + bid_node_name(i) + " ---\n" + tail(node_log(bid_node_name(i)), 10);
+  return out;
+}
+
+}  // namespace bidmesh::rel

@@ -167,6 +167,7 @@ struct Shared {
   uint64_t amount_base = 1;
   std::size_t send_cap = 0;
   std::unique_ptr<std::atomic<int64_t>[]> send_ns;
+  std::unique_ptr<std::atomic<int64_t>[]> ack_ns;  // reply receive time (mono ns), same index
   std::atomic<bool> senders_done{false};
   std::atomic<bool> stop_subscribers{false};
 
@@ -186,6 +187,7 @@ struct Pending {
   int64_t deadline = 0;
   uint32_t local_item = 0;
   uint32_t conn = 0;
+  uint64_t amount = 0;  // feed runs: to note when the reply came
   bool active = false;
 };
 
@@ -357,6 +359,7 @@ class Worker {
     p.deadline = now + static_cast<int64_t>(cfg_.timeout_ms) * 1000000;
     p.local_item = *local;
     p.conn = conn;
+    p.amount = r.amount;
     p.active = true;
     if (cfg_.ctr) busy_[*local] = 1;
     if (dealer()) {
@@ -422,6 +425,8 @@ class Worker {
       finish(p);
       out_.replies.fetch_add(1, std::memory_order_relaxed);
       if (reply->ok) out_.ok.fetch_add(1, std::memory_order_relaxed);
+      if (reply->ok && sh_.ack_ns && p.amount >= sh_.amount_base && p.amount - sh_.amount_base < sh_.send_cap)
+        sh_.ack_ns[p.amount - sh_.amount_base].store(now, std::memory_order_release);
       if (reply->ok && in_window(p.sent)) ++out_.r.accepted_sent_in_window;
       if (!in_window(p.intended)) continue;
       ++out_.r.replies;
@@ -503,6 +508,8 @@ void run_subscriber(zmq::context_t& ctx, Shared& sh, const std::string& prefix, 
     if (sent < sh.measure || sent >= sh.end) continue;
     ++out.matched;
     out.latency.record(static_cast<uint64_t>(std::max<int64_t>(0, now - sent)));
+    const int64_t acked = sh.ack_ns[a - sh.amount_base].load(std::memory_order_acquire);
+    out.publish_latency.record(static_cast<uint64_t>(acked == 0 ? 0 : std::max<int64_t>(0, now - acked)));
     const uint64_t wall = unix_ms_now();
     out.ts_latency.record(wall > ev->ts ? wall - ev->ts : 0);
   }
@@ -567,7 +574,11 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
     const double want = per_s * (cfg.warmup + cfg.seconds + cfg.timeout_ms / 1000.0) * 1.25 + 10000;
     sh.send_cap = static_cast<std::size_t>(std::min(want, 8.0 * 1024 * 1024));
     sh.send_ns = std::make_unique<std::atomic<int64_t>[]>(sh.send_cap);
-    for (std::size_t i = 0; i < sh.send_cap; ++i) sh.send_ns[i].store(0, std::memory_order_relaxed);
+    sh.ack_ns = std::make_unique<std::atomic<int64_t>[]>(sh.send_cap);
+    for (std::size_t i = 0; i < sh.send_cap; ++i) {
+      sh.send_ns[i].store(0, std::memory_order_relaxed);
+      sh.ack_ns[i].store(0, std::memory_order_relaxed);
+    }
   }
   for (std::size_t s = 0; s < subs.size(); ++s)
     sub_threads.emplace_back(run_subscriber, std::ref(ctx), std::ref(sh), result.item_prefix, std::ref(subs[s]),

@@ -74,7 +74,11 @@ struct SubscriberResult {
   uint64_t gaps = 0;         // seq jumps seen
   uint64_t lost = 0;         // events missed in those gaps (no repair in the bench)
   uint64_t duplicates = 0;
-  LatencyHistogram latency;  // ns, bid send -> event receive
+  LatencyHistogram latency;  // ns, bid send -> event receive (includes the durable commit)
+  // ns, the bid's reply reaching the client -> its event reaching the subscriber: publish to
+  // receive, as near as a client can see it (the node publishes right after it replies). 0 when
+  // the event came first.
+  LatencyHistogram publish_latency;
   LatencyHistogram ts_latency;  // ms, event ts (unix ms, the node's clock) -> receive (wall clock)
 };
 

@@ -251,7 +251,9 @@ TEST_CASE("bid path works for DEALER clients with several requests in flight", "
 }
 
 TEST_CASE("bid path answers unavailable while a node is down and keeps its data", "[integration][bid_path]") {
-  TestMesh mesh(MeshOptions{.request_timeout_ms = 400});
+  MeshOptions options;
+  options.request_timeout_ms = 400;
+  TestMesh mesh(options);
   mesh.start_all();
   zmq::context_t ctx;
   Client c(ctx, mesh.request_endpoint(), 3000, 0);

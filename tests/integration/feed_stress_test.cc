@@ -1,7 +1,7 @@
 // The feed under stress (docs/reliability.md, test 8): a slow subscriber during a burst of bids
 // detects every gap by seq and repairs it with history, ending equal to `get` for every item;
 // the burst's bid throughput with that subscriber lagging (and a SUB that never reads) is
-// compared with the same bench alone. Short burst here (20,000 events); the 100,000-event run is
+// compared with the same bench alone. Short burst here (40,000 events); the 100,000-event run is
 // `tools/reliability feed`.
 #include <catch2/catch.hpp>
 
@@ -14,7 +14,7 @@ using namespace bidmesh;
 TEST_CASE("feed: a slow subscriber repairs every gap of a burst and ends equal to get; bidding keeps its pace",
           "[reliability][feed]") {
   rel::FeedOptions o;
-  o.target_events = 20000;
+  o.target_events = 40000;
   o.min_seconds = 2;
   const rel::FeedResult r = rel::run_feed_stress(o);
   std::cout << r.summary() << std::endl;

@@ -3,7 +3,7 @@
 //
 //   bidmesh-reliability crash [--seconds 60] [--clients 4] [--kill-every-ms 2000] [--keep] [--json]
 //   bidmesh-reliability stop  [--seconds 3] [--clients 4] [--stop-timeout-ms 5000] [--keep] [--json]
-//   bidmesh-reliability feed  [--events 100000] [--reader-delay-us 300] [--min-ratio 0.8] [--keep] [--json]
+//   bidmesh-reliability feed  [--events 100000] [--reader-delay-us 300] [--min-ratio 0.5] [--keep] [--json]
 //   bidmesh-reliability bidder --endpoint E --name N --items a,b --seconds S --log FILE
 //                              [--timeout-ms 400] [--deadline-ms 6000]   (one client process)
 //
@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   stop->add_flag("--json", json, "print one JSON object");
 
   FeedOptions fo;
-  double min_ratio = 0.8;
+  double min_ratio = 0.5;
   auto* feed = app.add_subcommand("feed", "a slow subscriber during a burst of bids: gaps repaired, throughput kept");
   feed->add_option("--events", fo.target_events, "bid events wanted in the burst")->check(CLI::Range(1000, 100000000))->capture_default_str();
   feed->add_option("--min-seconds", fo.min_seconds, "shortest burst")->check(CLI::Range(0.5, 3600.0))->capture_default_str();

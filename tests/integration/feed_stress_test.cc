@@ -11,7 +11,7 @@
 
 using namespace bidmesh;
 
-TEST_CASE("feed: a slow subscriber repairs every gap of a burst and ends equal to get; bidding keeps its pace",
+TEST_CASE("feed: a slow subscriber repairs every gap of a burst and ends equal to get, bidding keeps its pace",
           "[reliability][feed]") {
   rel::FeedOptions o;
   o.target_events = 40000;

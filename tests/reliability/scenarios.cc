@@ -373,10 +373,23 @@ FeedResult run_feed_stress(const FeedOptions& o) {
     // The burst goes on (in at most 6 bench runs) until target_events bids were answered: the
     // bench may run slower now than in the baseline.
     bursting = true;
-    double replies = 0, seconds = 0, rate = base.throughput;
-    for (int run = 0; run < 6 && replies < static_cast<double>(o.target_events); ++run) {
+    double replies = 0, seconds = 0, rate = base.throughput, stored = 0;
+    // The bid events stored so far on the burst's items (the sum of their `bids`).
+    auto count_stored = [&] {
+      Client c(ctx, mesh.request_endpoint(), 2000, 5, "counter");
+      double n = 0;
+      for (const auto& item : items) {
+        Request g;
+        g.op = Op::get;
+        g.item = item;
+        auto got = c.call(g);
+        if (got && got->ok) n += static_cast<double>(got->u64("bids").value_or(0));
+      }
+      return n;
+    };
+    for (int run = 0; run < 6 && stored < static_cast<double>(o.target_events); ++run) {
       const double want = run == 0 ? r.burst_seconds
-                                   : std::max(1.0, 1.1 * (static_cast<double>(o.target_events) - replies) / rate);
+                                   : std::max(1.0, 1.1 * (static_cast<double>(o.target_events) - stored) / rate);
       const BenchRun burst = run_bench(mesh, o, prefix_b, std::min(600.0, want));
       if (!burst.error.empty()) {
         bursting = false;
@@ -387,6 +400,7 @@ FeedResult run_feed_stress(const FeedOptions& o) {
       replies += burst.replies;
       seconds += burst.seconds;
       if (burst.throughput > 0) rate = burst.throughput;
+      stored = count_stored();
     }
     bursting = false;
     r.burst_seconds = seconds;

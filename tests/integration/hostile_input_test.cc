@@ -128,12 +128,15 @@ std::vector<Bomb> bomb_catalogue(const std::string& item0, const std::string& it
 // One DEALER on the router's request endpoint.
 class Dealer {
  public:
+  // Connects at once unless `endpoint` is empty (then call connect() later, e.g. after a monitor
+  // is attached so that it sees the connection).
   Dealer(zmq::context_t& ctx, const std::string& endpoint) : socket_(ctx, zmq::socket_type::dealer) {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::sndtimeo, 5000);
     socket_.set(zmq::sockopt::maxmsgsize, kClientMaxReplyBytes);
-    socket_.connect(endpoint);
+    if (!endpoint.empty()) socket_.connect(endpoint);
   }
+  void connect(const std::string& endpoint) { socket_.connect(endpoint); }
   zmq::socket_t& socket() { return socket_; }
 
   bool send(const std::vector<std::string>& frames) {
@@ -171,13 +174,14 @@ uint64_t vm_rss_kb(pid_t pid) {
 // Sends a frame over the transport limit on a fresh DEALER and waits (monitor events, not a
 // sleep) until the router has dropped the connection. True when it was dropped and no reply came.
 bool oversized_frame_is_dropped(zmq::context_t& ctx, const std::string& endpoint, std::size_t size, int n) {
-  Dealer d(ctx, endpoint);
+  Dealer d(ctx, "");
   const std::string monitor_ep = "inproc://hostile-monitor-" + std::to_string(n);
   if (zmq_socket_monitor(d.socket().handle(), monitor_ep.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
     return false;
   zmq::socket_t monitor(ctx, zmq::socket_type::pair);
   monitor.set(zmq::sockopt::linger, 0);
   monitor.connect(monitor_ep);
+  d.connect(endpoint);  // after the monitor, so that it sees the connection
   // Waits for one monitor event of the given kind.
   auto wait_event = [&](uint16_t kind, std::chrono::milliseconds deadline) {
     const auto end = std::chrono::steady_clock::now() + deadline;

@@ -22,7 +22,7 @@ namespace bidmesh {
 namespace {
 
 constexpr int kBadRecord = -30000;  // a stored record that does not parse (outside LMDB's codes)
-constexpr std::string_view kFormatVersion = "1";
+constexpr std::string_view kFormatVersion = "2";
 constexpr uint64_t kFailedTxnRetryMs = 1000;  // auto-close-only txns after a failure: at most 1/s
 
 void append_u64(std::string& out, uint64_t v) {
@@ -45,20 +45,29 @@ uint32_t read_u32(const char* p) {
 MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 std::string_view to_sv(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
-// item '\0' suffix: the key of events and requests. Items never contain '\0', so the first '\0'
-// ends the item and keys of one item form one contiguous range.
-std::string item_key(std::string_view item, std::string_view suffix) {
-  std::string k;
-  k.reserve(item.size() + 1 + suffix.size());
-  k.append(item);
-  k.push_back('\0');
-  k.append(suffix);
-  return k;
+// Keys of the data tree: item '\0' tag [suffix]. Items never contain '\0', so the first '\0'
+// ends the item and the keys of one item form one contiguous range, in the order events by seq
+// (0x01), state (0x02), request records by id (0x03). The state sorts right after the newest
+// event: a bid's event append and state update land on the same leaf even when the item's
+// history spans many pages (measured: docs/benchmarks.md, "Store layout v2").
+constexpr char kTagEvent = 0x01, kTagState = 0x02, kTagRequest = 0x03;
+// Writes the key into `out` (a reused buffer) and returns it.
+std::string_view data_key(std::string& out, std::string_view item, char tag) {
+  out.clear();
+  out.append(item);
+  out.push_back('\0');
+  out.push_back(tag);
+  return out;
 }
-std::string event_key(std::string_view item, uint64_t seq) {
-  std::string s;
-  append_u64(s, seq);
-  return item_key(item, s);
+std::string_view event_key(std::string& out, std::string_view item, uint64_t seq) {
+  data_key(out, item, kTagEvent);
+  append_u64(out, seq);
+  return out;
+}
+std::string_view request_key(std::string& out, std::string_view item, std::string_view id) {
+  data_key(out, item, kTagRequest);
+  out.append(id);
+  return out;
 }
 std::string deadline_key(uint64_t closes_at, std::string_view item) {
   std::string k;
@@ -71,9 +80,8 @@ std::string deadline_key(uint64_t closes_at, std::string_view item) {
 //   [0] 1 (format)   [1] 0 open / 1 closed   [2] flags: 1 = has max+bidder, 2 = has closes_at
 //   [3..51) u64 seq, bids, start, increment, max, closes_at (0 where absent)   [51..) bidder
 constexpr std::size_t kStateFixed = 51;
-std::string encode_state(const ItemState& s) {
-  std::string out;
-  out.reserve(kStateFixed + (s.bidder ? s.bidder->size() : 0));
+std::string_view encode_state(std::string& out, const ItemState& s) {
+  out.clear();
   out.push_back(1);
   out.push_back(s.closed ? 1 : 0);
   out.push_back(static_cast<char>((s.max ? 1 : 0) | (s.closes_at ? 2 : 0)));
@@ -112,9 +120,9 @@ struct RequestRecord {
   std::string_view fingerprint;
   std::string_view reply;
 };
-std::string encode_record(uint64_t stored_at, std::string_view fingerprint, std::string_view reply) {
-  std::string out;
-  out.reserve(12 + fingerprint.size() + reply.size());
+std::string_view encode_record(std::string& out, uint64_t stored_at, std::string_view fingerprint,
+                               std::string_view reply) {
+  out.clear();
   append_u64(out, stored_at);
   append_u32(out, static_cast<uint32_t>(fingerprint.size()));
   out.append(fingerprint);
@@ -174,10 +182,10 @@ int get_value(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view*
   return rc;
 }
 
-// Loads an item; *found is false (and rc 0) when it was never opened.
-int load_state(MDB_txn* txn, MDB_dbi items, std::string_view item, ItemState* s, bool* found) {
+// Loads an item; *found is false (and rc 0) when it was never opened. `key` is a scratch buffer.
+int load_state(MDB_txn* txn, MDB_dbi data, std::string_view item, ItemState* s, bool* found, std::string& key) {
   std::string_view raw;
-  const int rc = get_value(txn, items, item, &raw);
+  const int rc = get_value(txn, data, data_key(key, item, kTagState), &raw);
   *found = false;
   if (rc == MDB_NOTFOUND) return 0;
   if (rc != 0) return rc;
@@ -192,7 +200,7 @@ std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 struct ItemStore::Env {
   MDB_env* env = nullptr;
-  MDB_dbi meta = 0, items = 0, events = 0, requests = 0, expiry = 0, deadlines = 0;
+  MDB_dbi meta = 0, data = 0, deadlines = 0;
   int lock_fd = -1;
   ~Env() {
     if (env != nullptr) mdb_env_close(env);
@@ -206,6 +214,11 @@ struct ItemStore::WriteCtx {
   uint64_t now = 0;
   std::vector<FeedMessage> events;
   const char* failed_at = "";  // the call that failed, for the operator's message
+  std::string sweep_next;      // the sweep's resume key once this txn commits
+  bool sweep_saved = false;    // this txn wrote it to meta "sweep"
+  uint64_t items_added = 0;    // opens in this txn (meta "items" is rewritten when non-zero)
+  // Reused buffers: no allocation per request for keys and records once they have grown.
+  std::string key, value, fingerprint;
 
   int put(MDB_dbi dbi, std::string_view key, std::string_view value) {
     MDB_val k = to_val(key), v = to_val(value);
@@ -262,31 +275,47 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
   int dead = 0;
   if ((rc = mdb_reader_check(env->env, &dead)) != 0) return fail("mdb_reader_check", rc);
 
+  uint64_t items = 0;
+  std::string sweep;
   {
     Txn t;
     if ((rc = t.begin(env->env, 0)) != 0) return fail("mdb_txn_begin", rc);
-    const std::pair<const char*, MDB_dbi*> dbs[] = {
-        {"meta", &env->meta},         {"items", &env->items},   {"events", &env->events},
-        {"requests", &env->requests}, {"expiry", &env->expiry}, {"deadlines", &env->deadlines},
-    };
-    for (const auto& [name, dbi] : dbs) {
-      if ((rc = mdb_dbi_open(t.get(), name, MDB_CREATE, dbi)) != 0) return fail("mdb_dbi_open", rc);
-    }
+    if ((rc = mdb_dbi_open(t.get(), "meta", MDB_CREATE, &env->meta)) != 0) return fail("mdb_dbi_open", rc);
     std::string_view format;
     rc = get_value(t.get(), env->meta, "format", &format);
-    if (rc == 0 && format != kFormatVersion)
+    if (rc == 0 && format != kFormatVersion) {
+      // Nothing is changed: the transaction is aborted (Txn), the old store stays as it was.
       return "the store " + where + " has format " + std::string(format) + ", this build reads format " +
-             std::string(kFormatVersion);
+             std::string(kFormatVersion) + " and does not convert it: move " + where +
+             " away (or delete it) and restart to begin with an empty store";
+    }
     if (rc == MDB_NOTFOUND) {
       MDB_val k = to_val("format"), v = to_val(kFormatVersion);
       rc = mdb_put(t.get(), env->meta, &k, &v, 0);
     }
     if (rc != 0) return fail("format record", rc);
+    if ((rc = mdb_dbi_open(t.get(), "data", MDB_CREATE, &env->data)) != 0) return fail("mdb_dbi_open", rc);
+    if ((rc = mdb_dbi_open(t.get(), "deadlines", MDB_CREATE, &env->deadlines)) != 0)
+      return fail("mdb_dbi_open", rc);
+    std::string_view raw;
+    if ((rc = get_value(t.get(), env->meta, "items", &raw)) == 0) {
+      if (raw.size() != 8) return "cannot open the store " + where + ": the meta record 'items' is malformed";
+      items = read_u64(raw.data());
+    } else if (rc != MDB_NOTFOUND) {
+      return fail("items record", rc);
+    }
+    if ((rc = get_value(t.get(), env->meta, "sweep", &raw)) == 0) {
+      sweep = std::string(raw);
+    } else if (rc != MDB_NOTFOUND) {
+      return fail("sweep record", rc);
+    }
     if ((rc = t.commit()) != 0) return fail("mdb_txn_commit", rc);
   }
 
   std::unique_ptr<ItemStore> store(new ItemStore(std::move(env), options.dir, options.retention));
   store->write_map_ = options.write_map;
+  store->item_count_ = items;
+  store->sweep_key_ = std::move(sweep);
   if (const int err = store->reserve_disk(); err != 0)
     return "cannot reserve disk space for the store in " + where + ": " + std::strerror(err);
   Txn t;
@@ -333,10 +362,19 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
     w.txn = t.get();
     // Due deadlines first: a request of this batch sees its item closed, as the contract says.
     if (rc == 0) rc = run_auto_closes(w);
+    std::size_t writes = 0;
     for (std::size_t i = 0; rc == 0 && i < requests.size(); ++i) {
-      if (op_is_write(requests[i].op)) rc = apply_write(w, requests[i], &res.replies[i]);
+      if (op_is_write(requests[i].op)) {
+        rc = apply_write(w, requests[i], &res.replies[i]);
+        ++writes;
+      }
     }
-    if (rc == 0) rc = prune(w);
+    if (rc == 0) rc = prune(w, writes);
+    if (rc == 0 && w.items_added > 0) {
+      std::string count;
+      append_u64(count, item_count_ + w.items_added);
+      rc = w.put(env_->meta, "items", count);
+    }
     std::optional<uint64_t> next_deadline;
     if (rc == 0 && (rc = first_deadline(w.txn, &next_deadline)) != 0) w.failed_at = "mdb_cursor_get";
     if (rc == 0) failpoint::before_commit();  // off unless BIDMESH_FAILPOINT_COMMIT_DELAY_MS (tests)
@@ -346,6 +384,9 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
       res.events = std::move(w.events);
       next_deadline_ = next_deadline;
       retry_after_ms_ = 0;
+      item_count_ += w.items_added;
+      sweep_key_ = std::move(w.sweep_next);
+      txns_since_sweep_save_ = w.sweep_saved ? 0 : txns_since_sweep_save_ + 1;
     } else {
       // The Txn destructor aborts; nothing of this batch is kept, so every write may be retried.
       res.failure = describe_failure(rc, w.failed_at);
@@ -373,14 +414,13 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
 }
 
 int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
-  const std::string key = item_key(r.item, r.id);
-  const std::string fingerprint = r.fingerprint();
+  w.fingerprint = r.fingerprint();
   std::string_view raw;
-  int rc = get_value(w.txn, env_->requests, key, &raw);
+  int rc = get_value(w.txn, env_->data, request_key(w.key, r.item, r.id), &raw);
   if (rc == 0) {
     RequestRecord rec;
     if (!decode_record(raw, &rec)) return kBadRecord;
-    if (rec.fingerprint == fingerprint) {
+    if (rec.fingerprint == w.fingerprint) {
       *reply = std::string(rec.reply);  // the remembered reply, byte for byte; no effect again
     } else {
       *reply = encode_error(r.id, ErrorCode::conflict,
@@ -402,17 +442,14 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
   if (rc != 0) return rc;
   // Every reply decided here (success, too_low, closed, exists, unknown_item) is remembered,
   // in this transaction, with the effect.
-  if ((rc = w.put(env_->requests, key, encode_record(w.now, fingerprint, *reply))) != 0) return rc;
-  std::string expiry_key;
-  append_u64(expiry_key, w.now);
-  expiry_key.append(key);
-  return w.put(env_->expiry, expiry_key, {});
+  // (w.key was reused by the apply_* above: the request key is made again.)
+  return w.put(env_->data, request_key(w.key, r.item, r.id), encode_record(w.value, w.now, w.fingerprint, *reply));
 }
 
 // Stores the event under (item, seq) and queues it for the feed (published after the commit).
 int ItemStore::emit_event(WriteCtx& w, const Event& e) {
   std::string body = encode_event(e);
-  const int rc = w.put(env_->events, event_key(e.item, e.seq), body);
+  const int rc = w.put(env_->data, event_key(w.key, e.item, e.seq), body);
   if (rc != 0) return rc;
   w.events.push_back({feed_topic(e.item), std::move(body)});
   return 0;
@@ -421,7 +458,7 @@ int ItemStore::emit_event(WriteCtx& w, const Event& e) {
 int ItemStore::apply_open(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
   bool found = false;
-  int rc = load_state(w.txn, env_->items, r.item, &s, &found);
+  int rc = load_state(w.txn, env_->data, r.item, &s, &found, w.key);
   if (rc != 0) {
     w.failed_at = "items";
     return rc;
@@ -435,7 +472,8 @@ int ItemStore::apply_open(WriteCtx& w, const Request& r, std::string* reply) {
   s.start = r.start;
   s.increment = r.increment;
   s.closes_at = r.closes_at;
-  if ((rc = w.put(env_->items, r.item, encode_state(s))) != 0) return rc;
+  if ((rc = w.put(env_->data, data_key(w.key, r.item, kTagState), encode_state(w.value, s))) != 0) return rc;
+  w.items_added += 1;
   if (s.closes_at && (rc = w.put(env_->deadlines, deadline_key(*s.closes_at, r.item), {})) != 0) return rc;
   Event e;
   e.kind = EventKind::open;
@@ -450,7 +488,7 @@ int ItemStore::apply_open(WriteCtx& w, const Request& r, std::string* reply) {
 int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
   bool found = false;
-  int rc = load_state(w.txn, env_->items, r.item, &s, &found);
+  int rc = load_state(w.txn, env_->data, r.item, &s, &found, w.key);
   if (rc != 0) {
     w.failed_at = "items";
     return rc;
@@ -483,7 +521,7 @@ int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
   s.bids += 1;
   s.max = r.amount;
   s.bidder = r.bidder;
-  if ((rc = w.put(env_->items, r.item, encode_state(s))) != 0) return rc;
+  if ((rc = w.put(env_->data, data_key(w.key, r.item, kTagState), encode_state(w.value, s))) != 0) return rc;
   Event e;
   e.kind = EventKind::max;
   e.item = r.item;
@@ -499,7 +537,7 @@ int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
 int ItemStore::apply_close(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
   bool found = false;
-  int rc = load_state(w.txn, env_->items, r.item, &s, &found);
+  int rc = load_state(w.txn, env_->data, r.item, &s, &found, w.key);
   if (rc != 0) {
     w.failed_at = "items";
     return rc;
@@ -525,7 +563,7 @@ int ItemStore::close_item(WriteCtx& w, std::string_view item, ItemState& s) {
   s.seq += 1;
   int rc = 0;
   if (s.closes_at && (rc = w.del(env_->deadlines, deadline_key(*s.closes_at, item))) != 0) return rc;
-  if ((rc = w.put(env_->items, item, encode_state(s))) != 0) return rc;
+  if ((rc = w.put(env_->data, data_key(w.key, item, kTagState), encode_state(w.value, s))) != 0) return rc;
   Event e;
   e.kind = EventKind::closed;
   e.item = std::string(item);
@@ -561,7 +599,7 @@ int ItemStore::run_auto_closes(WriteCtx& w) {
     const std::string_view item = std::string_view(key).substr(8);
     ItemState s;
     bool found = false;
-    int rc = load_state(w.txn, env_->items, item, &s, &found);
+    int rc = load_state(w.txn, env_->data, item, &s, &found, w.key);
     if (rc != 0) {
       w.failed_at = "items";
       return rc;
@@ -576,32 +614,80 @@ int ItemStore::run_auto_closes(WriteCtx& w) {
   return 0;
 }
 
-// Deletes up to kPrunePerTxn idempotency records older than the retention, oldest first.
-int ItemStore::prune(WriteCtx& w) {
+// The sweep (see item_store.h): from sweep_key_, examines up to kPrunePerTxn + kPrunePerWrite x
+// writes request records in key order, wrapping once at the end of the tree, and deletes those
+// older than the retention. Non-record keys (an item's state and events) are skipped with one seek
+// per item, at most as many seeks as the record budget. The resume key is set in w.sweep_next
+// and saved in meta "sweep" every kSweepSaveEvery txns and at a wrap.
+int ItemStore::prune(WriteCtx& w, std::size_t writes) {
   const uint64_t retention = static_cast<uint64_t>(retention_.count());
-  std::vector<std::string> expired;  // expiry keys
+  const std::size_t budget = kPrunePerTxn + kPrunePerWrite * writes;
+  std::vector<std::string>& expired = expired_;  // data keys; collected first, then deleted
+  expired.clear();
+  std::string& seek = w.key;
+  const std::string& start = sweep_key_;
+  bool wrapped = false, done = false;
+  std::size_t examined = 0, seeks = 0;
   {
     Cursor c;
-    int rc = c.open(w.txn, env_->expiry);
-    MDB_val k{}, v{};
-    if (rc == 0) rc = c.get(&k, &v, MDB_FIRST);
-    while (rc == 0 && expired.size() < kPrunePerTxn) {
-      if (k.mv_size < 8) return kBadRecord;
-      const uint64_t stored_at = read_u64(static_cast<const char*>(k.mv_data));
+    int rc = c.open(w.txn, env_->data);
+    MDB_val k = to_val(start), v{};
+    if (rc == 0) rc = start.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
+    while (examined < budget && seeks <= budget) {
+      if (rc == MDB_NOTFOUND) {  // the end of the tree: wrap once
+        if (wrapped || start.empty()) {
+          w.sweep_next.clear();
+          done = true;
+          break;
+        }
+        wrapped = true;
+        rc = c.get(&k, &v, MDB_FIRST);
+        continue;
+      }
+      if (rc != 0) {
+        w.failed_at = "mdb_cursor_get";
+        return rc;
+      }
+      const std::string_view key = to_sv(k);
+      if (wrapped && key >= std::string_view(start)) {  // back where this txn began
+        w.sweep_next.assign(key);
+        done = true;
+        break;
+      }
+      const std::size_t nul = key.find('\0');
+      if (nul == std::string_view::npos || nul + 1 >= key.size()) return kBadRecord;
+      if (key[nul + 1] != kTagRequest) {  // state or event: seek to this item's first record
+        seek.assign(key.substr(0, nul + 1));
+        seek.push_back(kTagRequest);
+        ++seeks;
+        k = to_val(seek);
+        rc = c.get(&k, &v, MDB_SET_RANGE);
+        continue;
+      }
+      RequestRecord rec;
+      if (!decode_record(to_sv(v), &rec)) return kBadRecord;
+      ++examined;
       // Kept at least `retention`; a clock that went back keeps records longer, never shorter.
-      if (stored_at > w.now || w.now - stored_at <= retention) break;
-      expired.emplace_back(to_sv(k));
+      if (rec.stored_at <= w.now && w.now - rec.stored_at > retention) expired.emplace_back(key);
       rc = c.get(&k, &v, MDB_NEXT);
     }
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-      w.failed_at = "mdb_cursor_get";
-      return rc;
+    if (!done) {  // out of budget: resume at the current key (or wrap next time)
+      if (rc == 0) {
+        w.sweep_next.assign(to_sv(k));
+      } else if (rc == MDB_NOTFOUND) {
+        w.sweep_next.clear();
+      } else {
+        w.failed_at = "mdb_cursor_get";
+        return rc;
+      }
     }
   }
   for (const std::string& key : expired) {
-    int rc = w.del(env_->requests, std::string_view(key).substr(8));
-    if (rc == 0) rc = w.del(env_->expiry, key);
-    if (rc != 0) return rc;
+    if (const int rc = w.del(env_->data, key); rc != 0) return rc;
+  }
+  if (wrapped || txns_since_sweep_save_ + 1 >= kSweepSaveEvery) {
+    w.sweep_saved = true;
+    return w.put(env_->meta, "sweep", w.sweep_next);
   }
   return 0;
 }
@@ -622,7 +708,8 @@ int ItemStore::first_deadline(MDB_txn* txn, std::optional<uint64_t>* out) const 
 std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
   ItemState s;
   bool found = false;
-  int rc = load_state(txn, env_->items, r.item, &s, &found);
+  std::string prefix;
+  int rc = load_state(txn, env_->data, r.item, &s, &found, prefix);
   if (rc != 0) return encode_error(r.id, ErrorCode::internal, describe_failure(rc, "items"));
   if (!found) return encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
 
@@ -642,10 +729,11 @@ std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
   std::vector<std::string_view> events;
   const uint64_t limit = std::min(r.limit, kMaxHistoryLimit);  // decode caps it too
   if (r.after < UINT64_MAX && limit > 0) {
-    const std::string prefix = item_key(r.item, {});
-    const std::string first = event_key(r.item, r.after + 1);
+    data_key(prefix, r.item, kTagEvent);
+    std::string first;
+    event_key(first, r.item, r.after + 1);
     Cursor c;
-    rc = c.open(txn, env_->events);
+    rc = c.open(txn, env_->data);
     MDB_val k = to_val(first), v{};
     if (rc == 0) rc = c.get(&k, &v, MDB_SET_RANGE);
     while (rc == 0 && events.size() < limit && to_sv(k).starts_with(prefix)) {
@@ -696,25 +784,42 @@ uint64_t ItemStore::map_size_bytes() const {
   return info.me_mapsize;
 }
 
-namespace {
-uint64_t entries(MDB_env* env, MDB_dbi dbi) {
-  Txn t;
-  if (t.begin(env, MDB_RDONLY) != 0) return 0;
-  MDB_stat st{};
-  if (mdb_stat(t.get(), dbi, &st) != 0) return 0;
-  return st.ms_entries;
-}
-}  // namespace
+uint64_t ItemStore::item_count() const { return item_count_; }
 
-uint64_t ItemStore::item_count() const { return entries(env_->env, env_->items); }
-uint64_t ItemStore::idempotency_record_count() const { return entries(env_->env, env_->requests); }
+// Walks the data tree seeking from item to item past states and events: O(items + records).
+uint64_t ItemStore::idempotency_record_count() const {
+  Txn t;
+  if (t.begin(env_->env, MDB_RDONLY) != 0) return 0;
+  Cursor c;
+  if (c.open(t.get(), env_->data) != 0) return 0;
+  uint64_t n = 0;
+  std::string seek;
+  MDB_val k{}, v{};
+  int rc = c.get(&k, &v, MDB_FIRST);
+  while (rc == 0) {
+    const std::string_view key = to_sv(k);
+    const std::size_t nul = key.find('\0');
+    if (nul == std::string_view::npos || nul + 1 >= key.size()) return n;
+    if (key[nul + 1] == kTagRequest) {
+      ++n;
+      rc = c.get(&k, &v, MDB_NEXT);
+    } else {
+      seek.assign(key.substr(0, nul + 1));
+      seek.push_back(kTagRequest);
+      k = to_val(seek);
+      rc = c.get(&k, &v, MDB_SET_RANGE);
+    }
+  }
+  return n;
+}
 
 std::optional<ItemState> ItemStore::get_item(std::string_view item) const {
   Txn t;
   if (t.begin(env_->env, MDB_RDONLY) != 0) return std::nullopt;
   ItemState s;
   bool found = false;
-  if (load_state(t.get(), env_->items, item, &s, &found) != 0 || !found) return std::nullopt;
+  std::string key;
+  if (load_state(t.get(), env_->data, item, &s, &found, key) != 0 || !found) return std::nullopt;
   return s;
 }
 

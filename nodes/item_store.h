@@ -13,18 +13,43 @@
 // - Idempotency: each write's (item, id) is stored with its fingerprint and its exact reply bytes
 //   in the same transaction as its effect. The same write again gets those bytes unchanged and
 //   changes nothing; other content under the same (item, id) gets `conflict` (not stored).
-//   Records are kept at least `retention` (24 h by default), then pruned, at most
-//   kPrunePerTxn per write transaction, so the store stays bounded under steady load.
+//   Records are kept at least `retention` (24 h by default), then pruned by a sweep (below), so
+//   the store stays bounded under steady load.
 // - State survives restarts: a reopened store serves at once, no replay. `seq` goes on.
 //
-// LMDB layout (named databases in one environment; u64 are big-endian so keys sort by value):
-//   meta:      "format" -> "1"
-//   items:     item -> ItemState (see EncodeItemState in item_store.cc)
-//   events:    item '\0' u64 seq -> the event as encode_event made it (spliced into history
-//              replies as it is, never re-encoded). Item ids never contain '\0'.
-//   requests:  item '\0' id -> u64 stored_at_ms, u32 fingerprint length, fingerprint, reply
-//   expiry:    u64 stored_at_ms, item '\0' id -> "" (the requests record's age index, for pruning)
-//   deadlines: u64 closes_at_ms, item -> "" (open items with a deadline, earliest first)
+// LMDB layout, format 2 (named databases in one environment; u64 are big-endian so keys sort by
+// value; items never contain '\0', so `item '\0'` is a prefix no other item's keys share):
+//   meta:      "format" -> "2"
+//              "items"  -> u64 number of items (kept with every open, for item_count at start)
+//              "sweep"  -> the data key the prune sweep resumes at (saved every kSweepSaveEvery
+//                          write txns and at each wrap; a crash only makes it re-examine a little)
+//   data:      ONE tree, every key of an item clustered under its prefix, so a bid's three writes
+//              (event, state, request record) land on one leaf page, or two when the item's
+//              records span several pages:
+//              item '\0' 0x01 u64 seq        -> the event as encode_event made it (spliced into
+//                                               history replies as it is, never re-encoded)
+//              item '\0' 0x02                -> ItemState (see encode_state in item_store.cc);
+//                                               right after the newest event: the bid's event
+//                                               append and state update share a leaf
+//              item '\0' 0x03 id             -> u64 stored_at_ms, u32 fingerprint length,
+//                                               fingerprint, reply (the idempotency record; ids
+//                                               may hold any byte: they follow a fixed prefix)
+//   deadlines: u64 closes_at_ms, item -> "" (open items with a deadline, earliest first; touched
+//              only at the open and the close of such an item)
+// Format 1 (items/events/requests/expiry as separate trees: 4 B-trees touched per accepted bid)
+// is refused at open with a one-line error naming the directory. There was no production data in
+// format 1, so there is no migration: move the old directory away (or delete it) and restart.
+//
+// Pruning (no age index): a sweep cursor walks the request records of `data` in key order,
+// resuming where the previous write transaction stopped and wrapping at the end. Each write
+// transaction examines at most kPrunePerTxn + kPrunePerWrite x (its writes) request records
+// (and seeks past at most as many items' state/event ranges) and deletes those older than the
+// retention. So every record is examined once per cycle, a cycle takes at most
+// (R + 2 x I) / kPrunePerTxn write transactions (R records, I items), and since each
+// transaction examines at least twice the records it adds, the expired backlog cannot grow: the
+// store holds the records of the last `retention` plus at most one cycle's worth of expired ones.
+// A record is deleted no earlier than `retention` after it was stored (a clock that goes back
+// keeps records longer, never shorter).
 //
 // Caveats (from lmdb.h): never use a store after fork(); open() clears stale reader slots with
 // mdb_reader_check; when the map (map_size_bytes) is full, writes fail with `internal` ("storage
@@ -51,7 +76,9 @@ struct MDB_txn;  // lmdb.h stays out of this header
 namespace bidmesh {
 
 inline constexpr std::chrono::milliseconds kDefaultRequestRetention = std::chrono::hours(24);
-inline constexpr std::size_t kPrunePerTxn = 64;         // expired records deleted per write txn
+inline constexpr std::size_t kPrunePerTxn = 64;         // request records the sweep examines per write txn
+inline constexpr std::size_t kPrunePerWrite = 2;        // ... plus this many per write of the txn
+inline constexpr uint64_t kSweepSaveEvery = 32;         // write txns between saves of the sweep key
 inline constexpr std::size_t kAutoClosePerTxn = 1024;   // due deadlines closed per write txn
 inline constexpr uint64_t kReserveAhead = 64ull << 20;   // disk allocated past the last page (WRITEMAP)
 
@@ -109,7 +136,7 @@ class ItemStore {
   // Reads of the last committed state (for the startup line and tests).
   uint64_t item_count() const;
   std::optional<ItemState> get_item(std::string_view item) const;
-  uint64_t idempotency_record_count() const;
+  uint64_t idempotency_record_count() const;  // a scan: O(items + records), for tests
   uint64_t map_size_bytes() const;
   const std::filesystem::path& dir() const { return dir_; }
 
@@ -125,7 +152,7 @@ class ItemStore {
   int close_item(WriteCtx& w, std::string_view item, ItemState& s);
   int emit_event(WriteCtx& w, const Event& e);
   int run_auto_closes(WriteCtx& w);
-  int prune(WriteCtx& w);
+  int prune(WriteCtx& w, std::size_t writes);
   std::string read_reply(MDB_txn* txn, const Request& r) const;
   int first_deadline(MDB_txn* txn, std::optional<uint64_t>* out) const;
   std::string describe_failure(int rc, const char* where) const;
@@ -138,6 +165,10 @@ class ItemStore {
   uint64_t retry_after_ms_ = 0;               // after a failed txn: no auto-close-only txn before
   bool write_map_ = false;
   uint64_t reserved_bytes_ = 0;               // data file bytes known to have disk blocks
+  std::string sweep_key_;                     // where the prune sweep resumes ("" = the start)
+  uint64_t txns_since_sweep_save_ = 0;        // write txns since "sweep" was saved in meta
+  uint64_t item_count_ = 0;                   // committed number of items (meta "items")
+  std::vector<std::string> expired_;          // prune's scratch list, reused
 };
 
 }  // namespace bidmesh

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <lmdb.h>
+
 #include "protocol/messages.h"
 
 namespace bidmesh {
@@ -511,10 +513,100 @@ TEST_CASE("item store prunes idempotency records after the retention", "[item_st
     REQUIRE(store->apply_batch(batch, kNow).committed);
     REQUIRE(store->idempotency_record_count() == 101u);
     REQUIRE(reply(*store, item_req(Op::close, "c1", "lamp"), kNow + 5000).ok);
-    CHECK(store->idempotency_record_count() == 101u + 1 - kPrunePerTxn);
+    // The sweep examines kPrunePerTxn + kPrunePerWrite per write (1 here) records, all expired.
+    CHECK(store->idempotency_record_count() == 101u + 1 - (kPrunePerTxn + kPrunePerWrite));
     REQUIRE(reply(*store, item_req(Op::close, "c2", "lamp"), kNow + 5000).error == "closed");
     CHECK(store->idempotency_record_count() == 2u);
   }
+}
+
+TEST_CASE("item store sweep prunes every expired record, across items, wrapping around", "[item_store]") {
+  TempDir dir;
+  const auto retention = std::chrono::milliseconds(1000);
+  auto store = open_store(dir.path(), 64ull << 20, retention);
+  // 40 items x 10 records (open + 9 bids) = 400 records, all stored at kNow.
+  std::vector<Request> batch;
+  for (int i = 0; i < 40; ++i) {
+    const std::string item = "item" + std::to_string(i);
+    batch.push_back(open_req("o", item));
+    for (int b = 1; b <= 9; ++b) batch.push_back(bid_req("b" + std::to_string(b), item, "ann", b));
+  }
+  REQUIRE(store->apply_batch(batch, kNow).committed);
+  REQUIRE(store->idempotency_record_count() == 400u);
+
+  SECTION("nothing is pruned within the retention, however many txns pass") {
+    for (int t = 0; t < 20; ++t)
+      REQUIRE(reply(*store, item_req(Op::close, "c" + std::to_string(t), "nope"), kNow + 1000).error == "unknown_item");
+    CHECK(store->idempotency_record_count() == 420u);
+    CHECK(store->get_item("item7")->bids == 9u);
+  }
+  SECTION("each txn deletes a bounded number; one cycle removes all, then new writes are kept") {
+    const uint64_t later = kNow + 2000;
+    uint64_t before = store->idempotency_record_count();
+    int txns = 0;
+    // Each txn: one write (a new record, kept) and a sweep of at most kPrunePerTxn + kPrunePerWrite.
+    while (txns < 100) {
+      REQUIRE(reply(*store, item_req(Op::close, "x" + std::to_string(txns), "nope"), later).error == "unknown_item");
+      ++txns;
+      const uint64_t now_count = store->idempotency_record_count();
+      CHECK(before + 1 - now_count <= kPrunePerTxn + kPrunePerWrite);
+      before = now_count;
+      if (now_count == static_cast<uint64_t>(txns)) break;  // only the new records are left
+    }
+    // 400 expired records at <= 66 per txn: at least 7 txns, and a cycle is bounded.
+    CHECK(txns >= 7);
+    CHECK(txns <= 12);
+    CHECK(store->idempotency_record_count() == static_cast<uint64_t>(txns));
+    // An expired id is new again; the items themselves are untouched.
+    CHECK(reply(*store, bid_req("b9", "item3", "bob", 100), later).ok);
+    CHECK(store->get_item("item3")->bids == 10u);
+    CHECK(reply(*store, history_req("h", "item3"), later).events.size() == 11u);
+  }
+  SECTION("after a reopen the sweep goes on and completes its cycle") {
+    REQUIRE(reply(*store, item_req(Op::close, "y", "nope"), kNow + 2000).error == "unknown_item");
+    const uint64_t after_one = store->idempotency_record_count();
+    CHECK(after_one == 400u + 1 - (kPrunePerTxn + kPrunePerWrite));
+    store.reset();
+    store = open_store(dir.path(), 64ull << 20, retention);
+    for (int t = 0; t < 20; ++t)
+      REQUIRE(reply(*store, item_req(Op::close, "z" + std::to_string(t), "nope"), kNow + 2000).error == "unknown_item");
+    CHECK(store->idempotency_record_count() == 21u);  // y and z0..z19: only the unexpired records
+  }
+}
+
+TEST_CASE("item store refuses a store of another format, naming the directory", "[item_store]") {
+  TempDir dir;
+  {
+    auto store = open_store(dir.path());
+    REQUIRE(reply(*store, open_req("o1", "lamp")).ok);
+  }
+  // Make it look like format 1 (what the previous build wrote in meta).
+  {
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
+    REQUIRE(mdb_env_open(env, dir.path().c_str(), 0, 0600) == 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi meta = 0;
+    REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+    MDB_val k{6, const_cast<char*>("format")}, v{1, const_cast<char*>("1")};
+    REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  ItemStoreOptions o;
+  o.dir = dir.path();
+  auto opened = ItemStore::open(o);
+  REQUIRE(std::holds_alternative<std::string>(opened));
+  const std::string& err = std::get<std::string>(opened);
+  CHECK_THAT(err, Catch::Contains(dir.path().string()) && Catch::Contains("format 1") &&
+                      Catch::Contains("format 2") && Catch::Contains("move"));
+  CHECK(err.find('\n') == std::string::npos);
+  // Refusing changed nothing: a second try says the same.
+  auto again = ItemStore::open(o);
+  REQUIRE(std::holds_alternative<std::string>(again));
+  CHECK(std::get<std::string>(again) == err);
 }
 
 TEST_CASE("item store reports a full map as internal and keeps serving reads", "[item_store]") {

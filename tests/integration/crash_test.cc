@@ -200,7 +200,8 @@ TEST_CASE("abandoned client sockets (linger 0) never replay a request as a new o
   int live = 0;
   const auto until = std::chrono::steady_clock::now() + 2500ms;
   while (std::chrono::steady_clock::now() < until && live < 5000) {
-    auto r = c.call(bid(item, "live", ++amount, "live-" + std::to_string(amount)));
+    ++amount;
+    auto r = c.call(bid(item, "live", amount, "live-" + std::to_string(amount)));
     REQUIRE(r);
     CHECK(r->ok);
     ++live;

@@ -174,6 +174,7 @@ TEST_CASE("disk full: writes fail with internal 'storage full', reads and acknow
   MeshOptions options;
   options.bid_nodes = 1;
   options.map_size_mb = 1;
+  options.request_timeout_ms = 5000;  // a loaded machine must not turn a slow batch into `unavailable`
   TestMesh mesh(options);
   mesh.start_all();
   zmq::context_t ctx;
@@ -309,6 +310,7 @@ TEST_CASE("stale readers: a bid node killed -9 under write and read load clears 
           "[integration][storage]") {
   MeshOptions options;
   options.bid_nodes = 1;
+  options.request_timeout_ms = 5000;  // a loaded machine must not turn a slow batch into `unavailable`
   TestMesh mesh(options);
   mesh.start_all();
   zmq::context_t ctx;

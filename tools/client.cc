@@ -1,6 +1,10 @@
 // Client: Lazy Pirate over one REQ socket (see client.h).
 #include "tools/client.h"
 
+#include <algorithm>
+#include <thread>
+#include <utility>
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -51,47 +55,75 @@ void Client::open_socket() {
   socket_->connect(endpoint_);
 }
 
+namespace {
+// True for a reply whose error the contract calls safe to retry with the same id.
+bool is_retryable(std::string_view frame) {
+  const auto reply = decode_reply(frame);
+  return reply && !reply->ok &&
+         (reply->error == error_code_name(ErrorCode::unavailable) || reply->error == error_code_name(ErrorCode::internal));
+}
+}  // namespace
+
 std::string Client::next_id() { return id_prefix_ + "-" + std::to_string(++counter_); }
+
+std::optional<std::string> Client::await_reply() {
+  using clock = std::chrono::steady_clock;
+  const auto deadline = clock::now() + std::chrono::milliseconds(timeout_ms_);
+  for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 1, left);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;  // a signal: go on until the deadline
+      throw;
+    }
+    if (!(items[0].revents & ZMQ_POLLIN)) continue;
+    std::vector<zmq::message_t> parts;
+    try {
+      if (!zmq::recv_multipart(*socket_, std::back_inserter(parts), zmq::recv_flags::dontwait)) continue;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR || e.num() == EAGAIN) continue;
+      throw;
+    }
+    if (!parts.empty()) return parts.front().to_string();
+  }
+}
 
 std::optional<std::string> Client::call_raw(std::string_view frame) {
   using clock = std::chrono::steady_clock;
   const auto first_send = clock::now();
   last_attempts_ = 0;
+  std::optional<std::string> retryable;  // the last `unavailable`/`internal` reply of this call
   for (int attempt = 0; attempt <= retries_; ++attempt) {
-    if (attempt > 0) open_socket();  // a REQ socket that lost its reply is stuck: replace it
+    // A REQ socket that lost its reply is stuck: replace it (not after a reply came back).
+    if (attempt > 0 && !retryable) open_socket();
     ++last_attempts_;
     // REQ queues the frame on the (possibly still connecting) pipe; dontwait so that a socket
     // with no pipe at all cannot block us: the try then simply times out.
     try {
       (void)socket_->send(zmq::buffer(frame.data(), frame.size()), zmq::send_flags::dontwait);
     } catch (const zmq::error_t&) {
+      retryable.reset();
       continue;  // EFSM/ETERM and the like: reopen and try again
     }
-    const auto deadline = clock::now() + std::chrono::milliseconds(timeout_ms_);
-    for (;;) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
-      if (left.count() <= 0) break;
-      zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}};
-      try {
-        zmq::poll(items, 1, left);
-      } catch (const zmq::error_t& e) {
-        if (e.num() == EINTR) continue;  // a signal: go on until the deadline
-        throw;
-      }
-      if (!(items[0].revents & ZMQ_POLLIN)) continue;
-      std::vector<zmq::message_t> parts;
-      try {
-        if (!zmq::recv_multipart(*socket_, std::back_inserter(parts), zmq::recv_flags::dontwait)) continue;
-      } catch (const zmq::error_t& e) {
-        if (e.num() == EINTR || e.num() == EAGAIN) continue;
-        throw;
-      }
-      if (parts.empty()) continue;
-      last_elapsed_ = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - first_send);
-      return parts.front().to_string();
+    std::optional<std::string> reply = await_reply();
+    if (!reply) {
+      retryable.reset();
+      continue;
     }
+    last_elapsed_ = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - first_send);
+    if (attempt < retries_ && is_retryable(*reply)) {
+      // Safe to retry with the same id: back off, then resend on the same (ready) socket.
+      std::this_thread::sleep_for(std::min(kRetryBackoffFirst * (1 << std::min(attempt, 6)), kRetryBackoffMax));
+      retryable = std::move(reply);
+      continue;
+    }
+    return reply;
   }
-  return std::nullopt;
+  // Out of tries: the last retryable reply if the last try got one, else nothing.
+  return retryable;
 }
 
 std::optional<Reply> Client::call(const Request& request) {

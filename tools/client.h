@@ -3,7 +3,10 @@
 // for the reply. On a timeout the REQ socket is closed (linger 0) and reopened, and THE SAME
 // frame, with the same `id`, is sent again, up to `retries` more times. Resending is safe: the
 // mesh remembers each write's reply by (item, id), so a retried write never takes effect twice.
-// A call therefore waits at most timeout_ms * (retries + 1), plus the time to reopen.
+// A reply `unavailable` or `internal` (which the contract calls safe to retry with the same id)
+// is retried the same way, on the same socket, after a backoff of 10 ms doubling up to 500 ms;
+// after the last try that reply is returned. A call therefore waits at most
+// timeout_ms * (retries + 1) plus those backoffs, plus the time to reopen.
 //
 // Request ids are "<prefix>-<counter>", the prefix being "<hostname>-<pid>-<random hex>" (at most
 // 40 bytes, so an id stays within the 64 bytes of the contract) unless the caller names one;
@@ -84,6 +87,8 @@ class Client {
 
  private:
   void open_socket();
+  // The first frame of the next reply within timeout_ms_, or nullopt.
+  std::optional<std::string> await_reply();
 
   zmq::context_t& ctx_;
   const std::string endpoint_;
@@ -92,6 +97,8 @@ class Client {
   const std::string id_prefix_;
   uint64_t counter_ = 0;
   std::unique_ptr<zmq::socket_t> socket_;
+  static constexpr std::chrono::milliseconds kRetryBackoffFirst{10};
+  static constexpr std::chrono::milliseconds kRetryBackoffMax{500};
   std::string last_id_;
   int last_attempts_ = 0;
   std::chrono::microseconds last_elapsed_{0};

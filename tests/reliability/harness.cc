@@ -29,31 +29,6 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-bool wait_for(const std::function<bool()>& cond, Ms deadline, Ms step) {
-  const auto end = Clock::now() + deadline;
-  for (;;) {
-    if (cond()) return true;
-    if (Clock::now() >= end) return cond();
-    std::this_thread::sleep_for(step);
-  }
-}
-
-std::string free_endpoint() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket() failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot bind a loopback port");
-  }
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
-}
-
 std::string program(const std::string& name) {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -65,72 +40,6 @@ std::string read_text(const fs::path& p) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-TempDir::TempDir(const std::string& tag) {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/bidmesh-" + tag + "-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = buf.data();
-}
-
-TempDir::~TempDir() {
-  if (keep_) return;
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
-Child::Child(std::vector<std::string> argv, const fs::path& log, const std::map<std::string, std::string>& env) {
-  pid_ = fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    setpgid(0, 0);
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      ::close(fd);
-    }
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  setpgid(pid_, pid_);
-}
-
-Child::~Child() { kill_now(); }
-
-bool Child::running() {
-  if (status_) return false;
-  int st = 0;
-  const pid_t r = waitpid(pid_, &st, WNOHANG);
-  if (r == pid_) {
-    status_ = st;
-    return false;
-  }
-  return r == 0;
-}
-
-void Child::signal(int sig) {
-  if (running()) ::kill(pid_, sig);
-}
-
-std::optional<int> Child::wait_exit(Ms deadline) {
-  wait_for([&] { return !running(); }, deadline, Ms(2));
-  return status_;
-}
-
-void Child::kill_now() {
-  if (pid_ <= 0 || status_) return;
-  ::kill(-pid_, SIGKILL);
-  ::kill(pid_, SIGKILL);
-  int st = 0;
-  if (waitpid(pid_, &st, 0) == pid_) status_ = st;
 }
 
 SupervisedMesh::SupervisedMesh(MeshSpec spec) : dir_("rel"), spec_(std::move(spec)) {

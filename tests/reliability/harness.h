@@ -23,6 +23,8 @@
 
 #include <zmq.hpp>
 
+#include "tests/support/process.h"
+
 namespace bidmesh::rel {
 
 using Clock = std::chrono::steady_clock;
@@ -32,52 +34,21 @@ using Ms = std::chrono::milliseconds;
 double ms_since(Clock::time_point t);
 
 // Polls `cond` every `step` until it is true or `deadline` has passed; returns its last value.
-bool wait_for(const std::function<bool()>& cond, Ms deadline, Ms step = Ms(10));
+inline bool wait_for(const std::function<bool()>& cond, Ms deadline, Ms step = Ms(10)) {
+  return test::wait_until(cond, deadline, step);
+}
 
 // A loopback TCP endpoint that was free a moment ago.
-std::string free_endpoint();
+inline std::string free_endpoint() { return test::free_tcp_endpoint(); }
 
 // Absolute path of a program built beside this one (bin/ of the build tree).
 std::string program(const std::string& name);
 
 std::string read_text(const std::filesystem::path& p);
 
-// A fresh directory under $TMPDIR, removed on destruction unless keep() was called.
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag = "rel");
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  void keep() { keep_ = true; }
-
- private:
-  std::filesystem::path path_;
-  bool keep_ = false;
-};
-
-// A child process in its own process group, stdout and stderr appended to `log`.
-class Child {
- public:
-  Child(std::vector<std::string> argv, const std::filesystem::path& log,
-        const std::map<std::string, std::string>& env = {});
-  ~Child();  // SIGKILL to the group, then reap
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool running();  // reaps it if it exited
-  void signal(int sig);
-  // The wait status, or nullopt if still running at the deadline.
-  std::optional<int> wait_exit(Ms deadline);
-  void kill_now();
-  std::optional<int> status() const { return status_; }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
+// Temp dirs and child processes: the ones of the tests (tests/support/process.h, no Catch2).
+using test::TempDir;
+using Child = test::Process;
 
 struct MeshSpec {
   int bid_nodes = 2;

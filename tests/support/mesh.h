@@ -1,5 +1,6 @@
-// Test support for integration tests: temp dirs, free loopback ports, real child processes, and
-// a whole mesh (router + bid nodes, started directly, no supervisor) on a generated config.
+// Test support for the Catch2 integration tests (processes, ports and temp dirs are in
+// tests/support/process.h): a whole mesh (router + bid nodes, started directly, no
+// supervisor) on a generated config.
 // Everything started here is killed and reaped by its destructor, and temp dirs are removed.
 // Thread-compatible: use from the test thread only.
 #pragma once
@@ -15,54 +16,9 @@
 #include <thread>
 #include <vector>
 
-#include <sys/types.h>
+#include "tests/support/process.h"
 
 namespace bidmesh::test {
-
-// A fresh directory under $TMPDIR (short path: ipc socket paths are limited), removed on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-// A loopback TCP port that was free a moment ago (bound to port 0 and released).
-uint16_t free_tcp_port();
-std::string free_tcp_endpoint();
-
-// Absolute path of a built program (bidmesh-router, bidmesh-bid-node, bidmesh, ...).
-std::string program_path(const std::string& name);
-
-// Polls `cond` until it is true or `deadline` passes. Returns its last value.
-bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline,
-                std::chrono::milliseconds step = std::chrono::milliseconds(10));
-
-// A child process in its own process group; stdout and stderr go to `log_file` (appended).
-class Process {
- public:
-  Process(std::vector<std::string> argv, const std::filesystem::path& log_file,
-          const std::map<std::string, std::string>& extra_env = {});
-  ~Process();  // SIGKILL to the group, then reap
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool running();  // reaps it if it exited
-  void signal(int sig);
-  // Waits for the exit; returns the wait status, or nullopt when still running at the deadline.
-  std::optional<int> wait_exit(std::chrono::milliseconds deadline);
-  void kill_now();  // SIGKILL and reap
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
 
 // Result of running a program to completion.
 struct RunResult {

@@ -27,12 +27,15 @@ using namespace std::chrono_literals;
 namespace {
 
 // A fake router on its own thread: records every request frame, drops the first `drop_first`,
-// answers `history` from `events` and `get` with `state_seq`, everything else with {ok: true}.
+// answers the next `unavailable_first` with `unavailable`, `history` from `events` and `get`
+// with `state_seq`, everything else with {ok: true}.
 // Only the test thread asserts; it reads `frames` after stop().
 class FakeRouter {
  public:
-  FakeRouter(zmq::context_t& ctx, int drop_first, std::vector<Event> events = {}, uint64_t state_seq = 0)
-      : ctx_(ctx), drop_first_(drop_first), events_(std::move(events)), state_seq_(state_seq) {
+  FakeRouter(zmq::context_t& ctx, int drop_first, std::vector<Event> events = {}, uint64_t state_seq = 0,
+             int unavailable_first = 0)
+      : ctx_(ctx), drop_first_(drop_first), unavailable_first_(unavailable_first), events_(std::move(events)),
+        state_seq_(state_seq) {
     std::promise<std::string> bound;
     auto f = bound.get_future();
     thread_ = std::thread([this, p = std::move(bound)]() mutable { run(p); });
@@ -73,7 +76,9 @@ class FakeRouter {
       std::string reply;
       auto decoded = decode_request(frame, 0);
       if (auto* req = std::get_if<Request>(&decoded)) {
-        if (req->op == Op::history) {
+        if (seen <= drop_first_ + unavailable_first_) {
+          reply = encode_error(req->id, ErrorCode::unavailable, "the owner is restarting");
+        } else if (req->op == Op::history) {
           std::vector<std::string> enc;
           for (const auto& e : events_)
             if (e.item == req->item && e.seq > req->after && enc.size() < req->limit) enc.push_back(encode_event(e));
@@ -97,6 +102,7 @@ class FakeRouter {
 
   zmq::context_t& ctx_;
   const int drop_first_;
+  const int unavailable_first_;
   const std::vector<Event> events_;
   const uint64_t state_seq_;
   std::atomic<bool> stop_{false};
@@ -200,6 +206,35 @@ TEST_CASE("Client retries a lost request with the same frame and id", "[client]"
   REQUIRE(frames.size() == 3);
   CHECK(frames[0] == frames[1]);
   CHECK(frames[1] == frames[2]);
+}
+
+TEST_CASE("Client retries an unavailable reply with the same frame, after a backoff", "[client]") {
+  zmq::context_t ctx(1);
+  FakeRouter router(ctx, /*drop_first=*/0, {}, 0, /*unavailable_first=*/2);
+  Client client(ctx, router.endpoint(), 1000, 3, "u");
+  Request ping;
+  ping.op = Op::ping;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto reply = client.call(ping);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  router.stop();
+  REQUIRE(reply);
+  CHECK(reply->ok);
+  CHECK(client.last_attempts() == 3);
+  CHECK(took >= 30ms);  // backoffs of 10 and 20 ms
+  auto frames = router.frames();
+  REQUIRE(frames.size() == 3);
+  CHECK(frames[0] == frames[2]);
+
+  SECTION("out of tries, the last unavailable reply is returned") {
+    FakeRouter always(ctx, 0, {}, 0, /*unavailable_first=*/100);
+    Client c(ctx, always.endpoint(), 1000, 1);
+    auto r = c.call(ping);
+    always.stop();
+    REQUIRE(r);
+    CHECK(r->error == std::optional<std::string>("unavailable"));
+    CHECK(c.last_attempts() == 2);
+  }
 }
 
 TEST_CASE("Client gives up after the retries", "[client]") {

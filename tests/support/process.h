@@ -1,0 +1,69 @@
+// Test support without Catch2: temp dirs, free loopback ports, real child processes, waiting on
+// conditions with deadlines. Used by the Catch2 integration tests (through tests/support/mesh.h)
+// and by the bidmesh-reliability program (tests/reliability), which must not depend on Catch2.
+// Every child is killed (its whole process group) and reaped by its destructor; temp dirs are
+// removed on destruction unless keep() was called.
+// Thread-compatible: one thread owns each object.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bidmesh::test {
+
+// A fresh directory $TMPDIR/bidmesh-<tag>-XXXXXX (short: ipc socket paths are limited).
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  void keep() { keep_ = true; }
+
+ private:
+  std::filesystem::path path_;
+  bool keep_ = false;
+};
+
+// A loopback TCP port that was free a moment ago (bound to port 0 and released).
+uint16_t free_tcp_port();
+std::string free_tcp_endpoint();
+
+// Absolute path of a program of this build tree (bidmesh-router, bidmesh-bid-node, ...).
+std::string program_path(const std::string& name);
+
+// Polls `cond` every `step` until it is true or `deadline` passes. Returns its last value.
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline,
+                std::chrono::milliseconds step = std::chrono::milliseconds(10));
+
+// A child process in its own process group; stdout and stderr appended to `log_file`.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, const std::filesystem::path& log_file,
+          const std::map<std::string, std::string>& extra_env = {});
+  ~Process();  // SIGKILL to the group, then reap
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();  // reaps it if it exited
+  void signal(int sig);
+  // Waits for the exit; returns the wait status, or nullopt when still running at the deadline.
+  std::optional<int> wait_exit(std::chrono::milliseconds deadline);
+  void kill_now();  // SIGKILL and reap
+  std::optional<int> status() const { return status_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+}  // namespace bidmesh::test

@@ -15,7 +15,9 @@
 // Guarantees: every request with a readable envelope is answered exactly once: by the owner's
 // reply, or `unavailable` at once when the owner is not connected or its queue is full, or
 // `unavailable` when the owner has not answered within request_timeout_ms. Memory is bounded by
-// the high-water marks and the pending table's capacity (past it: `unavailable` at once).
+// the high-water marks and the pending table's capacity (past it: `unavailable` at once), with
+// one known exception: libzmq 4.3 limits each frame (ZMQ_MAXMSGSIZE) but holds a message of many
+// frames whole before the router can refuse it (docs/reliability.md, "Open points").
 //
 // Thread-compatible: a Router and its sockets belong to the thread that calls bind() and run().
 #pragma once

@@ -196,6 +196,23 @@ int load_state(MDB_txn* txn, MDB_dbi data, std::string_view item, ItemState* s, 
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
+// The state of the open item that a bid or a close targets. Returns an LMDB error, or 0; with 0,
+// `*decided` says the reply is already made (`unknown_item`, or `closed`) and nothing is to change.
+int load_open_item(MDB_txn* txn, MDB_dbi data, const Request& r, std::string& key, ItemState* s, std::string* reply,
+                   bool* decided) {
+  bool found = false;
+  *decided = true;
+  if (const int rc = load_state(txn, data, r.item, s, &found, key); rc != 0) return rc;
+  if (!found) {
+    *reply = encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
+  } else if (s->closed) {
+    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
+  } else {
+    *decided = false;
+  }
+  return 0;
+}
+
 }  // namespace
 
 struct ItemStore::Env {
@@ -487,20 +504,13 @@ int ItemStore::apply_open(WriteCtx& w, const Request& r, std::string* reply) {
 
 int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
-  bool found = false;
-  int rc = load_state(w.txn, env_->data, r.item, &s, &found, w.key);
+  bool decided = false;
+  int rc = load_open_item(w.txn, env_->data, r, w.key, &s, reply, &decided);
   if (rc != 0) {
     w.failed_at = "items";
     return rc;
   }
-  if (!found) {
-    *reply = encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
-    return 0;
-  }
-  if (s.closed) {
-    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
-    return 0;
-  }
+  if (decided) return 0;
   // At or after closes_at the item is closed, even if the auto-close has not run yet.
   if (s.closes_at && w.now >= *s.closes_at) {
     *reply = encode_error(r.id, ErrorCode::closed,
@@ -536,20 +546,13 @@ int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
 
 int ItemStore::apply_close(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
-  bool found = false;
-  int rc = load_state(w.txn, env_->data, r.item, &s, &found, w.key);
+  bool decided = false;
+  int rc = load_open_item(w.txn, env_->data, r, w.key, &s, reply, &decided);
   if (rc != 0) {
     w.failed_at = "items";
     return rc;
   }
-  if (!found) {
-    *reply = encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
-    return 0;
-  }
-  if (s.closed) {
-    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
-    return 0;
-  }
+  if (decided) return 0;
   if ((rc = close_item(w, r.item, s)) != 0) return rc;
   *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}, {"winner", opt_value(s.bidder)},
                             {"amount", opt_value(s.max)}});

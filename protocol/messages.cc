@@ -292,37 +292,50 @@ std::string Request::fingerprint() const {
   return f;
 }
 
-std::variant<RouteInfo, DecodeError> peek_route(std::string_view frame, std::size_t max_request_bytes) {
-  msgpack::object_handle handle;
+namespace {
+// What every request is judged on first: the map, `id`, `op`, and `item` (all but ping).
+// The fields stay in `handle`, which must outlive the result.
+struct Head {
+  FieldView fields;
+  RouteInfo route;
+};
+std::variant<Head, DecodeError> read_head(std::string_view frame, std::size_t max_request_bytes,
+                                          msgpack::object_handle& handle) {
   std::optional<std::string> id;
   auto opened = open_request(frame, max_request_bytes, handle, id);
   if (auto* err = std::get_if<DecodeError>(&opened)) return std::move(*err);
-  const FieldView& f = std::get<FieldView>(opened);
-  auto op = read_op(f, id);
+  Head head{std::get<FieldView>(opened), {}};
+  auto op = read_op(head.fields, id);
   if (auto* err = std::get_if<DecodeError>(&op)) return std::move(*err);
-  RouteInfo info;
-  info.op = std::get<Op>(op);
-  info.id = std::move(*id);
-  if (info.op != Op::ping)
-    if (auto err = read_identifier(f, "item", info.item, info.id)) return std::move(*err);
-  return info;
+  head.route.op = std::get<Op>(op);
+  head.route.id = *id;
+  if (head.route.op != Op::ping)
+    if (auto err = read_identifier(head.fields, "item", head.route.item, id)) return std::move(*err);
+  return head;
+}
+}  // namespace
+
+std::variant<RouteInfo, DecodeError> peek_route(std::string_view frame, std::size_t max_request_bytes) {
+  msgpack::object_handle handle;
+  auto head = read_head(frame, max_request_bytes, handle);
+  if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
+  return std::move(std::get<Head>(head).route);
 }
 
 std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64_t now_ms,
                                                   std::size_t max_request_bytes) {
   msgpack::object_handle handle;
-  std::optional<std::string> id;
-  auto opened = open_request(frame, max_request_bytes, handle, id);
-  if (auto* err = std::get_if<DecodeError>(&opened)) return std::move(*err);
-  const FieldView& f = std::get<FieldView>(opened);
-  auto op = read_op(f, id);
-  if (auto* err = std::get_if<DecodeError>(&op)) return std::move(*err);
+  auto decoded_head = read_head(frame, max_request_bytes, handle);
+  if (auto* err = std::get_if<DecodeError>(&decoded_head)) return std::move(*err);
+  Head& head = std::get<Head>(decoded_head);
+  const FieldView& f = head.fields;
+  const std::optional<std::string> id = head.route.id;
 
   Request r;
-  r.op = std::get<Op>(op);
-  r.id = *id;
+  r.op = head.route.op;
+  r.id = std::move(head.route.id);
+  r.item = std::move(head.route.item);
   if (r.op == Op::ping) return r;
-  if (auto err = read_identifier(f, "item", r.item, id)) return std::move(*err);
   bool present = false;
   switch (r.op) {
     case Op::open: {

@@ -33,7 +33,7 @@ class TempDir {
   bool keep_ = false;
 };
 
-// A loopback TCP port that was free a moment ago (bound to port 0 and released).
+// A loopback TCP port in 20000-32000 that was free a moment ago (bound and released).
 uint16_t free_tcp_port();
 std::string free_tcp_endpoint();
 

@@ -14,6 +14,7 @@
 #include "nodes/process.h"
 #include "protocol/messages.h"
 #include "tests/support/mesh.h"
+#include "tests/support/requests.h"
 #include "tools/client.h"
 
 using namespace bidmesh;
@@ -21,21 +22,6 @@ using namespace bidmesh::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-Request make(Op op, const std::string& item, const std::string& id = "") {
-  Request r;
-  r.op = op;
-  r.item = item;
-  r.id = id;
-  return r;
-}
-
-Request bid(const std::string& item, const std::string& bidder, uint64_t amount, const std::string& id = "") {
-  Request r = make(Op::bid, item, id);
-  r.bidder = bidder;
-  r.amount = amount;
-  return r;
-}
 
 Reply must_call(Client& c, const Request& r) {
   auto reply = c.call(r);
@@ -72,14 +58,14 @@ TEST_CASE("bid path serves the whole contract through router and two bid nodes",
   const std::string b = mesh.item_on_node(1, 1);
 
   SECTION("ping is answered by the router") {
-    Reply r = must_call(c, make(Op::ping, ""));
+    Reply r = must_call(c, make_request(Op::ping, ""));
     CHECK(r.ok);
     CHECK(r.id == std::optional<std::string>(c.last_id()));
   }
 
   SECTION("open, bid, get, history and close on items of both nodes") {
     for (const std::string& item : {a, b}) {
-      Request open = make(Op::open, item);
+      Request open = make_request(Op::open, item);
       open.start = 100;
       open.increment = 10;
       Reply r = must_call(c, open);
@@ -90,22 +76,22 @@ TEST_CASE("bid path serves the whole contract through router and two bid nodes",
       Reply again = must_call(c, open);
       CHECK(error_of(again) == "exists");
 
-      Reply low = must_call(c, bid(item, "alice", 99));
+      Reply low = must_call(c, make_bid(item, "alice", 99));
       CHECK(error_of(low) == "too_low");
       CHECK(is_nil(low, "max"));
 
-      Reply first = must_call(c, bid(item, "alice", 100));
+      Reply first = must_call(c, make_bid(item, "alice", 100));
       REQUIRE(first.ok);
       CHECK(first.str("bidder") == std::optional<std::string>("alice"));
       CHECK(first.u64("amount") == 100u);
       CHECK(first.u64("seq") == 2u);
 
-      Reply not_enough = must_call(c, bid(item, "bob", 109));
+      Reply not_enough = must_call(c, make_bid(item, "bob", 109));
       CHECK(error_of(not_enough) == "too_low");
       CHECK(not_enough.u64("max") == 100u);
-      CHECK(must_call(c, bid(item, "bob", 110)).ok);
+      CHECK(must_call(c, make_bid(item, "bob", 110)).ok);
 
-      Reply g = must_call(c, make(Op::get, item));
+      Reply g = must_call(c, make_request(Op::get, item));
       REQUIRE(g.ok);
       CHECK(g.str("status") == std::optional<std::string>("open"));
       CHECK(g.u64("max") == 110u);
@@ -116,15 +102,15 @@ TEST_CASE("bid path serves the whole contract through router and two bid nodes",
       CHECK(g.u64("increment") == 10u);
       CHECK(is_nil(g, "closes_at"));
 
-      Reply closed = must_call(c, make(Op::close, item));
+      Reply closed = must_call(c, make_request(Op::close, item));
       REQUIRE(closed.ok);
       CHECK(closed.u64("seq") == 4u);
       CHECK(closed.str("winner") == std::optional<std::string>("bob"));
       CHECK(closed.u64("amount") == 110u);
-      CHECK(error_of(must_call(c, bid(item, "carol", 5000))) == "closed");
-      CHECK(error_of(must_call(c, make(Op::close, item))) == "closed");
+      CHECK(error_of(must_call(c, make_bid(item, "carol", 5000))) == "closed");
+      CHECK(error_of(must_call(c, make_request(Op::close, item))) == "closed");
 
-      Reply h = must_call(c, make(Op::history, item));
+      Reply h = must_call(c, make_request(Op::history, item));
       REQUIRE(h.ok);
       REQUIRE(h.events.size() == 4);
       CHECK(h.events[0].kind == EventKind::open);
@@ -134,7 +120,7 @@ TEST_CASE("bid path serves the whole contract through router and two bid nodes",
       CHECK(h.events[3].bidder == std::optional<std::string>("bob"));
       for (std::size_t i = 0; i < h.events.size(); ++i) CHECK(h.events[i].seq == i + 1);
 
-      Request page = make(Op::history, item);
+      Request page = make_request(Op::history, item);
       page.after = 1;
       page.limit = 2;
       Reply p = must_call(c, page);
@@ -145,35 +131,35 @@ TEST_CASE("bid path serves the whole contract through router and two bid nodes",
   }
 
   SECTION("a close with no bid has a nil winner and amount") {
-    REQUIRE(must_call(c, make(Op::open, a)).ok);
-    Reply closed = must_call(c, make(Op::close, a));
+    REQUIRE(must_call(c, make_request(Op::open, a)).ok);
+    Reply closed = must_call(c, make_request(Op::close, a));
     REQUIRE(closed.ok);
     CHECK(is_nil(closed, "winner"));
     CHECK(is_nil(closed, "amount"));
   }
 
   SECTION("unknown items") {
-    CHECK(error_of(must_call(c, bid(b, "x", 5))) == "unknown_item");
-    CHECK(error_of(must_call(c, make(Op::get, b))) == "unknown_item");
-    CHECK(error_of(must_call(c, make(Op::close, b))) == "unknown_item");
-    CHECK(error_of(must_call(c, make(Op::history, b))) == "unknown_item");
+    CHECK(error_of(must_call(c, make_bid(b, "x", 5))) == "unknown_item");
+    CHECK(error_of(must_call(c, make_request(Op::get, b))) == "unknown_item");
+    CHECK(error_of(must_call(c, make_request(Op::close, b))) == "unknown_item");
+    CHECK(error_of(must_call(c, make_request(Op::history, b))) == "unknown_item");
   }
 
   SECTION("a retry with the same id gets the remembered reply; other content gets conflict") {
-    REQUIRE(must_call(c, make(Op::open, a)).ok);
-    const std::string frame = encode_request(bid(a, "dora", 50, "retry-1"));
+    REQUIRE(must_call(c, make_request(Op::open, a)).ok);
+    const std::string frame = encode_request(make_bid(a, "dora", 50, "retry-1"));
     auto first = c.call_raw(frame);
     auto second = c.call_raw(frame);
     REQUIRE(first);
     REQUIRE(second);
     CHECK(*first == *second);
-    CHECK(must_call(c, make(Op::get, a)).u64("bids") == 1u);
-    CHECK(error_of(must_call(c, bid(a, "dora", 51, "retry-1"))) == "conflict");
+    CHECK(must_call(c, make_request(Op::get, a)).u64("bids") == 1u);
+    CHECK(error_of(must_call(c, make_bid(a, "dora", 51, "retry-1"))) == "conflict");
     // A refusal is remembered too: the same too_low reply even after the max moved on.
-    Reply low1 = must_call(c, bid(a, "eve", 10, "low-1"));
+    Reply low1 = must_call(c, make_bid(a, "eve", 10, "low-1"));
     CHECK(error_of(low1) == "too_low");
-    REQUIRE(must_call(c, bid(a, "fay", 1000)).ok);
-    Reply low2 = must_call(c, bid(a, "eve", 10, "low-1"));
+    REQUIRE(must_call(c, make_bid(a, "fay", 1000)).ok);
+    Reply low2 = must_call(c, make_bid(a, "eve", 10, "low-1"));
     CHECK(error_of(low2) == "too_low");
     CHECK(low2.u64("max") == low1.u64("max"));
   }
@@ -200,23 +186,23 @@ TEST_CASE("bid path serves the whole contract through router and two bid nodes",
     CHECK_FALSE(big.id);
     Reply bomb = reply_to(std::string("\xdd\x7f\xff\xff\xff", 5));
     CHECK(error_of(bomb) == "bad_request");
-    CHECK(must_call(c, make(Op::ping, "")).ok);  // still serving
+    CHECK(must_call(c, make_request(Op::ping, "")).ok);  // still serving
   }
 
   SECTION("an item closes by itself when closes_at passes") {
-    Request open = make(Op::open, b);
+    Request open = make_request(Op::open, b);
     open.closes_at = unix_now_ms() + 400;
     REQUIRE(must_call(c, open).ok);
-    REQUIRE(must_call(c, bid(b, "gil", 7)).ok);
-    REQUIRE(wait_until([&] { return must_call(c, make(Op::get, b)).str("status") == std::optional<std::string>("closed"); },
+    REQUIRE(must_call(c, make_bid(b, "gil", 7)).ok);
+    REQUIRE(wait_until([&] { return must_call(c, make_request(Op::get, b)).str("status") == std::optional<std::string>("closed"); },
                        5s, 50ms));
-    CHECK(error_of(must_call(c, bid(b, "gil", 100))) == "closed");
-    Reply h = must_call(c, make(Op::history, b));
+    CHECK(error_of(must_call(c, make_bid(b, "gil", 100))) == "closed");
+    Reply h = must_call(c, make_request(Op::history, b));
     REQUIRE(h.events.size() == 3);
     CHECK(h.events[2].kind == EventKind::closed);
     CHECK(h.events[2].bidder == std::optional<std::string>("gil"));
     CHECK(h.events[2].amount == 7u);
-    CHECK(must_call(c, make(Op::get, b)).u64("seq") == 3u);
+    CHECK(must_call(c, make_request(Op::get, b)).u64("seq") == 3u);
   }
 }
 
@@ -229,7 +215,7 @@ TEST_CASE("bid path works for DEALER clients with several requests in flight", "
   dealer.connect(mesh.request_endpoint());
   const int n = 20;
   for (int i = 0; i < n; ++i) {
-    Request r = make(Op::open, mesh.item_on_node(i % 2, i), "d-" + std::to_string(i));
+    Request r = make_request(Op::open, mesh.item_on_node(i % 2, i), "d-" + std::to_string(i));
     const std::string frame = encode_request(r);
     std::array<zmq::const_buffer, 2> parts{zmq::buffer(std::string_view()), zmq::buffer(frame)};
     REQUIRE(zmq::send_multipart(dealer, parts));
@@ -259,26 +245,26 @@ TEST_CASE("bid path answers unavailable while a node is down and keeps its data"
   Client c(ctx, mesh.request_endpoint(), 3000, 0);
   const std::string a = mesh.item_on_node(0, 2);
   const std::string b = mesh.item_on_node(1, 2);
-  REQUIRE(must_call(c, make(Op::open, a)).ok);
-  REQUIRE(must_call(c, make(Op::open, b)).ok);
-  REQUIRE(must_call(c, bid(b, "hal", 42)).ok);  // acknowledged: durable
+  REQUIRE(must_call(c, make_request(Op::open, a)).ok);
+  REQUIRE(must_call(c, make_request(Op::open, b)).ok);
+  REQUIRE(must_call(c, make_bid(b, "hal", 42)).ok);  // acknowledged: durable
 
   mesh.kill_node("bid-2");  // SIGKILL right after the ack
   const auto t0 = std::chrono::steady_clock::now();
-  Reply down = must_call(c, bid(b, "ivy", 50));
+  Reply down = must_call(c, make_bid(b, "ivy", 50));
   const auto waited = std::chrono::steady_clock::now() - t0;
   CHECK(error_of(down) == "unavailable");
   CHECK(waited < 2500ms);
-  CHECK(must_call(c, bid(a, "ivy", 50)).ok);  // the other node is untouched
+  CHECK(must_call(c, make_bid(a, "ivy", 50)).ok);  // the other node is untouched
 
   mesh.start_node("bid-2");
   REQUIRE(mesh.wait_node_serving(1, 20s));
-  Reply g = must_call(c, make(Op::get, b));
+  Reply g = must_call(c, make_request(Op::get, b));
   REQUIRE(g.ok);
   CHECK(g.u64("max") == 42u);
   CHECK(g.str("bidder") == std::optional<std::string>("hal"));
-  CHECK(must_call(c, bid(b, "ivy", 50)).ok);
-  CHECK(must_call(c, make(Op::get, b)).u64("seq") == 3u);
+  CHECK(must_call(c, make_bid(b, "ivy", 50)).ok);
+  CHECK(must_call(c, make_request(Op::get, b)).u64("seq") == 3u);
 }
 
 TEST_CASE("feed publishes events in seq order on exact per-item topics", "[integration][bid_path][feed]") {
@@ -308,7 +294,7 @@ TEST_CASE("feed publishes events in seq order on exact per-item topics", "[integ
   };
   REQUIRE(wait_until(
       [&] {
-        must_call(c, make(Op::open, "probe-" + std::to_string(probe++)));
+        must_call(c, make_request(Op::open, "probe-" + std::to_string(probe++)));
         exact_live = exact_live || got_one(exact);
         all_live = all_live || got_one(all);
         return exact_live && all_live;
@@ -320,13 +306,13 @@ TEST_CASE("feed publishes events in seq order on exact per-item topics", "[integ
       std::vector<zmq::message_t> frames;
       if (!zmq::recv_multipart(*s, std::back_inserter(frames))) break;  // 200 ms quiet
     }
-  REQUIRE(must_call(c, make(Op::open, x)).ok);
-  REQUIRE(must_call(c, make(Op::open, x1)).ok);
+  REQUIRE(must_call(c, make_request(Op::open, x)).ok);
+  REQUIRE(must_call(c, make_request(Op::open, x1)).ok);
   for (uint64_t amount = 1; amount <= 5; ++amount) {
-    REQUIRE(must_call(c, bid(x, "jo", amount)).ok);
-    REQUIRE(must_call(c, bid(x1, "jo", amount)).ok);
+    REQUIRE(must_call(c, make_bid(x, "jo", amount)).ok);
+    REQUIRE(must_call(c, make_bid(x1, "jo", amount)).ok);
   }
-  REQUIRE(must_call(c, make(Op::close, x)).ok);
+  REQUIRE(must_call(c, make_request(Op::close, x)).ok);
 
   auto read_events = [](zmq::socket_t& s, std::size_t want) {
     std::vector<std::pair<std::string, Event>> out;

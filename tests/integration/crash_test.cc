@@ -16,6 +16,7 @@
 #include "protocol/messages.h"
 #include "tests/reliability/scenarios.h"
 #include "tests/support/mesh.h"
+#include "tests/support/requests.h"
 #include "tools/client.h"
 
 using namespace bidmesh;
@@ -24,40 +25,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Sets an environment variable for the processes started while it lives (they inherit it).
-class EnvGuard {
- public:
-  EnvGuard(const char* name, const std::string& value) : name_(name) { ::setenv(name, value.c_str(), 1); }
-  ~EnvGuard() { ::unsetenv(name_); }
-  EnvGuard(const EnvGuard&) = delete;
-  EnvGuard& operator=(const EnvGuard&) = delete;
-
- private:
-  const char* name_;
-};
-
-Request bid(const std::string& item, const std::string& bidder, uint64_t amount, const std::string& id) {
-  Request r;
-  r.op = Op::bid;
-  r.id = id;
-  r.item = item;
-  r.bidder = bidder;
-  r.amount = amount;
-  return r;
-}
-
-Request simple(Op op, const std::string& item) {
-  Request r;
-  r.op = op;
-  r.item = item;
-  return r;
-}
-
 std::vector<Event> full_history(Client& c, const std::string& item) {
   std::vector<Event> out;
   uint64_t after = 0;
   for (int page = 0; page < 1000; ++page) {
-    Request h = simple(Op::history, item);
+    Request h = make_request(Op::history, item);
     h.after = after;
     h.limit = kMaxHistoryLimit;
     auto r = c.call(h);
@@ -121,12 +93,12 @@ TEST_CASE("a retry with the same id while the node restarts gets one stored bid 
   zmq::context_t ctx;
   Client c(ctx, mesh.request_endpoint(), 3000, 3);
   const std::string item = mesh.item_on_node(0, 1);
-  REQUIRE(c.call(simple(Op::open, item))->ok);
-  const std::string frame = encode_request(bid(item, "rita", 10, "retry-1"));
+  REQUIRE(c.call(make_request(Op::open, item))->ok);
+  const std::string frame = encode_request(make_bid(item, "rita", 10, "retry-1"));
 
   // Try 1 times out and is abandoned; its bid is committed after all (the reply goes nowhere).
   CHECK_FALSE(one_try(ctx, mesh.request_endpoint(), frame, 100ms));
-  REQUIRE(wait_until([&] { auto g = c.call(simple(Op::get, item)); return g && g->u64("bids") == 1u; }, 10s));
+  REQUIRE(wait_until([&] { auto g = c.call(make_request(Op::get, item)); return g && g->u64("bids") == 1u; }, 10s));
   // The node dies; the client retries the same frame while it is down, then while it restarts.
   mesh.kill_node("bid-1");
   auto down = one_try(ctx, mesh.request_endpoint(), frame, 2000ms);
@@ -156,7 +128,7 @@ TEST_CASE("a retry with the same id while the node restarts gets one stored bid 
   int stored = 0;
   for (const auto& e : h) stored += e.kind == EventKind::max && e.bidder == std::optional<std::string>("rita");
   CHECK(stored == 1);
-  CHECK(c.call(simple(Op::get, item))->u64("bids") == 1u);
+  CHECK(c.call(make_request(Op::get, item))->u64("bids") == 1u);
   auto again = one_try(ctx, mesh.request_endpoint(), frame, 5000ms);
   REQUIRE(again);
   CHECK(decode_reply(*again)->u64("seq") == 2u);
@@ -173,7 +145,7 @@ TEST_CASE("abandoned client sockets (linger 0) never replay a request as a new o
   zmq::context_t ctx;
   Client c(ctx, mesh.request_endpoint(), 3000, 3);
   const std::string item = mesh.item_on_node(0, 2);
-  REQUIRE(c.call(simple(Op::open, item))->ok);
+  REQUIRE(c.call(make_request(Op::open, item))->ok);
 
   // 30 requests whose sockets are closed at once (linger 0), then the node is killed while it
   // holds a commit: each is stored once now, or never.
@@ -181,14 +153,14 @@ TEST_CASE("abandoned client sockets (linger 0) never replay a request as a new o
   for (int k = 1; k <= 30; ++k) {
     const std::string who = "ab-" + std::to_string(k);
     abandoned.insert(who);
-    (void)one_try(ctx, mesh.request_endpoint(), encode_request(bid(item, who, 100 + k, who)), 50ms);
+    (void)one_try(ctx, mesh.request_endpoint(), encode_request(make_bid(item, who, 100 + k, who)), 50ms);
   }
   mesh.kill_node("bid-1");
   // 10 more while the node is down.
   for (int k = 1; k <= 10; ++k) {
     const std::string who = "down-" + std::to_string(k);
     abandoned.insert(who);
-    (void)one_try(ctx, mesh.request_endpoint(), encode_request(bid(item, who, 200 + k, who)), 50ms);
+    (void)one_try(ctx, mesh.request_endpoint(), encode_request(make_bid(item, who, 200 + k, who)), 50ms);
   }
   fp.reset();  // the restarted node commits at full speed
   mesh.start_node("bid-1");
@@ -201,7 +173,7 @@ TEST_CASE("abandoned client sockets (linger 0) never replay a request as a new o
   const auto until = std::chrono::steady_clock::now() + 2500ms;
   while (std::chrono::steady_clock::now() < until && live < 5000) {
     ++amount;
-    auto r = c.call(bid(item, "live", amount, "live-" + std::to_string(amount)));
+    auto r = c.call(make_bid(item, "live", amount, "live-" + std::to_string(amount)));
     REQUIRE(r);
     CHECK(r->ok);
     ++live;

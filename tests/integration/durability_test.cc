@@ -14,6 +14,7 @@
 #include "nodes/failpoint.h"
 #include "protocol/messages.h"
 #include "tests/support/mesh.h"
+#include "tests/support/requests.h"
 #include "tools/client.h"
 
 using namespace bidmesh;
@@ -22,31 +23,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-class EnvGuard {
- public:
-  EnvGuard(const char* name, const std::string& value) : name_(name) { ::setenv(name, value.c_str(), 1); }
-  ~EnvGuard() { ::unsetenv(name_); }
-  EnvGuard(const EnvGuard&) = delete;
-  EnvGuard& operator=(const EnvGuard&) = delete;
-
- private:
-  const char* name_;
-};
-
-Request req(Op op, const std::string& item) {
-  Request r;
-  r.op = op;
-  r.item = item;
-  return r;
-}
-
-Request bid(const std::string& item, uint64_t amount) {
-  Request r = req(Op::bid, item);
-  r.bidder = "dora";
-  r.amount = amount;
-  return r;
-}
 
 std::string read_all(const std::filesystem::path& p) {
   std::ifstream in(p);
@@ -87,21 +63,21 @@ TEST_CASE("no reply and no feed event leaves a bid node before its commit return
   int probe = 0;
   REQUIRE(wait_until(
       [&] {
-        auto r = c.call(req(Op::open, "probe-" + std::to_string(probe++)));
+        auto r = c.call(make_request(Op::open, "probe-" + std::to_string(probe++)));
         return r && r->ok && next_event(500ms).has_value();
       },
       20s, 1ms));
   while (next_event(0ms)) {
   }
   const std::string item = mesh.item_on_node(0, 1);
-  REQUIRE(c.call(req(Op::open, item))->ok);
+  REQUIRE(c.call(make_request(Op::open, item))->ok);
   REQUIRE(next_event(5s));
 
   // Each bid: the reply and the event come at least the commit delay after the send.
   double min_reply = 1e9, min_event = 1e9;
   for (uint64_t k = 1; k <= 5; ++k) {
     const auto sent = Clock::now();
-    auto r = c.call(bid(item, k));
+    auto r = c.call(make_bid(item, "dora", k));
     const auto replied = Clock::now();
     REQUIRE(r);
     REQUIRE(r->ok);
@@ -133,12 +109,12 @@ TEST_CASE("a bid node killed inside the commit window acknowledged nothing and s
   zmq::context_t ctx;
   Client c(ctx, mesh.request_endpoint(), 10000, 0);
   const std::string item = mesh.item_on_node(0, 1);
-  REQUIRE(c.call(req(Op::open, item))->ok);
+  REQUIRE(c.call(make_request(Op::open, item))->ok);
   // A REQ socket with the bid in flight; the node is killed 300 ms into its 1500 ms commit.
   zmq::socket_t s(ctx, zmq::socket_type::req);
   s.set(zmq::sockopt::linger, 0);
   s.connect(mesh.request_endpoint());
-  Request b = bid(item, 77);
+  Request b = make_bid(item, "dora", 77);
   b.id = "window-1";
   const std::string frame = encode_request(b);
   REQUIRE(s.send(zmq::buffer(frame), zmq::send_flags::none));
@@ -160,14 +136,14 @@ TEST_CASE("a bid node killed inside the commit window acknowledged nothing and s
   mesh.start_node("bid-1");
   REQUIRE(mesh.wait_node_serving(0, 20s));
   Client c2(ctx, mesh.request_endpoint(), 3000, 3);
-  auto g = c2.call(req(Op::get, item));
+  auto g = c2.call(make_request(Op::get, item));
   REQUIRE(g);
   CHECK(g->u64("bids") == 0u);
   // The retry with the same id takes effect now, once.
   auto again = c2.call(b);
   REQUIRE(again);
   CHECK(again->ok);
-  CHECK(c2.call(req(Op::get, item))->u64("bids") == 1u);
+  CHECK(c2.call(make_request(Op::get, item))->u64("bids") == 1u);
 }
 
 TEST_CASE("kill -9 right after a reply loses nothing", "[reliability][durability]") {
@@ -180,18 +156,18 @@ TEST_CASE("kill -9 right after a reply loses nothing", "[reliability][durability
   const std::string item = mesh.item_on_node(0, 1);
   {
     Client c(ctx, mesh.request_endpoint(), 3000, 3);
-    REQUIRE(c.call(req(Op::open, item))->ok);
+    REQUIRE(c.call(make_request(Op::open, item))->ok);
   }
   constexpr int kRounds = 12;
   for (int k = 1; k <= kRounds; ++k) {
     Client c(ctx, mesh.request_endpoint(), 3000, 5);
-    auto r = c.call(bid(item, static_cast<uint64_t>(k)));
+    auto r = c.call(make_bid(item, "dora", static_cast<uint64_t>(k)));
     REQUIRE(r);
     REQUIRE(r->ok);
     mesh.kill_node("bid-1");  // at once: the reply is the only proof the bid exists
     mesh.start_node("bid-1");
     REQUIRE(mesh.wait_node_serving(0, 20s));
-    auto g = c.call(req(Op::get, item));
+    auto g = c.call(make_request(Op::get, item));
     REQUIRE(g);
     REQUIRE(g->ok);
     CHECK(g->u64("max") == static_cast<uint64_t>(k));

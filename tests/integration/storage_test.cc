@@ -26,6 +26,7 @@
 
 #include "protocol/messages.h"
 #include "tests/support/mesh.h"
+#include "tests/support/requests.h"
 #include "tools/client.h"
 
 using namespace bidmesh;
@@ -59,19 +60,8 @@ bool log_contains(const TestMesh& mesh, const std::string& node, const std::stri
   return read_file(mesh.log_file(node)).find(text) != std::string::npos;
 }
 
-Request make(Op op, const std::string& item, const std::string& id = "") {
-  Request r;
-  r.op = op;
-  r.item = item;
-  r.id = id;
-  return r;
-}
-
-Request make_bid(const std::string& item, uint64_t amount, const std::string& id = "") {
-  Request r = make(Op::bid, item, id);
-  r.bidder = std::string("b").append(std::to_string(amount % 7));
-  r.amount = amount;
-  return r;
+Request bid_of_amount(const std::string& item, uint64_t amount, const std::string& id = "") {
+  return make_bid(item, "b" + std::to_string(amount % 7), amount, id);
 }
 
 // A DEALER that keeps up to `window` requests in flight and hands back replies as they come.
@@ -215,7 +205,7 @@ TEST_CASE("disk full: writes fail with internal 'storage full', reads and acknow
         const std::string item = "full-" + std::to_string(n / 41);
         const uint64_t k = n % 41;
         const std::string id = "f-" + std::to_string(n);
-        Request r = k == 0 ? make(Op::open, item, id) : make_bid(item, k, id);
+        Request r = k == 0 ? make_request(Op::open, item, id) : bid_of_amount(item, k, id);
         sent[id] = Outcome{item, k};
         REQUIRE(p.send(r));
         ++n;
@@ -242,12 +232,12 @@ TEST_CASE("disk full: writes fail with internal 'storage full', reads and acknow
     for (const std::string& item : opened) {
       INFO(when << ": item " << item);
       const auto& amounts = acked[item];
-      auto g = c.call(make(Op::get, item));
+      auto g = c.call(make_request(Op::get, item));
       REQUIRE(g.has_value());
       REQUIRE(g->ok);
       CHECK(g->u64("bids") == amounts.size());
       if (!amounts.empty()) CHECK(g->u64("max") == amounts.back());
-      auto h = c.call(make(Op::history, item));
+      auto h = c.call(make_request(Op::history, item));
       REQUIRE(h.has_value());
       REQUIRE(h->ok);
       REQUIRE(h->events.size() == amounts.size() + 1);
@@ -265,7 +255,7 @@ TEST_CASE("disk full: writes fail with internal 'storage full', reads and acknow
     std::string last_error;
     for (int i = 0; i < 20000 && last_error != "internal"; ++i) {
       const std::string item = "full-new-" + std::to_string(i);
-      auto r = c.call(make(Op::open, item));
+      auto r = c.call(make_request(Op::open, item));
       REQUIRE(r.has_value());
       last_error = r->ok ? "ok" : r->error.value_or("");
       if (r->ok) {
@@ -276,7 +266,7 @@ TEST_CASE("disk full: writes fail with internal 'storage full', reads and acknow
       }
     }
     CHECK(last_error == "internal");
-    CHECK(c.call(make(Op::ping, "")).value_or(Reply{}).ok);
+    CHECK(c.call(make_request(Op::ping, "")).value_or(Reply{}).ok);
   }
   std::printf("disk full: then %d single opens acknowledged before one was refused\n", single_oks);
   check_all_acknowledged("full, after single writes");
@@ -300,10 +290,10 @@ TEST_CASE("disk full: writes fail with internal 'storage full', reads and acknow
   REQUIRE(mesh.wait_node_serving(0, 20s));
   check_all_acknowledged("map raised");
   Client c(ctx, mesh.request_endpoint(), 3000, 2);
-  auto open = c.call(make(Op::open, "full-after-raise"));
+  auto open = c.call(make_request(Op::open, "full-after-raise"));
   REQUIRE(open.has_value());
   CHECK(open->ok);
-  CHECK(c.call(make_bid("full-after-raise", 5)).value_or(Reply{}).ok);
+  CHECK(c.call(bid_of_amount("full-after-raise", 5)).value_or(Reply{}).ok);
 }
 
 TEST_CASE("stale readers: a bid node killed -9 under write and read load clears its reader slots and serves at once",
@@ -324,13 +314,13 @@ TEST_CASE("stale readers: a bid node killed -9 under write and read load clears 
     Pipeline p(ctx, mesh.request_endpoint());
     for (int i = 0; i < kItems; ++i) {
       items.push_back("stale-" + std::to_string(i));
-      REQUIRE(p.send(make(Op::open, items.back(), "open-" + std::to_string(i))));
+      REQUIRE(p.send(make_request(Op::open, items.back(), "open-" + std::to_string(i))));
     }
     while (p.in_flight() > 0) REQUIRE(p.recv(10s).value_or(Reply{}).ok);
     int n = 0;
     for (int k = 1; k < kEventsPerItem; ++k) {
       for (const auto& item : items) {
-        REQUIRE(p.send(make_bid(item, k, "seed-" + std::to_string(n++))));
+        REQUIRE(p.send(bid_of_amount(item, k, "seed-" + std::to_string(n++))));
         while (p.in_flight() >= 256) REQUIRE(p.recv(10s).value_or(Reply{}).ok);
       }
     }
@@ -361,13 +351,13 @@ TEST_CASE("stale readers: a bid node killed -9 under write and read load clears 
           const std::string& item = items[rng() % items.size()];
           const std::string id = "load-" + std::to_string(id_counter++);
           if (read_heavy ? rng() % 10 != 0 : rng() % 10 == 0) {
-            Request h = make(Op::history, item, id);
+            Request h = make_request(Op::history, item, id);
             h.limit = 1000;
             REQUIRE(p.send(h));
           } else {
             const uint64_t amount = ++next_amount[item];
             bids[id] = {item, amount};
-            REQUIRE(p.send(make_bid(item, amount, id)));
+            REQUIRE(p.send(bid_of_amount(item, amount, id)));
           }
         }
         auto reply = p.recv(5s);
@@ -408,7 +398,7 @@ TEST_CASE("stale readers: a bid node killed -9 under write and read load clears 
     // Serves writes at once too: the writer lock of a writer killed mid-commit was recovered.
     Client c(ctx, mesh.request_endpoint(), 3000, 2);
     const std::string& item = items[static_cast<std::size_t>(kill) % items.size()];
-    auto r = c.call(make_bid(item, ++next_amount[item]));
+    auto r = c.call(bid_of_amount(item, ++next_amount[item]));
     REQUIRE(r.has_value());
     INFO(r->error.value_or("") << " " << r->message.value_or(""));
     REQUIRE(r->ok);
@@ -421,7 +411,7 @@ TEST_CASE("stale readers: a bid node killed -9 under write and read load clears 
   // Nothing acknowledged was lost across the kills.
   Client c(ctx, mesh.request_endpoint(), 3000, 2);
   for (const auto& item : items) {
-    auto g = c.call(make(Op::get, item));
+    auto g = c.call(make_request(Op::get, item));
     REQUIRE(g.has_value());
     REQUIRE(g->ok);
     INFO("item " << item);
@@ -487,6 +477,6 @@ TEST_CASE("durability switch: only the plain-words value turns fsync off", "[int
     CHECK(log.find("acknowledged bids can be lost") != std::string::npos);
     zmq::context_t ctx;
     Client c(ctx, mesh.request_endpoint(), 3000, 2);
-    CHECK(c.call(make(Op::open, "unsafe-1")).value_or(Reply{}).ok);
+    CHECK(c.call(make_request(Op::open, "unsafe-1")).value_or(Reply{}).ok);
   }
 }

@@ -30,6 +30,7 @@
 #include "supervisor/ctl_client.h"
 #include "supervisor/rotating_log.h"
 #include "tests/support/mesh.h"
+#include "tests/support/requests.h"
 #include "tools/client.h"
 
 using namespace bidmesh;
@@ -38,6 +39,8 @@ namespace fs = std::filesystem;
 using test::Process;
 using test::RunResult;
 using test::TempDir;
+using test::make_bid;
+using test::make_request;
 using test::wait_until;
 
 namespace {
@@ -210,26 +213,6 @@ std::vector<int64_t> launch_times_ms(const fs::path& log) {
     }                                                            \
   } while (0)
 
-Request open_req(const std::string& item) {
-  Request r;
-  r.op = Op::open;
-  r.item = item;
-  return r;
-}
-Request bid_req(const std::string& item, uint64_t amount) {
-  Request r;
-  r.op = Op::bid;
-  r.item = item;
-  r.bidder = "alice";
-  r.amount = amount;
-  return r;
-}
-Request get_req(const std::string& item) {
-  Request r;
-  r.op = Op::get;
-  r.item = item;
-  return r;
-}
 
 }  // namespace
 
@@ -240,7 +223,7 @@ TEST_CASE("supervisor restarts a bid node killed with SIGKILL, data intact, clie
   const std::string item = item_in_slots(0, 8191);
   {
     Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
-    auto r = c.call(open_req(item));
+    auto r = c.call(make_request(Op::open, item));
     REQUIRE(r);
     REQUIRE(r->ok);
   }
@@ -253,7 +236,7 @@ TEST_CASE("supervisor restarts a bid node killed with SIGKILL, data intact, clie
   std::thread bidder([&] {
     Client c(mesh.ctx(), mesh.request_endpoint(), 250, 40);
     for (uint64_t a = 1; a <= kBids; ++a) {
-      auto r = c.call(bid_req(item, a));
+      auto r = c.call(make_bid(item, "alice", a));
       if (!r || !r->ok) ++failed;
       ++done;
     }
@@ -265,7 +248,7 @@ TEST_CASE("supervisor restarts a bid node killed with SIGKILL, data intact, clie
   bool serving = wait_until(
       [&] {
         Client probe(mesh.ctx(), mesh.request_endpoint(), 100, 0);
-        auto r = probe.call(get_req(item));
+        auto r = probe.call(make_request(Op::get, item));
         return r && r->ok;  // the old process is dead: the new one answered
       },
       20s, 1ms);
@@ -281,7 +264,7 @@ TEST_CASE("supervisor restarts a bid node killed with SIGKILL, data intact, clie
   CHECK(st->last_exit == "signal 9 (SIGKILL)");
   CHECK(st->pid != static_cast<uint64_t>(old_pid));
   Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
-  auto g = c.call(get_req(item));
+  auto g = c.call(make_request(Op::get, item));
   REQUIRE(g);
   REQUIRE(g->ok);
   CHECK(g->u64("max") == kBids);
@@ -586,7 +569,7 @@ TEST_CASE("supervisor restart-to-serving after kill -9, 20 runs", "[.supervisor-
   const std::string item = item_in_slots(0, 8191);
   {
     Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
-    auto r = c.call(open_req(item));
+    auto r = c.call(make_request(Op::open, item));
     REQUIRE(r);
   }
   std::vector<double> ms, ready_ms;
@@ -608,7 +591,7 @@ TEST_CASE("supervisor restart-to-serving after kill -9, 20 runs", "[.supervisor-
     REQUIRE(wait_until(
         [&] {
           Client probe(mesh.ctx(), mesh.request_endpoint(), 50, 0);
-          auto r = probe.call(get_req(item));
+          auto r = probe.call(make_request(Op::get, item));
           return r && r->ok;
         },
         20s, 0ms));

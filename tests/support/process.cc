@@ -114,4 +114,7 @@ void Process::kill_now() {
   if (waitpid(pid_, &st, 0) == pid_) status_ = st;
 }
 
+EnvGuard::EnvGuard(const char* name, const std::string& value) : name_(name) { ::setenv(name, value.c_str(), 1); }
+EnvGuard::~EnvGuard() { ::unsetenv(name_); }
+
 }  // namespace bidmesh::test

@@ -66,4 +66,16 @@ class Process {
   std::optional<int> status_;
 };
 
+// Sets an environment variable for the processes started while it lives (they inherit it).
+class EnvGuard {
+ public:
+  EnvGuard(const char* name, const std::string& value);
+  ~EnvGuard();
+  EnvGuard(const EnvGuard&) = delete;
+  EnvGuard& operator=(const EnvGuard&) = delete;
+
+ private:
+  const char* name_;
+};
+
 }  // namespace bidmesh::test

@@ -81,9 +81,14 @@ using Clock = PendingTable::Clock;
 constexpr zmq::send_flags kMore = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
 constexpr zmq::send_flags kLast = zmq::send_flags::dontwait;
 
-// The empty delimiter frame between a client's identity and its reply.
 const char kEmpty[1] = {0};
-zmq::const_buffer empty_frame() { return zmq::const_buffer(kEmpty, 0); }
+
+DecodeError too_large_error(std::size_t bytes, std::size_t max_bytes) {
+  return DecodeError{ErrorCode::too_large,
+                     "request of " + std::to_string(bytes) + " bytes is over the limit of " + std::to_string(max_bytes) +
+                         " bytes",
+                     std::nullopt};
+}
 
 std::string_view view(const zmq::message_t& m) {
   return std::string_view(static_cast<const char*>(m.data()), m.size());
@@ -106,14 +111,12 @@ Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& sel
 Router::~Router() = default;
 
 std::optional<std::string> Router::bind() {
-  client_ = zmq::socket_t(ctx_, zmq::socket_type::router);
-  // Frames past the transport limit drop the connection before they are buffered.
-  client_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kTransportMaxBytes));
+  // ZMQ_STREAM: raw bytes per TCP connection; ZmtpPeer speaks ZMTP to REQ and DEALER clients.
+  client_ = zmq::socket_t(ctx_, zmq::socket_type::stream);
   client_.set(zmq::sockopt::sndhwm, options_.client_hwm);
-  client_.set(zmq::sockopt::rcvhwm, options_.client_hwm);
+  client_.set(zmq::sockopt::rcvhwm, options_.client_read_chunks);
+  client_.set(zmq::sockopt::stream_notify, true);  // an empty message on connect and disconnect
   client_.set(zmq::sockopt::linger, 0);
-  // Off: a reply to a client that has gone (or stopped reading) is dropped, never blocks.
-  client_.set(zmq::sockopt::router_mandatory, false);
   try {
     client_.bind(self_.listen);
   } catch (const zmq::error_t& e) {
@@ -178,6 +181,7 @@ void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop)
       }
     }
     expire(Clock::now());
+    close_stalled_handshakes(Clock::now());
     link.tick();
   }
   close();
@@ -194,52 +198,66 @@ std::chrono::milliseconds Router::poll_timeout(Clock::time_point now, const Supe
 }
 
 bool Router::handle_client_message(Clock::time_point now, bool stopping) {
+  // ZMQ_STREAM delivers [routing id, bytes]: the next bytes of one connection.
   if (!client_.recv(identity_, zmq::recv_flags::dontwait)) return false;
-
-  // A ROUTER delivers whole messages: once the first part is read, the others are there.
-  // Expected: [identity, "", body]. Keep the body; read and drop anything past it.
-  std::size_t parts = 1;
-  bool delimited = false;
-  bool more = identity_.more();
-  if (more) {
-    (void)client_.recv(frame_);
-    ++parts;
-    delimited = frame_.size() == 0;
-    more = frame_.more();
-  }
-  if (more) {
-    (void)client_.recv(body_);
-    ++parts;
-    more = body_.more();
-  }
-  while (more) {
-    (void)client_.recv(frame_);
-    ++parts;
-    more = frame_.more();
-  }
-  if (parts == 1) return true;  // no frame after the identity: nothing to answer
-  if (parts != 3 || !delimited) {
-    reply_to_client(identity_, framing_error_reply_);
+  (void)client_.recv(frame_);
+  client_id_.assign(view(identity_));
+  if (frame_.size() == 0) {
+    on_connection_event(client_id_, now);
     return true;
   }
+  auto it = connections_.find(client_id_);
+  if (it == connections_.end()) return true;  // bytes of a connection already closed
+  to_peer_.clear();
+  const bool ok = it->second.zmtp.consume(
+      view(frame_), [&](const ZmtpMessage& m) { handle_request(client_id_, m, now, stopping); }, to_peer_);
+  if (!to_peer_.empty()) (void)send_to_connection(client_id_, to_peer_);
+  // A protocol violation or a frame over the limit: the connection is dropped, as libzmq's own
+  // sockets do (the wire contract allows it past 64 KiB).
+  if (!ok) close_connection(client_id_);
+  return true;
+}
 
-  auto route = peek_route(view(body_), cfg_.max_request_bytes);
+void Router::on_connection_event(const std::string& client, Clock::time_point now) {
+  if (connections_.erase(client) > 0) return;  // a known connection closed
+  // A new connection (or the close of one this router dropped: then the hello cannot be sent).
+  if (connections_.size() >= options_.max_clients) {
+    close_connection(client);
+    return;
+  }
+  if (!send_to_connection(client, ZmtpPeer::server_hello())) return;
+  const ZmtpPeer::Limits limits{kTransportMaxBytes, cfg_.max_request_bytes};
+  connections_.emplace(client, ClientConnection{ZmtpPeer(limits), now + options_.handshake_timeout});
+}
+
+void Router::handle_request(const std::string& client, const ZmtpMessage& message, Clock::time_point now,
+                            bool stopping) {
+  if (message.frames != 2 || !message.delimited) {
+    reply_to_client(client, framing_error_reply_);
+    return;
+  }
+  if (!message.body_held) {  // over max_request_bytes: counted as it streamed by, never held
+    reply_to_client(client, encode_error(too_large_error(message.body_bytes, cfg_.max_request_bytes)));
+    return;
+  }
+  const std::string_view body = message.body;
+  auto route = peek_route(body, cfg_.max_request_bytes);
   if (const auto* err = std::get_if<DecodeError>(&route)) {
-    reply_to_client(identity_, encode_error(*err));
-    return true;
+    reply_to_client(client, encode_error(*err));
+    return;
   }
   RouteInfo& info = std::get<RouteInfo>(route);
   if (info.op == Op::ping) {
-    reply_to_client(identity_, encode_ok(info.id));
-    return true;
+    reply_to_client(client, encode_ok(info.id));
+    return;
   }
   if (stopping) {
-    reply_to_client(identity_, encode_error(info.id, ErrorCode::unavailable, "router " + self_.name + " is stopping"));
-    return true;
+    reply_to_client(client, encode_error(info.id, ErrorCode::unavailable, "router " + self_.name + " is stopping"));
+    return;
   }
   if (pending_.full()) {
-    reply_to_client(identity_, encode_error(info.id, ErrorCode::unavailable, full_reply_message_));
-    return true;
+    reply_to_client(client, encode_error(info.id, ErrorCode::unavailable, full_reply_message_));
+    return;
   }
 
   const std::size_t owner = slot_map_.owner_of_item(info.item);
@@ -249,15 +267,14 @@ bool Router::handle_client_message(Clock::time_point now, bool stopping) {
   // With ZMQ_IMMEDIATE the first part fails (EAGAIN) when the node is not connected or its queue
   // is full; once it is queued, libzmq queues the rest of the message with it.
   if (!node.socket.send(zmq::const_buffer(&token, sizeof token), kMore) ||
-      !node.socket.send(body_, kLast)) {
+      !node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast)) {
     pending_.release(entry);
-    reply_to_client(identity_, encode_error(info.id, ErrorCode::unavailable, node.refused_message));
-    return true;
+    reply_to_client(client, encode_error(info.id, ErrorCode::unavailable, node.refused_message));
+    return;
   }
-  entry.client = std::move(identity_);
-  entry.id.assign(info.id);  // assign, not move: the entry's buffer is reused
+  entry.client.assign(client);  // assign, not move: the entry's buffers are reused
+  entry.id.assign(info.id);
   entry.node = owner;
-  return true;
 }
 
 bool Router::handle_node_message(std::size_t n) {
@@ -283,23 +300,48 @@ bool Router::handle_node_message(std::size_t n) {
   PendingTable::Entry* entry = pending_.find(token);
   // Unknown: the request timed out and was answered `unavailable`; the late reply is dropped.
   if (entry == nullptr || entry->node != n) return true;
-  reply_to_client(entry->client, body_);
+  reply_to_client(entry->client, view(body_));
   pending_.release(*entry);
   return true;
 }
 
-void Router::reply_to_client(zmq::message_t& identity, std::string_view body) {
-  // Sends to a ROUTER without router_mandatory never fail or block: an unknown or full peer
-  // drops the message.
-  (void)client_.send(identity, kMore);
-  (void)client_.send(empty_frame(), kMore);
-  (void)client_.send(zmq::const_buffer(body.data(), body.size()), kLast);
+void Router::reply_to_client(const std::string& client, std::string_view body) {
+  reply_bytes_.clear();
+  ZmtpPeer::append_reply(reply_bytes_, body);
+  (void)send_to_connection(client, reply_bytes_);
 }
 
-void Router::reply_to_client(zmq::message_t& identity, zmq::message_t& body) {
-  (void)client_.send(identity, kMore);
-  (void)client_.send(empty_frame(), kMore);
-  (void)client_.send(body, kLast);  // moves the frame: no copy of the reply
+bool Router::send_to_connection(const std::string& client, std::string_view bytes) {
+  // Never blocks: a full queue (a client that stopped reading) drops the message, as a ROUTER
+  // does; a connection that is gone is EHOSTUNREACH.
+  try {
+    if (!client_.send(zmq::const_buffer(client.data(), client.size()), kMore)) return false;
+    (void)client_.send(zmq::const_buffer(bytes.data(), bytes.size()), kLast);
+    return true;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return false;
+    throw;
+  }
+}
+
+void Router::close_connection(const std::string& client) {
+  connections_.erase(client);
+  // On ZMQ_STREAM an empty message closes the connection.
+  try {
+    if (client_.send(zmq::const_buffer(client.data(), client.size()), kMore))
+      (void)client_.send(zmq::const_buffer(kEmpty, 0), kLast);
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EHOSTUNREACH) throw;
+  }
+}
+
+void Router::close_stalled_handshakes(Clock::time_point now) {
+  if (now < next_handshake_sweep_) return;
+  next_handshake_sweep_ = now + std::chrono::seconds(1);
+  std::vector<std::string> stalled;
+  for (const auto& [client, c] : connections_)
+    if (!c.zmtp.ready() && c.handshake_deadline <= now) stalled.push_back(client);
+  for (const std::string& client : stalled) close_connection(client);
 }
 
 void Router::expire(Clock::time_point now) {

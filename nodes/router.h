@@ -3,9 +3,13 @@
 // bid node that owns the item (slot map of the mesh config). It keeps no state but the requests in
 // flight, so several routers may serve the same bid nodes.
 //
-// Wire, client side (the wire contract, docs/protocol.md v1): a ROUTER bound on the node's `listen`.
-// A request arrives as [identity, "", body] (REQ, or DEALER with an empty delimiter) and its reply
-// leaves as [identity, "", reply]. Any other framing with an identity gets `bad_request` (id nil).
+// Wire, client side (the wire contract, docs/protocol.md v1): to its clients the router is a
+// ROUTER bound on the node's `listen`. A request arrives as ["", body] (REQ, or DEALER with an
+// empty delimiter) and its reply leaves as ["", reply]; any other framing gets `bad_request`
+// (id nil). It is built on a ZMQ_STREAM socket that speaks ZMTP 3.0 itself (nodes/zmtp.h), so
+// that every frame is counted as it arrives: a connection holds at most one request body
+// (max_request_bytes) whatever a message's frame count, and a frame over 64 KiB or a protocol
+// violation drops the connection.
 //
 // Wire, bid node side (internal): one DEALER per bid node, connected to the node's `listen`.
 //   router -> node: [token, request]   token: 8 opaque bytes chosen by the router
@@ -15,9 +19,9 @@
 // Guarantees: every request with a readable envelope is answered exactly once: by the owner's
 // reply, or `unavailable` at once when the owner is not connected or its queue is full, or
 // `unavailable` when the owner has not answered within request_timeout_ms. Memory is bounded by
-// the high-water marks and the pending table's capacity (past it: `unavailable` at once), with
-// one known exception: libzmq 4.3 limits each frame (ZMQ_MAXMSGSIZE) but holds a message of many
-// frames whole before the router can refuse it (docs/reliability.md, "Open points").
+// the high-water marks, the connection limit and the pending table's capacity (past it:
+// `unavailable` at once): per client connection, at most client_read_chunks chunks of up to
+// 8 KiB in libzmq, plus one request body and one frame header in the router.
 //
 // Thread-compatible: a Router and its sockets belong to the thread that calls bind() and run().
 #pragma once
@@ -30,11 +34,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <zmq.hpp>
 
 #include "nodes/process.h"
+#include "nodes/zmtp.h"
 #include "protocol/config.h"
 #include "protocol/slot_map.h"
 
@@ -54,7 +60,7 @@ class PendingTable {
 
   struct Entry {
     uint64_t token = 0;            // 0 while the entry is free
-    zmq::message_t client;         // the client's routing identity on the client ROUTER
+    std::string client;            // the client connection's routing id on the client socket
     std::string id;                // the request's id, for the timeout reply
     std::size_t node = 0;          // index of the bid node it was forwarded to
     Clock::time_point deadline{};
@@ -106,7 +112,11 @@ inline constexpr int kNodeReconnectMs = 5;
 struct RouterOptions {
   std::size_t max_pending = 100000;   // requests in flight; past it: `unavailable` at once
   std::size_t burst = 256;            // messages read from one socket per loop turn
-  int client_hwm = 1000;              // per client connection, each way
+  int client_hwm = 1000;              // replies queued per client connection
+  int client_read_chunks = 32;        // chunks (up to 8 KiB) read ahead per client connection
+  std::size_t max_clients = 4096;     // client connections; past it a new one is closed at once
+  // A connection that has not finished the ZMTP handshake by then is closed.
+  std::chrono::milliseconds handshake_timeout{5000};
   int node_hwm = 10000;               // per bid node, each way
   // Linger of the client socket at close: time to flush the last replies. Bounded, so a client
   // that stopped reading cannot hold the process.
@@ -144,11 +154,23 @@ class Router {
     zmq::socket_t socket;
   };
 
+  struct ClientConnection {
+    ZmtpPeer zmtp;
+    PendingTable::Clock::time_point handshake_deadline;
+  };
+
   // Each reads and handles one message; false when the socket had none.
   bool handle_client_message(PendingTable::Clock::time_point now, bool stopping);
   bool handle_node_message(std::size_t node);
-  void reply_to_client(zmq::message_t& identity, std::string_view body);
-  void reply_to_client(zmq::message_t& identity, zmq::message_t& body);
+  // A connection opened or closed (ZMQ_STREAM's empty message).
+  void on_connection_event(const std::string& client, PendingTable::Clock::time_point now);
+  void handle_request(const std::string& client, const ZmtpMessage& message, PendingTable::Clock::time_point now,
+                      bool stopping);
+  void reply_to_client(const std::string& client, std::string_view body);
+  // Sends raw bytes on a connection; false when it is gone or its queue is full (then dropped).
+  bool send_to_connection(const std::string& client, std::string_view bytes);
+  void close_connection(const std::string& client);
+  void close_stalled_handshakes(PendingTable::Clock::time_point now);
   void expire(PendingTable::Clock::time_point now);
   std::chrono::milliseconds poll_timeout(PendingTable::Clock::time_point now, const SupervisorLink& link);
   void close();
@@ -163,10 +185,15 @@ class Router {
   std::vector<Node> nodes_;
   PendingTable pending_;
   std::vector<zmq_pollitem_t> poll_items_;
-  // Frames reused for every message, so receiving allocates only what libzmq must.
+  std::unordered_map<std::string, ClientConnection> connections_;  // by routing id
+  PendingTable::Clock::time_point next_handshake_sweep_{};
+  // Buffers reused for every message, so receiving allocates only what libzmq must.
   zmq::message_t identity_;
   zmq::message_t frame_;
   zmq::message_t body_;
+  std::string client_id_;
+  std::string to_peer_;      // bytes owed to the peer whose chunk is being parsed (PONG)
+  std::string reply_bytes_;  // one reply in ZMTP framing
   const std::string framing_error_reply_;
   const std::string full_reply_message_;
 };

@@ -108,12 +108,15 @@ class RouterThread {
       Router router(ctx, cfg, *cfg.find("router"));
       SupervisorLink link(ctx, "router");  // no supervisor in the environment: a no-op
       auto error = router.bind();
+      if (!error) endpoint_ = router.client_endpoint();
       bound.set_value(error);
       if (error) return;
       router.run(link, [this] { return stop_.load(); });
     });
     error_ = result.get();
   }
+  // The client endpoint as bound (the port the wildcard got).
+  const std::string& endpoint() const { return endpoint_; }
   ~RouterThread() { stop(); }
   const std::optional<std::string>& error() const { return error_; }
   void request_stop() { stop_ = true; }
@@ -126,6 +129,7 @@ class RouterThread {
   std::atomic<bool> stop_{false};
   std::thread thread_;
   std::optional<std::string> error_;
+  std::string endpoint_;
 };
 
 MeshConfig test_config(const std::string& prefix) {
@@ -140,7 +144,7 @@ collect = "inproc://)" + prefix + R"(-feed-collect"
 [[node]]
 name = "router"
 kind = "router"
-listen = "inproc://)" + prefix + R"(-router"
+listen = "tcp://127.0.0.1:*"
 [[node]]
 name = "bid-1"
 kind = "bid"
@@ -197,7 +201,7 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
   zmq::socket_t client(ctx, zmq::socket_type::dealer);
   client.set(zmq::sockopt::linger, 0);
   client.set(zmq::sockopt::rcvtimeo, 2000);
-  client.connect(cfg.find("router")->listen);
+  client.connect(router.endpoint());
 
   auto send = [&](const std::string& body) {
     std::vector<zmq::const_buffer> parts{zmq::const_buffer(nullptr, 0), zmq::buffer(body)};

@@ -13,10 +13,14 @@ namespace bidmesh {
 
 namespace {
 
+// The most entries a request map may have (the unpack map limit; scan_route checks it too).
+constexpr std::size_t kMaxRequestKeys = 64;
+
 // Limits for untrusted input: a request is a flat map of a dozen keys, so anything deeper or
-// wider is refused before msgpack allocates for it (msgpack-c issue 1013).
+// wider is refused before msgpack allocates for it (msgpack-c issue 1013). scan_route mirrors
+// the map, str and bin limits.
 msgpack::unpack_limit request_limits() {
-  return msgpack::unpack_limit(/*array=*/64, /*map=*/64, /*str=*/kTransportMaxBytes,
+  return msgpack::unpack_limit(/*array=*/64, /*map=*/kMaxRequestKeys, /*str=*/kTransportMaxBytes,
                                /*bin=*/kTransportMaxBytes, /*ext=*/kTransportMaxBytes, /*depth=*/4);
 }
 // Replies and events come from the mesh, but tools still read them with bounds.
@@ -320,6 +324,147 @@ std::variant<RouteInfo, DecodeError> peek_route(std::string_view frame, std::siz
   auto head = read_head(frame, max_request_bytes, handle);
   if (auto* err = std::get_if<DecodeError>(&head)) return std::move(*err);
   return std::move(std::get<Head>(head).route);
+}
+
+namespace {
+// The MessagePack formats scan_route reads (https://github.com/msgpack/msgpack/blob/master/spec.md);
+// lengths and counts are big-endian unsigned after the header byte:
+//   0x00-0x7f, 0xe0-0xff  positive / negative fixint      0xc0 nil, 0xc2 false, 0xc3 true
+//   0xcc-0xcf  uint 8/16/32/64, 0xd0-0xd3 int 8/16/32/64, 0xca float32, 0xcb float64 (payload only)
+//   0xa0-0xbf  fixstr (length in the low 5 bits), 0xd9/0xda/0xdb str 8/16/32 (1/2/4 length bytes)
+//   0xc4/0xc5/0xc6  bin 8/16/32 (1/2/4 length bytes)
+//   0x80-0x8f  fixmap (count in the low 4 bits), 0xde/0xdf map 16/32 (2/4 count bytes)
+// Anything else (arrays, nested maps, ext, the never-used 0xc1) makes the scan give up.
+enum class ScanKind { nil, str, other };
+struct Scanned {
+  ScanKind kind = ScanKind::nil;  // nil until seen: absent and nil are judged alike
+  std::string_view str;           // for str
+};
+
+// A forward reader over the frame: every read checks the bytes left first.
+class FrameScanner {
+ public:
+  explicit FrameScanner(std::string_view frame)
+      : p_(reinterpret_cast<const unsigned char*>(frame.data())), end_(p_ + frame.size()) {}
+  bool at_end() const { return p_ == end_; }
+
+  // One header byte.
+  bool header(unsigned char& byte) {
+    if (p_ == end_) return false;
+    byte = *p_++;
+    return true;
+  }
+  // `n` (0..8) big-endian bytes as one unsigned number.
+  bool number(std::size_t n, uint64_t& out) {
+    if (left() < n) return false;
+    out = 0;
+    for (std::size_t i = 0; i < n; ++i) out = (out << 8) | p_[i];
+    p_ += n;
+    return true;
+  }
+  bool skip(std::size_t n) {
+    if (left() < n) return false;
+    p_ += n;
+    return true;
+  }
+  // A body of `n` bytes (n from the frame: up to 2^32-1), checked against what is left.
+  bool body(uint64_t n, std::string_view& out) {
+    if (n > left()) return false;
+    out = std::string_view(reinterpret_cast<const char*>(p_), static_cast<std::size_t>(n));
+    p_ += n;
+    return true;
+  }
+
+  // One scalar value; false when truncated, invalid, over the unpack limits of request_limits()
+  // (str and bin at most kTransportMaxBytes) or not a format listed above.
+  bool scalar(Scanned& out) {
+    unsigned char b = 0;
+    if (!header(b)) return false;
+    if (b <= 0x7f || b >= 0xe0) return other(out, 0);
+    if (b >= 0xa0 && b <= 0xbf) return blob(out, b & 0x1f, ScanKind::str);
+    uint64_t n = 0;
+    switch (b) {
+      case 0xc0: out.kind = ScanKind::nil; return true;
+      case 0xc2: case 0xc3: return other(out, 0);
+      case 0xcc: case 0xd0: return other(out, 1);
+      case 0xcd: case 0xd1: return other(out, 2);
+      case 0xce: case 0xd2: case 0xca: return other(out, 4);
+      case 0xcf: case 0xd3: case 0xcb: return other(out, 8);
+      case 0xd9: return number(1, n) && blob(out, n, ScanKind::str);
+      case 0xda: return number(2, n) && blob(out, n, ScanKind::str);
+      case 0xdb: return number(4, n) && blob(out, n, ScanKind::str);
+      case 0xc4: return number(1, n) && blob(out, n, ScanKind::other);
+      case 0xc5: return number(2, n) && blob(out, n, ScanKind::other);
+      case 0xc6: return number(4, n) && blob(out, n, ScanKind::other);
+      default: return false;
+    }
+  }
+
+  // The root map's count; false unless a map of at most `max` entries (the unpack map limit).
+  bool map_header(uint64_t max, uint64_t& count) {
+    unsigned char b = 0;
+    if (!header(b)) return false;
+    if (b >= 0x80 && b <= 0x8f) count = b & 0x0f;
+    else if (b == 0xde) { if (!number(2, count)) return false; }
+    else if (b == 0xdf) { if (!number(4, count)) return false; }
+    else return false;
+    return count <= max;
+  }
+
+ private:
+  std::size_t left() const { return static_cast<std::size_t>(end_ - p_); }
+  bool other(Scanned& out, std::size_t payload) {
+    out.kind = ScanKind::other;
+    return skip(payload);
+  }
+  // A str or bin body (bin is kept as `other`); both are limited to kTransportMaxBytes by
+  // request_limits().
+  bool blob(Scanned& out, uint64_t n, ScanKind kind) {
+    if (n > kTransportMaxBytes || !body(n, out.str)) return false;
+    out.kind = kind;
+    return true;
+  }
+
+  const unsigned char* p_;
+  const unsigned char* end_;
+};
+}  // namespace
+
+std::optional<RouteView> scan_route(std::string_view frame, std::size_t max_request_bytes) {
+  if (frame.size() > max_request_bytes) return std::nullopt;
+  FrameScanner in(frame);
+  uint64_t count = 0;
+  if (!in.map_header(kMaxRequestKeys, count)) return std::nullopt;
+  // Keys seen so far, for the duplicate check: on the stack, and left uninitialized (only the
+  // first `i` are read), which keeps a 1 KiB clear off every call.
+  struct Key {
+    const char* data;
+    std::size_t size;
+  };
+  Key keys[kMaxRequestKeys];
+  Scanned id, op, item;
+  for (std::size_t i = 0; i < count; ++i) {
+    Scanned key, value;
+    if (!in.scalar(key) || key.kind != ScanKind::str) return std::nullopt;
+    for (std::size_t j = 0; j < i; ++j)
+      if (std::string_view(keys[j].data, keys[j].size) == key.str) return std::nullopt;
+    keys[i] = Key{key.str.data(), key.str.size()};
+    if (!in.scalar(value)) return std::nullopt;
+    if (key.str == "id") id = value;
+    else if (key.str == "op") op = value;
+    else if (key.str == "item") item = value;
+  }
+  if (!in.at_end()) return std::nullopt;
+  if (id.kind != ScanKind::str || id.str.empty() || id.str.size() > kMaxIdBytes) return std::nullopt;
+  if (op.kind != ScanKind::str) return std::nullopt;
+  const std::optional<Op> parsed = parse_op(op.str);
+  if (!parsed) return std::nullopt;
+  RouteView route{*parsed, id.str, {}};
+  if (*parsed != Op::ping) {
+    if (item.kind != ScanKind::str || !is_valid_identifier(item.str)) return std::nullopt;
+    route.item = item.str;
+  }
+  return route;
 }
 
 std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64_t now_ms,

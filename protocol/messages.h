@@ -73,6 +73,24 @@ struct RouteInfo {
 std::variant<RouteInfo, DecodeError> peek_route(std::string_view frame,
                                                 std::size_t max_request_bytes = kDefaultMaxRequestBytes);
 
+// What the router needs, as views into the frame (valid while the frame is). `item` is empty
+// for ping, as in RouteInfo.
+struct RouteView {
+  Op op = Op::ping;
+  std::string_view id;
+  std::string_view item;
+};
+// Fast path of peek_route: a hand-written MessagePack scan that allocates nothing. Returns the
+// route when the frame is a well-formed request whose judgment up to the item is "ok"; returns
+// nullopt for anything else (any error, and anything unusual it does not want to judge), and the
+// caller then calls peek_route, which judges and words the error.
+// Guarantee: whenever it returns a value, peek_route(frame, max_request_bytes) returns a
+// RouteInfo with the same op, id and item (checked by the fuzz target, decoder_fuzz_one.h).
+// Taken: a fixmap/map16/map32 root of at most 64 entries, string keys (fixstr, str8/16/32) and
+// scalar values (nil, bool, any int, float32/64, any str, any bin). Not taken (nullopt): arrays,
+// maps or ext as values, and every frame peek_route refuses.
+std::optional<RouteView> scan_route(std::string_view frame, std::size_t max_request_bytes = kDefaultMaxRequestBytes);
+
 // A reply field value: nil, bool, unsigned integer or string.
 struct Nil {};
 using Value = std::variant<Nil, bool, uint64_t, std::string>;

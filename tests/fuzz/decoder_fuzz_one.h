@@ -8,6 +8,8 @@
 // aborts (a crash for libFuzzer, a failed test for the replay):
 // - peek_route and decode_request judge a frame the same way up to the item: same error code
 //   and message, or same op, id and item;
+// - the router's fast path agrees: when scan_route returns a route, peek_route returns one with
+//   the same op, id and item (scan_route may give up on a valid frame, never accept another);
 // - an error's id, when present, is 1..64 bytes, and too_large never carries one;
 // - a decoded request encodes (encode_request) and decodes again to the same request
 //   (fingerprint, id, after, limit), so what the router forwards means the same to the node;
@@ -18,6 +20,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string_view>
 #include <variant>
 
@@ -46,6 +49,12 @@ inline void check_error(const DecodeError& e) {
 // Runs `frame` through the decoders under one request size limit.
 inline void fuzz_request_with_limit(std::string_view frame, std::size_t limit) {
   auto route = peek_route(frame, limit);
+  if (const std::optional<RouteView> fast = scan_route(frame, limit)) {
+    const auto* slow = std::get_if<RouteInfo>(&route);
+    fuzz_check(slow != nullptr, "a frame scan_route routes is routed by peek_route");
+    fuzz_check(slow->op == fast->op && slow->id == fast->id && slow->item == fast->item,
+               "scan_route and peek_route read the same op, id and item");
+  }
   auto full = decode_request(frame, kFuzzNowMs, limit);
   const auto* route_err = std::get_if<DecodeError>(&route);
   const auto* full_err = std::get_if<DecodeError>(&full);

@@ -86,6 +86,19 @@ def kv(*pairs):
     return head + b"".join(pack(k) + pack(x) for k, x in pairs)
 
 
+def kvw(pairs, root, key_fmt):
+    """Like kv, with the root map as map16 or map32 and every key as str8, str16 or str32."""
+    n = len(pairs)
+    head = b"\xde" + struct.pack(">H", n) if root == "map16" else b"\xdf" + struct.pack(">I", n)
+    return head + b"".join(s(k, key_fmt) + pack(x) for k, x in pairs)
+
+
+def bin_(v, fmt):
+    if fmt == "bin16":
+        return b"\xc5" + struct.pack(">H", len(v)) + v
+    return b"\xc6" + struct.pack(">I", len(v)) + v
+
+
 NOW_PLUS = 1_800_000_000_000  # after the fuzz target's fixed now
 
 seeds = {
@@ -106,7 +119,21 @@ seeds = {
     "history": pack({"op": "history", "id": "h-1", "item": "lamp-1", "after": 3, "limit": 5000}),
     "unknown-keys": pack({"op": "get", "id": "g-2", "item": "a", "extra": [1, {"k": None}], "v": 2}),
     "id-64": pack({"op": "get", "id": "i" * 64, "item": "A" * 64}),
+    # Wide encodings of valid requests (the router's fast path, scan_route, reads these too).
+    "route-map16-str16": kvw([("op", Raw(s("bid", "str16"))), ("id", Raw(s("r-1", "str16"))),
+                              ("item", Raw(s("lamp", "str16"))), ("bidder", "b"), ("amount", Raw(u(7, "u32"))),
+                              ("b", Raw(bin_(b"\x00\x01", "bin16"))), ("f", Raw(b"\xca" + struct.pack(">f", 1.5)))],
+                             "map16", "str16"),
+    "route-map32-str32": kvw([("op", Raw(s("get", "str32"))), ("id", Raw(s("r-2", "str32"))),
+                              ("item", Raw(s("lamp", "str32"))), ("b", Raw(bin_(b"", "bin32"))), ("n", None)],
+                             "map32", "str32"),
+    "route-64-keys": kvw([("op", "close"), ("id", "r-3"), ("item", "a")] + [("k%d" % i, i) for i in range(61)],
+                         "map16", "str8"),
+    "route-ping-int-item": pack({"op": "ping", "id": "r-4", "item": 5}),
     # Refused by the rules.
+    "key-in-two-widths": kv(("op", "get"), ("id", "u-11"), ("item", "a"), (Raw(s("item", "str32")), "b")),
+    "key-bin": bytes([0x83]) + bin_(b"op", "bin16") + pack("get") + pack("id") + pack("u-12") + pack("item") + pack("a"),
+    "id-bin": kv(("op", "get"), ("id", b"u-13"), ("item", "a")),
     "id-65": pack({"op": "get", "id": "i" * 65, "item": "a"}),
     "id-empty": pack({"op": "get", "id": "", "item": "a"}),
     "id-int": pack({"op": "get", "id": 7, "item": "a"}),

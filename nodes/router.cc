@@ -83,13 +83,6 @@ constexpr zmq::send_flags kLast = zmq::send_flags::dontwait;
 
 const char kEmpty[1] = {0};
 
-DecodeError too_large_error(std::size_t bytes, std::size_t max_bytes) {
-  return DecodeError{ErrorCode::too_large,
-                     "request of " + std::to_string(bytes) + " bytes is over the limit of " + std::to_string(max_bytes) +
-                         " bytes",
-                     std::nullopt};
-}
-
 std::string_view view(const zmq::message_t& m) {
   return std::string_view(static_cast<const char*>(m.data()), m.size());
 }
@@ -241,22 +234,32 @@ void Router::handle_request(const std::string& client, const ZmtpMessage& messag
     return;
   }
   const std::string_view body = message.body;
-  auto route = peek_route(body, cfg_.max_request_bytes);
-  if (const auto* err = std::get_if<DecodeError>(&route)) {
-    reply_to_client(client, encode_error(*err));
-    return;
+  // The common request takes the non-allocating scan; anything else (errors included) is judged
+  // and worded by peek_route.
+  RouteView info;
+  RouteInfo peeked;
+  if (auto scanned = scan_route(body, cfg_.max_request_bytes)) {
+    info = *scanned;
+  } else {
+    auto route = peek_route(body, cfg_.max_request_bytes);
+    if (const auto* err = std::get_if<DecodeError>(&route)) {
+      reply_to_client(client, encode_error(*err));
+      return;
+    }
+    peeked = std::move(std::get<RouteInfo>(route));
+    info = RouteView{peeked.op, peeked.id, peeked.item};
   }
-  RouteInfo& info = std::get<RouteInfo>(route);
   if (info.op == Op::ping) {
     reply_to_client(client, encode_ok(info.id));
     return;
   }
   if (stopping) {
-    reply_to_client(client, encode_error(info.id, ErrorCode::unavailable, "router " + self_.name + " is stopping"));
+    reply_to_client(client,
+                    encode_error(std::string(info.id), ErrorCode::unavailable, "router " + self_.name + " is stopping"));
     return;
   }
   if (pending_.full()) {
-    reply_to_client(client, encode_error(info.id, ErrorCode::unavailable, full_reply_message_));
+    reply_to_client(client, encode_error(std::string(info.id), ErrorCode::unavailable, full_reply_message_));
     return;
   }
 
@@ -269,7 +272,7 @@ void Router::handle_request(const std::string& client, const ZmtpMessage& messag
   if (!node.socket.send(zmq::const_buffer(&token, sizeof token), kMore) ||
       !node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast)) {
     pending_.release(entry);
-    reply_to_client(client, encode_error(info.id, ErrorCode::unavailable, node.refused_message));
+    reply_to_client(client, encode_error(std::string(info.id), ErrorCode::unavailable, node.refused_message));
     return;
   }
   entry.client.assign(client);  // assign, not move: the entry's buffers are reused

@@ -11,6 +11,13 @@
 
 namespace bidmesh {
 
+DecodeError too_large_error(std::size_t bytes, std::size_t max_bytes) {
+  return DecodeError{ErrorCode::too_large,
+                     "request of " + std::to_string(bytes) + " bytes is over the limit of " + std::to_string(max_bytes) +
+                         " bytes",
+                     std::nullopt};
+}
+
 namespace {
 
 // The most entries a request map may have (the unpack map limit; scan_route checks it too).
@@ -81,10 +88,7 @@ DecodeError bad(std::string message, const std::optional<std::string>& id = std:
 std::variant<FieldView, DecodeError> open_request(std::string_view frame, std::size_t max_bytes,
                                                   msgpack::object_handle& handle, std::optional<std::string>& id) {
   if (frame.size() > max_bytes)
-    return DecodeError{ErrorCode::too_large,
-                       "request of " + std::to_string(frame.size()) + " bytes is over the limit of " +
-                           std::to_string(max_bytes) + " bytes",
-                       std::nullopt};
+    return too_large_error(frame.size(), max_bytes);
   std::string why;
   if (!unpack_whole(frame, request_limits(), handle, why)) return bad(why);
   const msgpack::object& root = handle.get();

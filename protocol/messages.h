@@ -59,6 +59,9 @@ struct DecodeError {
   std::optional<std::string> id;
 };
 
+// The refusal of a request of `bytes` over the limit (its id is never read).
+DecodeError too_large_error(std::size_t bytes, std::size_t max_bytes);
+
 // Full decode and validation of one request frame. `now_ms` judges `closes_at` (must be later).
 std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64_t now_ms,
                                                   std::size_t max_request_bytes = kDefaultMaxRequestBytes);

@@ -482,41 +482,64 @@ class Worker {
   uint64_t inflight_ = 0;
 };
 
-// One feed subscriber: every bench item, no repair (gaps are what it measures).
-void run_subscriber(zmq::context_t& ctx, Shared& sh, const std::string& prefix, SubscriberResult& out,
-                    std::atomic<uint64_t>& events) {
+// One event received by a subscriber: its latencies, matched by amount to the bid that made it.
+void record_event(const Shared& sh, const Event& ev, int64_t now, SubscriberResult& out) {
+  ++out.received;
+  if (ev.kind != EventKind::max || !ev.amount) return;
+  const uint64_t a = *ev.amount;
+  int64_t sent = 0;
+  if (sh.send_ns && a >= sh.amount_base && a - sh.amount_base < sh.send_cap)
+    sent = sh.send_ns[a - sh.amount_base].load(std::memory_order_acquire);
+  if (sent == 0) {
+    ++out.unmatched;
+    return;
+  }
+  if (sent < sh.measure || sent >= sh.end) return;
+  ++out.matched;
+  out.latency.record(static_cast<uint64_t>(std::max<int64_t>(0, now - sent)));
+  const int64_t acked = sh.ack_ns[a - sh.amount_base].load(std::memory_order_acquire);
+  out.publish_latency.record(static_cast<uint64_t>(acked == 0 ? 0 : std::max<int64_t>(0, now - acked)));
+  const uint64_t wall = unix_ms_now();
+  out.ts_latency.record(wall > ev.ts ? wall - ev.ts : 0);
+}
+
+// Feed subscribers served by one thread: each its own SUB socket and connection, subscribed to
+// every bench item, no repair (gaps are what it measures). By default each subscriber has a thread
+// of its own; fewer threads polling many subscribers each (--subscriber-threads) were measured
+// slower on 2 vCPUs (docs/benchmarks.md): decoding 100 copies of every event is the work.
+void run_subscribers(zmq::context_t& ctx, Shared& sh, const std::string& prefix, std::vector<SubscriberResult*> outs,
+                     std::atomic<uint64_t>& events) {
   FeedWatcherOptions o;
   o.topic_prefix = std::string(kFeedTopicPrefix) + prefix + "-";
   o.rcvhwm = sh.cfg.sub_rcvhwm;
-  FeedWatcher w(ctx, sh.cfg.feed, o);
+  std::vector<std::unique_ptr<FeedWatcher>> watchers;
+  std::vector<zmq::pollitem_t> items;
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    watchers.push_back(std::make_unique<FeedWatcher>(ctx, sh.cfg.feed, o));
+    items.push_back({watchers.back()->socket().handle(), 0, ZMQ_POLLIN, 0});
+  }
   // Bounded: the main thread sets stop_subscribers after the senders' hard end plus a drain.
   while (!sh.stop_subscribers.load(std::memory_order_acquire)) {
-    auto ev = w.next(std::chrono::milliseconds(50));
-    if (!ev) continue;
-    const int64_t now = mono_ns();
-    ++out.received;
-    events.fetch_add(1, std::memory_order_relaxed);
-    if (ev->kind != EventKind::max || !ev->amount) continue;
-    const uint64_t a = *ev->amount;
-    int64_t sent = 0;
-    if (sh.send_ns && a >= sh.amount_base && a - sh.amount_base < sh.send_cap)
-      sent = sh.send_ns[a - sh.amount_base].load(std::memory_order_acquire);
-    if (sent == 0) {
-      ++out.unmatched;
+    try {
+      zmq::poll(items, std::chrono::milliseconds(50));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
       continue;
     }
-    if (sent < sh.measure || sent >= sh.end) continue;
-    ++out.matched;
-    out.latency.record(static_cast<uint64_t>(std::max<int64_t>(0, now - sent)));
-    const int64_t acked = sh.ack_ns[a - sh.amount_base].load(std::memory_order_acquire);
-    out.publish_latency.record(static_cast<uint64_t>(acked == 0 ? 0 : std::max<int64_t>(0, now - acked)));
-    const uint64_t wall = unix_ms_now();
-    out.ts_latency.record(wall > ev->ts ? wall - ev->ts : 0);
+    for (std::size_t i = 0; i < watchers.size(); ++i) {
+      if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
+      while (auto ev = watchers[i]->next(std::chrono::milliseconds(0))) {
+        record_event(sh, *ev, mono_ns(), *outs[i]);
+        events.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
   }
-  const FeedStats& s = w.stats();
-  out.gaps = s.gaps_detected;
-  out.lost = s.events_lost;
-  out.duplicates = s.duplicates;
+  for (std::size_t i = 0; i < watchers.size(); ++i) {
+    const FeedStats& s = watchers[i]->stats();
+    outs[i]->gaps = s.gaps_detected;
+    outs[i]->lost = s.events_lost;
+    outs[i]->duplicates = s.duplicates;
+  }
 }
 
 std::string random_hex(int digits) {
@@ -580,9 +603,14 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
       sh.ack_ns[i].store(0, std::memory_order_relaxed);
     }
   }
-  for (std::size_t s = 0; s < subs.size(); ++s)
-    sub_threads.emplace_back(run_subscriber, std::ref(ctx), std::ref(sh), result.item_prefix, std::ref(subs[s]),
+  const std::size_t sub_thread_count =
+      cfg.subscriber_threads <= 0 ? subs.size() : std::min(subs.size(), static_cast<std::size_t>(cfg.subscriber_threads));
+  for (std::size_t t = 0; t < sub_thread_count; ++t) {
+    std::vector<SubscriberResult*> mine;
+    for (std::size_t s = t; s < subs.size(); s += sub_thread_count) mine.push_back(&subs[s]);
+    sub_threads.emplace_back(run_subscribers, std::ref(ctx), std::ref(sh), result.item_prefix, std::move(mine),
                              std::ref(feed_events));
+  }
 
   sh.t0 = mono_ns();
   sh.measure = sh.t0 + static_cast<int64_t>(cfg.warmup * 1e9);

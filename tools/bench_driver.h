@@ -51,7 +51,8 @@ struct BenchConfig {
   double seconds = 10;            // measured time
   double warmup = 1;              // unmeasured time before it
   int timeout_ms = 1500;          // a request without reply after this is a timeout
-  int subscribers = 0;            // feed run: subscriber threads (0 = no feed measurement)
+  int subscribers = 0;            // feed run: SUB sockets, each its own connection (0 = no feed measurement)
+  int subscriber_threads = 0;     // feed run: threads that poll the subscribers (0: one per subscriber)
   int sub_rcvhwm = 100000;        // feed run: each subscriber's receive high-water mark
   int stalled_subscribers = 0;    // SUB sockets on the feed (all items) that never read: a bid run
                                   // with them shows what a stalled subscriber costs the bidders

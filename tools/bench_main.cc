@@ -110,6 +110,7 @@ void print_json(const BenchConfig& c, const BenchResult& r, bool feed) {
       subs += buf + json_percentiles(s.latency, 1e6) + ",\"ts_latency_ms\":" + json_percentiles(s.ts_latency, 1) + "}";
     }
     out += ",\"feed\":{\"subscribers\":" + std::to_string(r.subscribers.size()) +
+           ",\"subscriber_threads\":" + std::to_string(c.subscriber_threads) +
            ",\"expected_per_subscriber\":" + std::to_string(r.accepted_sent_in_window) +
            ",\"latency_ms\":" + json_percentiles(all, 1e6) +
            ",\"publish_latency_ms\":" + json_percentiles(publish, 1e6) + ",\"per_subscriber\":[" + subs + "]}";
@@ -213,7 +214,12 @@ int main(int argc, char** argv) {
   auto* feed_cmd = app.add_subcommand("feed", "bids at --rate (default 2000/s) plus feed subscribers");
   cfg.subscribers = 0;
   int subscribers = 1;
-  feed_cmd->add_option("--subscribers", subscribers, "subscriber threads")->check(CLI::Range(1, 1000))->capture_default_str();
+  feed_cmd->add_option("--subscribers", subscribers, "subscribers: SUB sockets, each its own connection")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  feed_cmd->add_option("--subscriber-threads", cfg.subscriber_threads, "threads that poll the subscribers (0: one each)")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
   feed_cmd->add_option("--rcvhwm", cfg.sub_rcvhwm, "each subscriber's receive high-water mark (messages)")
       ->check(CLI::Range(1, 100000000))
       ->capture_default_str();

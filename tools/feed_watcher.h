@@ -82,6 +82,10 @@ class FeedWatcher {
   // request_timeout_ms * (request_retries + 1) per history page, or per late-join `get`.
   std::optional<Event> next(std::chrono::milliseconds timeout);
 
+  // The SUB socket, for a thread that polls many watchers at once: when it is readable, call
+  // next(0ms) until it returns nullopt.
+  zmq::socket_t& socket() { return *sub_; }
+
   // True when the last event handed out came from `history` rather than the live feed.
   bool last_repaired() const { return last_repaired_; }
   const FeedStats& stats() const { return stats_; }

@@ -1,7 +1,8 @@
 // bidmesh-reliability: the reliability scenarios of docs/reliability.md as one program, for the
 // long runs (tools/reliability) and as the client processes of every run.
 //
-//   bidmesh-reliability crash [--seconds 60] [--clients 4] [--kill-every-ms 2000] [--keep] [--json]
+//   bidmesh-reliability crash [--seconds 60] [--clients 4] [--kill-every-ms 2000]
+//                             [--client-timeout-ms 400] [--client-deadline-ms 6000] [--keep] [--json]
 //   bidmesh-reliability stop  [--seconds 3] [--clients 4] [--stop-timeout-ms 5000] [--keep] [--json]
 //   bidmesh-reliability feed  [--events 100000] [--reader-delay-us 300] [--min-ratio 0.5] [--keep] [--json]
 //   bidmesh-reliability bidder --endpoint E --name N --items a,b --seconds S --log FILE
@@ -44,6 +45,9 @@ int main(int argc, char** argv) {
   CLI::App app{"bidmesh-reliability: crash, graceful-stop and feed-stress scenarios with a history checker",
                "bidmesh-reliability"};
   app.require_subcommand(1);
+  // The last value of an option given twice wins: tools/reliability puts its defaults first
+  // (`crash --seconds 60 "$@"`), so that `tools/reliability crash --seconds 10` overrides them.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   bool json = false, keep = false;
   app.add_flag("--json", json, "print one JSON object")->configurable(false);
 
@@ -52,6 +56,14 @@ int main(int argc, char** argv) {
   crash->add_option("--seconds", co.seconds, "bidding and killing")->check(CLI::Range(1.0, 86400.0))->capture_default_str();
   crash->add_option("--clients", co.clients, "client processes")->check(CLI::Range(1, 64))->capture_default_str();
   crash->add_option("--kill-every-ms", co.kill_every_ms, "kill period")->check(CLI::Range(200, 600000))->capture_default_str();
+  crash->add_option("--client-timeout-ms", co.client_timeout_ms, "each client's timeout per attempt (bidder --timeout-ms)")
+      ->check(CLI::Range(1, 600000))
+      ->capture_default_str();
+  crash->add_option("--client-deadline-ms", co.client_deadline_ms,
+                    "each client's deadline per request (bidder --deadline-ms); under a restart plus retries, "
+                    "some requests end unknown")
+      ->check(CLI::Range(2, 3600000))
+      ->capture_default_str();
   crash->add_flag("--keep", keep, "keep the temp dir");
   crash->add_flag("--json", json, "print one JSON object");
 
@@ -96,6 +108,11 @@ int main(int argc, char** argv) {
     return run_bidder(bo);
   }
   if (crash->parsed()) {
+    if (co.client_timeout_ms >= co.client_deadline_ms) {
+      std::fprintf(stderr, "bidmesh-reliability crash: --client-timeout-ms (%d) must be below --client-deadline-ms (%d)\n",
+                   co.client_timeout_ms, co.client_deadline_ms);
+      return 100;
+    }
     co.keep = keep;
     const CrashResult r = run_crash(co);
     return report(r, r.passed(), json);

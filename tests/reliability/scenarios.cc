@@ -89,15 +89,18 @@ struct Bidders {
 
 std::string CrashResult::summary() const {
   std::string out = "crash: " + fmt("%.1f", seconds) + " s, " + std::to_string(kills) +
-                    " kills (SIGKILL), slowest restart to running " + fmt("%.1f", restart_ms_max) + " ms\n  " +
-                    check.summary();
+                    " kills (SIGKILL), slowest restart to running " + fmt("%.1f", restart_ms_max) +
+                    " ms; clients: timeout " + std::to_string(client_timeout_ms) + " ms, deadline " +
+                    std::to_string(client_deadline_ms) + " ms\n  " + check.summary();
   if (!error.empty()) out += "\n  ERROR: " + error;
   return out;
 }
 
 std::string CrashResult::json() const {
   return "{\"test\":\"crash\",\"seconds\":" + fmt("%.1f", seconds) + ",\"kills\":" + std::to_string(kills) +
-         ",\"restart_ms_max\":" + fmt("%.1f", restart_ms_max) + ",\"check\":" + check.json() +
+         ",\"restart_ms_max\":" + fmt("%.1f", restart_ms_max) + ",\"client_timeout_ms\":" +
+         std::to_string(client_timeout_ms) + ",\"client_deadline_ms\":" + std::to_string(client_deadline_ms) +
+         ",\"check\":" + check.json() +
          ",\"passed\":" + (passed() ? "true" : "false") + "}";
 }
 
@@ -116,10 +119,11 @@ CrashResult run_crash(const CrashOptions& o) {
     r.error = e;
     return r;
   }
-  constexpr int kTimeoutMs = 400, kDeadlineMs = 6000;
+  r.client_timeout_ms = o.client_timeout_ms;
+  r.client_deadline_ms = o.client_deadline_ms;
   Bidders bidders;
   const auto began = Clock::now();
-  bidders.start(mesh, o.clients, items, o.seconds, kTimeoutMs, kDeadlineMs);
+  bidders.start(mesh, o.clients, items, o.seconds, o.client_timeout_ms, o.client_deadline_ms);
   // The killer: SIGKILL to the running bid-1 every kill_every_ms, for `seconds`.
   const auto end = began + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   auto next = began + Ms(o.kill_every_ms);
@@ -137,7 +141,9 @@ CrashResult run_crash(const CrashOptions& o) {
     }
     r.restart_ms_max = std::max(r.restart_ms_max, ms_since(killed));
   }
-  const std::string werr = bidders.wait(Ms(static_cast<int>(o.seconds * 1000) + kDeadlineMs + 20000));
+  // The longest a client's last request can last (scenarios.h), plus time to start and exit.
+  const int last_request_ms = o.client_deadline_ms + 3 * o.client_timeout_ms + 30;
+  const std::string werr = bidders.wait(Ms(static_cast<int>(o.seconds * 1000) + last_request_ms + 20000));
   r.seconds = ms_since(began) / 1000;
   if (r.error.empty() && !werr.empty()) r.error = werr;
   if (!mesh.wait_serving(items.front(), Ms(20000)) && r.error.empty()) r.error = "bid-1 does not serve after the run";

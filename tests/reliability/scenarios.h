@@ -21,11 +21,21 @@ struct CrashOptions {
   int kill_every_ms = 2000; // SIGKILL to bid-1 this often
   int items_killed = 6;     // items owned by the killed node
   int items_other = 2;      // items owned by the other node (never killed)
+  // Each client's per-attempt timeout and per-request deadline (bidder --timeout-ms and
+  // --deadline-ms). A request ends `unknown` only once its deadline has passed, and the deadline
+  // is checked between calls: one call makes up to 3 attempts (2 retries) of timeout_ms each plus
+  // 10 + 20 ms of backoff after `unavailable`, so a request lasts at most about deadline +
+  // 3 * timeout + 30 ms. The defaults outlast any restart (no request ends `unknown`); a deadline
+  // under a restart plus its retries (e.g. 40 ms with a 10 ms timeout) makes some end `unknown`.
+  // REQUIRES: 0 < client_timeout_ms < client_deadline_ms.
+  int client_timeout_ms = 400;
+  int client_deadline_ms = 6000;
   bool keep = false;        // keep the temp dir (logs, data)
 };
 
 struct CrashResult {
   std::string error;        // the run could not be made
+  int client_timeout_ms = 0, client_deadline_ms = 0;  // as run
   uint64_t kills = 0;
   double restart_ms_max = 0;  // kill -> the supervisor reports the new process running
   double seconds = 0;

@@ -97,8 +97,12 @@ std::optional<std::string> Client::call_raw(std::string_view frame) {
   last_attempts_ = 0;
   std::optional<std::string> retryable;  // the last `unavailable`/`internal` reply of this call
   for (int attempt = 0; attempt <= retries_; ++attempt) {
-    // A REQ socket that lost its reply is stuck: replace it (not after a reply came back).
-    if (attempt > 0 && !retryable) open_socket();
+    // A REQ socket that lost its reply is stuck: replace it (not after a reply came back), also
+    // when the try that lost it was the last one of the previous call.
+    if (socket_stuck_) {
+      open_socket();
+      socket_stuck_ = false;
+    }
     ++last_attempts_;
     // REQ queues the frame on the (possibly still connecting) pipe; dontwait so that a socket
     // with no pipe at all cannot block us: the try then simply times out.
@@ -106,11 +110,13 @@ std::optional<std::string> Client::call_raw(std::string_view frame) {
       (void)socket_->send(zmq::buffer(frame.data(), frame.size()), zmq::send_flags::dontwait);
     } catch (const zmq::error_t&) {
       retryable.reset();
+      socket_stuck_ = true;
       continue;  // EFSM/ETERM and the like: reopen and try again
     }
     std::optional<std::string> reply = await_reply();
     if (!reply) {
       retryable.reset();
+      socket_stuck_ = true;
       continue;
     }
     last_elapsed_ = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - first_send);

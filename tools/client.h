@@ -97,6 +97,9 @@ class Client {
   const std::string id_prefix_;
   uint64_t counter_ = 0;
   std::unique_ptr<zmq::socket_t> socket_;
+  // The REQ socket sent and got no reply (a timeout, a failed send): it cannot send again and is
+  // replaced before the next try, in this call or the next one.
+  bool socket_stuck_ = false;
   static constexpr std::chrono::milliseconds kRetryBackoffFirst{10};
   static constexpr std::chrono::milliseconds kRetryBackoffMax{500};
   std::string last_id_;

@@ -187,6 +187,20 @@ TEST_CASE("Client ids are unique, bounded and keep a caller-given prefix", "[cli
   CHECK(make_client_id_prefix() != prefix);  // random part (1 in 2^32 to collide)
 }
 
+TEST_CASE("Client replaces a socket whose last try of a call timed out, before the next call", "[client]") {
+  zmq::context_t ctx(1);
+  FakeRouter router(ctx, /*drop_first=*/1);
+  Client client(ctx, router.endpoint(), 150, /*retries=*/0, "t");
+  Request ping;
+  ping.op = Op::ping;
+  CHECK_FALSE(client.call(ping).has_value());  // dropped: the one try times out
+  auto reply = client.call(ping);              // a stuck REQ socket could not even send this
+  router.stop();
+  REQUIRE(reply.has_value());
+  CHECK(reply->ok);
+  CHECK(router.frames().size() == 2);
+}
+
 TEST_CASE("Client retries a lost request with the same frame and id", "[client]") {
   zmq::context_t ctx(1);
   FakeRouter router(ctx, /*drop_first=*/2);

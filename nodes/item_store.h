@@ -87,6 +87,7 @@ struct ItemStoreOptions {
   uint64_t map_size_bytes = 1ull << 30;       // LMDB map size: the most the store can hold
   bool no_sync = false;                       // MDB_NOSYNC: keeps A, C, I but not D (unsafe)
   bool write_map = true;                      // MDB_WRITEMAP: durability unchanged (see .cc)
+  bool read_ahead = false;                    // off: MDB_NORDAHEAD (see .cc); on only for A/B
   std::chrono::milliseconds retention = kDefaultRequestRetention;  // idempotency records
 };
 

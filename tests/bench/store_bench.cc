@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   uint64_t items = 1000;
   std::string batches = "1,50,200";
   int commits = 200;
-  bool keep = false, compact = true;
+  bool keep = false, compact = true, write_map = true, read_ahead = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -72,8 +72,10 @@ int main(int argc, char** argv) {
     else if (a == "--commits") commits = std::stoi(next());
     else if (a == "--keep") keep = true;
     else if (a == "--no-compact") compact = false;
+    else if (a == "--no-writemap") write_map = false;
+    else if (a == "--read-ahead") read_ahead = true;
     else {
-      std::fprintf(stderr, "usage: store_bench [--dir D] [--items N] [--batches 1,50,200] [--commits C] [--keep]\n");
+      std::fprintf(stderr, "usage: store_bench [--dir D] [--items N] [--batches 1,50,200] [--commits C] [--keep] [--no-compact] [--no-writemap] [--read-ahead]\n");
       return 2;
     }
   }
@@ -81,6 +83,8 @@ int main(int argc, char** argv) {
   bidmesh::ItemStoreOptions o;
   o.dir = dir;
   o.map_size_bytes = 4ull << 30;
+  o.write_map = write_map;
+  o.read_ahead = read_ahead;
   auto opened = bidmesh::ItemStore::open(o);
   if (auto* err = std::get_if<std::string>(&opened)) {
     std::fprintf(stderr, "store_bench: %s\n", err->c_str());

@@ -11,6 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -101,11 +107,11 @@ namespace {
 // A router on its own thread, serving `cfg` until stop() (or destruction).
 class RouterThread {
  public:
-  RouterThread(zmq::context_t& ctx, const MeshConfig& cfg) {
+  RouterThread(zmq::context_t& ctx, const MeshConfig& cfg, RouterOptions options = {}) {
     std::promise<std::optional<std::string>> bound;
     auto result = bound.get_future();
-    thread_ = std::thread([&ctx, &cfg, &bound, this] {
-      Router router(ctx, cfg, *cfg.find("router"));
+    thread_ = std::thread([&ctx, &cfg, &bound, options, this] {
+      Router router(ctx, cfg, *cfg.find("router"), options);
       SupervisorLink link(ctx, "router");  // no supervisor in the environment: a no-op
       auto error = router.bind();
       if (!error) endpoint_ = router.client_endpoint();
@@ -130,6 +136,43 @@ class RouterThread {
   std::thread thread_;
   std::optional<std::string> error_;
   std::string endpoint_;
+};
+
+// A plain TCP connection to a tcp://127.0.0.1:PORT endpoint (no ZeroMQ): what a port scanner, an
+// HTTP client or a stalled peer looks like to the router.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& endpoint) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
+  ~RawConnection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connected() const { return connected_; }
+  void send(const std::string& bytes) { (void)!::write(fd_, bytes.data(), bytes.size()); }
+  // True once the router has closed the connection (EOF or reset), reading and discarding what it
+  // sent (its greeting); false if it is still open after `wait`.
+  bool closed_within(std::chrono::milliseconds wait) {
+    const auto deadline = Clock::now() + wait;
+    char buf[512];
+    while (Clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 1))) <= 0) continue;
+      const ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n <= 0) return true;
+    }
+    return false;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
 };
 
 MeshConfig test_config(const std::string& prefix) {
@@ -338,4 +381,74 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     CHECK(r.error == "unavailable");
     router.stop();
   }
+}
+
+TEST_CASE("router drops connections that do not speak ZMTP or stall in the handshake", "[router]") {
+  static int instance = 0;
+  const std::string prefix = "router-conn-test-" + std::to_string(++instance);
+  const MeshConfig cfg = test_config(prefix);
+  zmq::context_t ctx(1);
+  RouterOptions options;
+  options.handshake_timeout = 300ms;
+  RouterThread router(ctx, cfg, options);
+  REQUIRE_FALSE(router.error().has_value());
+
+  // A client that keeps working through all of it.
+  zmq::socket_t client(ctx, zmq::socket_type::req);
+  client.set(zmq::sockopt::linger, 0);
+  client.set(zmq::sockopt::rcvtimeo, 3000);
+  client.connect(router.endpoint());
+  auto ping = [&](const std::string& id) {
+    REQUIRE(client.send(zmq::buffer(request(Op::ping, id)), zmq::send_flags::none));
+    zmq::message_t reply;
+    REQUIRE(client.recv(reply));
+    CHECK(decode(reply).id == id);
+  };
+  ping("before");
+
+  SECTION("a peer that is not ZeroMQ is dropped at once") {
+    RawConnection http(router.endpoint());
+    REQUIRE(http.connected());
+    http.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(http.closed_within(3000ms));
+  }
+  SECTION("a peer that never finishes the handshake is dropped after the handshake timeout") {
+    RawConnection silent(router.endpoint());
+    REQUIRE(silent.connected());
+    const auto start = Clock::now();
+    CHECK(silent.closed_within(5000ms));
+    CHECK(Clock::now() - start >= 300ms);
+  }
+  ping("after");  // the well-behaved client was served throughout
+}
+
+TEST_CASE("router closes connections past max_clients at once, and takes new ones when one goes", "[router]") {
+  static int instance = 0;
+  const std::string prefix = "router-limit-test-" + std::to_string(++instance);
+  const MeshConfig cfg = test_config(prefix);
+  zmq::context_t ctx(1);
+  RouterOptions options;
+  options.max_clients = 2;
+  options.handshake_timeout = 20s;  // far longer than the test: only the limit closes anything
+  RouterThread router(ctx, cfg, options);
+  REQUIRE_FALSE(router.error().has_value());
+
+  auto first = std::make_unique<RawConnection>(router.endpoint());
+  RawConnection second(router.endpoint());
+  REQUIRE((first->connected() && second.connected()));
+  // The router registers connections in the order they arrive; a third is over the limit.
+  RawConnection third(router.endpoint());
+  REQUIRE(third.connected());
+  CHECK(third.closed_within(5000ms));
+
+  // One goes; a REQ client (which reconnects by itself if it came too early) is then served.
+  first.reset();
+  zmq::socket_t client(ctx, zmq::socket_type::req);
+  client.set(zmq::sockopt::linger, 0);
+  client.set(zmq::sockopt::rcvtimeo, 5000);
+  client.connect(router.endpoint());
+  REQUIRE(client.send(zmq::buffer(request(Op::ping, "in")), zmq::send_flags::none));
+  zmq::message_t reply;
+  REQUIRE(client.recv(reply));
+  CHECK(decode(reply).id == "in");
 }

@@ -3,7 +3,7 @@
 //
 // Exit codes (the same on every bidmesh tool, after s6):
 //   0    ok
-//   1    the mesh refused the request (an error reply; "bidmesh: <code>: <message>" on stderr)
+//   1    the mesh refused the request (an error reply; "bidmesh: refused: <code>: <message>" on stderr)
 //   100  usage (a bad command line)
 //   111  system failure: no reply after the retries, an undecodable reply, or `watch --count`
 //        not reached within `--seconds`
@@ -170,9 +170,9 @@ int run_request(const Globals& g, Request req) {
     const std::string msg = reply->message.value_or("");
     std::string extra;
     if (auto max = reply->u64("max")) extra = " (current max " + std::to_string(*max) + ")";
-    if (!g.json) std::printf("refused: %s: %s%s\n", code.c_str(), msg.c_str(), extra.c_str());
+    // One line, on stderr: stdout carries only what succeeded (and --json's reply).
     std::fflush(stdout);
-    std::fprintf(stderr, "bidmesh: %s: %s%s\n", code.c_str(), msg.c_str(), extra.c_str());
+    std::fprintf(stderr, "bidmesh: refused: %s: %s%s\n", code.c_str(), msg.c_str(), extra.c_str());
     return kExitRefused;
   }
   if (!g.json) {
@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
   app.footer(
       "Exit codes:\n"
       "  0    ok\n"
-      "  1    the mesh refused the request (error reply; \"bidmesh: <code>: <message>\" on stderr)\n"
+      "  1    the mesh refused the request (error reply; \"bidmesh: refused: <code>: <message>\" on stderr)\n"
       "  100  usage (bad command line)\n"
       "  111  no reply after the retries (or an undecodable reply; watch: --count not reached in --seconds)\n"
       "Writes are idempotent by (item, id): to retry one by hand, resend it with the same --id.");

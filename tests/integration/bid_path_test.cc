@@ -267,6 +267,25 @@ TEST_CASE("bid path answers unavailable while a node is down and keeps its data"
   CHECK(must_call(c, make_request(Op::get, b)).u64("seq") == 3u);
 }
 
+TEST_CASE("the bidmesh CLI: success lines, and a refusal as one line with exit 1", "[integration][bid_path][cli]") {
+  TestMesh mesh;
+  mesh.start_all();
+  const std::string cli = program_path("bidmesh");
+  const std::string ep = mesh.request_endpoint();
+  auto opened = run_program({cli, "--endpoint", ep, "open", "cli-lamp", "--start", "100", "--increment", "10"});
+  CHECK(opened.exit_code == 0);
+  CHECK(opened.out.find("opened: item cli-lamp") != std::string::npos);
+  auto bid = run_program({cli, "--endpoint", ep, "bid", "cli-lamp", "alice", "150"});
+  CHECK(bid.exit_code == 0);
+  CHECK(bid.out.find("accepted: item cli-lamp bid 150 by alice") != std::string::npos);
+  auto low = run_program({cli, "--endpoint", ep, "bid", "cli-lamp", "bob", "155"});
+  CHECK(low.exit_code == 1);
+  INFO(low.out);
+  CHECK(low.out.find("bidmesh: refused: too_low: ") == 0);
+  CHECK(low.out.find("(current max 150)") != std::string::npos);
+  CHECK(low.out.find("too_low") == low.out.rfind("too_low"));  // said once, not on two streams
+}
+
 TEST_CASE("feed publishes events in seq order on exact per-item topics", "[integration][bid_path][feed]") {
   TestMesh mesh;
   mesh.start_all();

@@ -224,6 +224,24 @@ Reply decode(const zmq::message_t& m) {
   return *r;
 }
 
+// A client socket of `type` connected to the router, receives time out after `timeout`.
+zmq::socket_t connect_client(zmq::context_t& ctx, zmq::socket_type type, const std::string& endpoint,
+                             std::chrono::milliseconds timeout) {
+  zmq::socket_t s(ctx, type);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::rcvtimeo, static_cast<int>(timeout.count()));
+  s.connect(endpoint);
+  return s;
+}
+
+// A ping on a REQ socket, answered by the router itself.
+void ping(zmq::socket_t& req, const std::string& id) {
+  REQUIRE(req.send(zmq::buffer(request(Op::ping, id)), zmq::send_flags::none));
+  zmq::message_t reply;
+  REQUIRE(req.recv(reply));
+  CHECK(decode(reply).id == id);
+}
+
 }  // namespace
 
 TEST_CASE("router routes, answers and times out requests", "[router]") {
@@ -241,10 +259,7 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
   RouterThread router(ctx, cfg);
   REQUIRE_FALSE(router.error().has_value());
 
-  zmq::socket_t client(ctx, zmq::socket_type::dealer);
-  client.set(zmq::sockopt::linger, 0);
-  client.set(zmq::sockopt::rcvtimeo, 2000);
-  client.connect(router.endpoint());
+  zmq::socket_t client = connect_client(ctx, zmq::socket_type::dealer, router.endpoint(), 2000ms);
 
   auto send = [&](const std::string& body) {
     std::vector<zmq::const_buffer> parts{zmq::const_buffer(nullptr, 0), zmq::buffer(body)};
@@ -394,17 +409,8 @@ TEST_CASE("router drops connections that do not speak ZMTP or stall in the hands
   REQUIRE_FALSE(router.error().has_value());
 
   // A client that keeps working through all of it.
-  zmq::socket_t client(ctx, zmq::socket_type::req);
-  client.set(zmq::sockopt::linger, 0);
-  client.set(zmq::sockopt::rcvtimeo, 3000);
-  client.connect(router.endpoint());
-  auto ping = [&](const std::string& id) {
-    REQUIRE(client.send(zmq::buffer(request(Op::ping, id)), zmq::send_flags::none));
-    zmq::message_t reply;
-    REQUIRE(client.recv(reply));
-    CHECK(decode(reply).id == id);
-  };
-  ping("before");
+  zmq::socket_t client = connect_client(ctx, zmq::socket_type::req, router.endpoint(), 3000ms);
+  ping(client, "before");
 
   SECTION("a peer that is not ZeroMQ is dropped at once") {
     RawConnection http(router.endpoint());
@@ -419,7 +425,7 @@ TEST_CASE("router drops connections that do not speak ZMTP or stall in the hands
     CHECK(silent.closed_within(5000ms));
     CHECK(Clock::now() - start >= 300ms);
   }
-  ping("after");  // the well-behaved client was served throughout
+  ping(client, "after");  // the well-behaved client was served throughout
 }
 
 TEST_CASE("router closes connections past max_clients at once, and takes new ones when one goes", "[router]") {
@@ -443,12 +449,6 @@ TEST_CASE("router closes connections past max_clients at once, and takes new one
 
   // One goes; a REQ client (which reconnects by itself if it came too early) is then served.
   first.reset();
-  zmq::socket_t client(ctx, zmq::socket_type::req);
-  client.set(zmq::sockopt::linger, 0);
-  client.set(zmq::sockopt::rcvtimeo, 5000);
-  client.connect(router.endpoint());
-  REQUIRE(client.send(zmq::buffer(request(Op::ping, "in")), zmq::send_flags::none));
-  zmq::message_t reply;
-  REQUIRE(client.recv(reply));
-  CHECK(decode(reply).id == "in");
+  zmq::socket_t client = connect_client(ctx, zmq::socket_type::req, router.endpoint(), 5000ms);
+  ping(client, "in");
 }

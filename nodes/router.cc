@@ -174,7 +174,7 @@ void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop)
       }
     }
     expire(Clock::now());
-    close_stalled_handshakes(Clock::now());
+    sweep_connections(Clock::now());
     link.tick();
   }
   close();
@@ -201,6 +201,10 @@ bool Router::handle_client_message(Clock::time_point now, bool stopping) {
   }
   auto it = connections_.find(client_id_);
   if (it == connections_.end()) return true;  // bytes of a connection already closed
+  if (it->second.closing) {
+    close_connection(client_id_);
+    return true;
+  }
   to_peer_.clear();
   const bool ok = it->second.zmtp.consume(
       view(frame_), [&](const ZmtpMessage& m) { handle_request(client_id_, m, now, stopping); }, to_peer_);
@@ -328,23 +332,27 @@ bool Router::send_to_connection(const std::string& client, std::string_view byte
 }
 
 void Router::close_connection(const std::string& client) {
-  connections_.erase(client);
   // On ZMQ_STREAM an empty message closes the connection.
   try {
-    if (client_.send(zmq::const_buffer(client.data(), client.size()), kMore))
-      (void)client_.send(zmq::const_buffer(kEmpty, 0), kLast);
+    if (!client_.send(zmq::const_buffer(client.data(), client.size()), kMore)) {
+      // Its queue is full: keep it (counted, its bytes ignored) and try again later.
+      if (auto it = connections_.find(client); it != connections_.end()) it->second.closing = true;
+      return;
+    }
+    (void)client_.send(zmq::const_buffer(kEmpty, 0), kLast);
   } catch (const zmq::error_t& e) {
     if (e.num() != EHOSTUNREACH) throw;
   }
+  connections_.erase(client);
 }
 
-void Router::close_stalled_handshakes(Clock::time_point now) {
-  if (now < next_handshake_sweep_) return;
-  next_handshake_sweep_ = now + std::chrono::seconds(1);
-  std::vector<std::string> stalled;
+void Router::sweep_connections(Clock::time_point now) {
+  if (now < next_connection_sweep_) return;
+  next_connection_sweep_ = now + std::chrono::seconds(1);
+  std::vector<std::string> to_close;
   for (const auto& [client, c] : connections_)
-    if (!c.zmtp.ready() && c.handshake_deadline <= now) stalled.push_back(client);
-  for (const std::string& client : stalled) close_connection(client);
+    if (c.closing || (!c.zmtp.ready() && c.handshake_deadline <= now)) to_close.push_back(client);
+  for (const std::string& client : to_close) close_connection(client);
 }
 
 void Router::expire(Clock::time_point now) {

@@ -157,6 +157,9 @@ class Router {
   struct ClientConnection {
     ZmtpPeer zmtp;
     PendingTable::Clock::time_point handshake_deadline;
+    // Dropped, but its queue was full so the close could not be sent yet: retried by the sweep
+    // and on its next bytes; it still counts against max_clients.
+    bool closing = false;
   };
 
   // Each reads and handles one message; false when the socket had none.
@@ -170,7 +173,8 @@ class Router {
   // Sends raw bytes on a connection; false when it is gone or its queue is full (then dropped).
   bool send_to_connection(const std::string& client, std::string_view bytes);
   void close_connection(const std::string& client);
-  void close_stalled_handshakes(PendingTable::Clock::time_point now);
+  // Once a second: closes connections past their handshake deadline, and retries pending closes.
+  void sweep_connections(PendingTable::Clock::time_point now);
   void expire(PendingTable::Clock::time_point now);
   std::chrono::milliseconds poll_timeout(PendingTable::Clock::time_point now, const SupervisorLink& link);
   void close();
@@ -186,7 +190,7 @@ class Router {
   PendingTable pending_;
   std::vector<zmq_pollitem_t> poll_items_;
   std::unordered_map<std::string, ClientConnection> connections_;  // by routing id
-  PendingTable::Clock::time_point next_handshake_sweep_{};
+  PendingTable::Clock::time_point next_connection_sweep_{};
   // Buffers reused for every message, so receiving allocates only what libzmq must.
   zmq::message_t identity_;
   zmq::message_t frame_;

@@ -142,8 +142,10 @@ class RouterThread {
 // HTTP client or a stalled peer looks like to the router.
 class RawConnection {
  public:
-  explicit RawConnection(const std::string& endpoint) {
+  // receive_buffer > 0: SO_RCVBUF before connecting (a client that reads slowly fills up soon).
+  explicit RawConnection(const std::string& endpoint, int receive_buffer = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (receive_buffer > 0) (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
@@ -154,7 +156,16 @@ class RawConnection {
     if (fd_ >= 0) ::close(fd_);
   }
   bool connected() const { return connected_; }
-  void send(const std::string& bytes) { (void)!::write(fd_, bytes.data(), bytes.size()); }
+  // Writes all of `bytes` (blocking while the router has not read the rest); false when the
+  // connection is closed.
+  bool send(const std::string& bytes) {
+    for (std::size_t done = 0; done < bytes.size();) {
+      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
   // True once the router has closed the connection (EOF or reset), reading and discarding what it
   // sent (its greeting); false if it is still open after `wait`.
   bool closed_within(std::chrono::milliseconds wait) {
@@ -415,7 +426,7 @@ TEST_CASE("router drops connections that do not speak ZMTP or stall in the hands
   SECTION("a peer that is not ZeroMQ is dropped at once") {
     RawConnection http(router.endpoint());
     REQUIRE(http.connected());
-    http.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    (void)http.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     CHECK(http.closed_within(3000ms));
   }
   SECTION("a peer that never finishes the handshake is dropped after the handshake timeout") {
@@ -451,4 +462,36 @@ TEST_CASE("router closes connections past max_clients at once, and takes new one
   first.reset();
   zmq::socket_t client = connect_client(ctx, zmq::socket_type::req, router.endpoint(), 5000ms);
   ping(client, "in");
+}
+
+TEST_CASE("router closes a violating connection whose reply queue is full once it drains", "[router]") {
+  static int instance = 0;
+  const MeshConfig cfg = test_config("router-full-test-" + std::to_string(++instance));
+  zmq::context_t ctx(1);
+  RouterOptions options;
+  options.client_hwm = 1;            // one queued reply per connection
+  options.handshake_timeout = 20s;   // only the violation closes anything here
+  RouterThread router(ctx, cfg, options);
+  REQUIRE_FALSE(router.error().has_value());
+
+  // A ZMTP 3.0 DEALER by hand, which sends and does not read.
+  RawConnection raw(router.endpoint(), 1024);
+  REQUIRE(raw.connected());
+  std::string hello(64, '\0');
+  hello[0] = static_cast<char>(0xff);
+  hello[9] = 0x7f;
+  hello[10] = 3;
+  hello.replace(12, 4, "NULL");
+  const std::string ready = std::string("\x05READY\x0bSocket-Type\x00\x00\x00\x06", 22) + "DEALER";
+  hello += std::string("\x04") + static_cast<char>(ready.size()) + ready;
+  REQUIRE(raw.send(hello));
+  const std::string body = request(Op::ping, "p");
+  const std::string one = std::string("\x01\x00\x00", 3) + static_cast<char>(body.size()) + body;
+  // 200,000 pings: their replies (about 5 MB) fill both kernel buffers and the router's queue.
+  std::string pings;
+  for (int i = 0; i < 10000; ++i) pings += one;
+  for (int i = 0; i < 20; ++i) REQUIRE(raw.send(pings));
+  REQUIRE(raw.send("\x08\x01x"));  // reserved flag bits: the router must drop the connection
+  // Reading drains the replies; the close, which could not be queued at first, follows them.
+  CHECK(raw.closed_within(20000ms));
 }

@@ -104,7 +104,10 @@ Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& sel
 Router::~Router() = default;
 
 std::optional<std::string> Router::bind() {
-  // ZMQ_STREAM: raw bytes per TCP connection; ZmtpPeer speaks ZMTP to REQ and DEALER clients.
+  // ZMQ_STREAM: raw bytes per connection; ZmtpPeer speaks ZMTP to REQ and DEALER clients. It
+  // needs a byte stream: tcp:// or ipc://, not inproc:// (which carries messages, not bytes).
+  if (self_.listen.rfind("inproc://", 0) == 0)
+    return "client endpoint " + self_.listen + ": a router listens on tcp:// or ipc:// (inproc:// is not supported)";
   client_ = zmq::socket_t(ctx_, zmq::socket_type::stream);
   client_.set(zmq::sockopt::sndhwm, options_.client_hwm);
   client_.set(zmq::sockopt::rcvhwm, options_.client_read_chunks);

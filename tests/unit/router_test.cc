@@ -1,5 +1,6 @@
 // The router's pending-request table, and the router itself in-process: clients and a fake bid
-// node on the test thread, the router's loop on a thread of its own, endpoints over inproc.
+// node on the test thread, the router's loop on a thread of its own; the client endpoint on
+// loopback TCP (the router reads clients as byte streams), the others over inproc.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -407,6 +408,17 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     CHECK(r.error == "unavailable");
     router.stop();
   }
+}
+
+TEST_CASE("router refuses an inproc client endpoint with a reason", "[router]") {
+  MeshConfig cfg = test_config("router-inproc-test");
+  for (NodeConfig& n : cfg.nodes)
+    if (n.name == "router") n.listen = "inproc://router-inproc-test-router";
+  zmq::context_t ctx(1);
+  Router router(ctx, cfg, *cfg.find("router"));
+  const auto error = router.bind();
+  REQUIRE(error.has_value());
+  CHECK(error->find("tcp:// or ipc://") != std::string::npos);
 }
 
 TEST_CASE("router drops connections that do not speak ZMTP or stall in the handshake", "[router]") {

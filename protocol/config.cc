@@ -229,6 +229,9 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
     n.host = rd.read_string(*t, named, "host", false).value_or("");
     n.listen = *rd.read_string(*t, named, "listen", true);
     rd.check_endpoint(named + ".listen", n.listen);
+    if (n.kind == NodeKind::router && n.listen.rfind("inproc://", 0) == 0)
+      rd.fail(named + ".listen", "a router listens on tcp:// or ipc:// (it reads its clients as byte streams), got '" +
+                                     n.listen + "'");
     if (!endpoints.insert(n.listen).second) rd.fail(named + ".listen", "endpoint " + n.listen + " is used twice");
     const std::string restart = rd.read_string(*t, named, "restart", false).value_or("permanent");
     if (restart == "permanent") n.restart = RestartPolicy::permanent;

@@ -97,6 +97,9 @@ TEST_CASE("mesh config refuses bad files with file, key and reason", "[config]")
     std::string ep = two_bid_nodes();
     ep.replace(ep.find("tcp://127.0.0.1:5562"), 20, "127.0.0.1:5562");
     CHECK(error_of(ep).find("node 'bid-2'.listen: must be a ZeroMQ endpoint") != std::string::npos);
+    std::string inproc_router = two_bid_nodes();
+    inproc_router.replace(inproc_router.find("tcp://127.0.0.1:5555"), 20, "inproc://clients");
+    CHECK(error_of(inproc_router).find(".listen: a router listens on tcp:// or ipc://") != std::string::npos);
     std::string same = two_bid_nodes();
     same.replace(same.find("tcp://127.0.0.1:5562"), 20, "tcp://127.0.0.1:5561");
     CHECK(error_of(same).find("is used twice") != std::string::npos);

@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <mutex>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -33,18 +35,28 @@ TempDir::~TempDir() {
 // that range can be grabbed, before the mesh binds it, as the source port of some outgoing
 // connection (the router's to a bid node, say), and the bind then fails.
 uint16_t free_tcp_port() {
+  // Never the same port twice in one process: a port that is free now is free again until the
+  // mesh it was drawn for binds it, so two draws for one config could otherwise collide.
+  static std::mutex mu;
+  static std::set<uint16_t> handed_out;
   static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(getpid()));
+  std::lock_guard<std::mutex> lock(mu);
   std::uniform_int_distribution<int> pick(20000, 32000);
   for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto port = static_cast<uint16_t>(pick(rng));
+    if (handed_out.count(port) != 0) continue;
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw std::runtime_error("socket() failed");
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(pick(rng)));
+    addr.sin_port = htons(port);
     const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     ::close(fd);
-    if (bound) return ntohs(addr.sin_port);
+    if (bound) {
+      handed_out.insert(port);
+      return port;
+    }
   }
   throw std::runtime_error("no free loopback port in 20000-32000");
 }

@@ -33,7 +33,8 @@ class TempDir {
   bool keep_ = false;
 };
 
-// A loopback TCP port in 20000-32000 that was free a moment ago (bound and released).
+// A loopback TCP port in 20000-32000 that was free a moment ago (bound and released), never one
+// this process was given before.
 uint16_t free_tcp_port();
 std::string free_tcp_endpoint();
 

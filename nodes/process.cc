@@ -76,10 +76,4 @@ void SupervisorLink::tick() {
   next_beat_ = now + interval_;
 }
 
-uint64_t unix_now_ms() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
 }  // namespace bidmesh

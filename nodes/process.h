@@ -16,6 +16,8 @@
 
 #include <zmq.hpp>
 
+#include "protocol/clock.h"  // unix_now_ms, used with the node loops
+
 namespace bidmesh {
 
 // Installs the SIGTERM/SIGINT flag handlers and, under a supervisor, PR_SET_PDEATHSIG(SIGKILL)
@@ -43,8 +45,5 @@ class SupervisorLink {
   std::chrono::milliseconds interval_{500};
   std::chrono::steady_clock::time_point next_beat_{};
 };
-
-// Milliseconds since the unix epoch (wall clock), as `ts` and `closes_at` use.
-uint64_t unix_now_ms();
 
 }  // namespace bidmesh

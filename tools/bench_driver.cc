@@ -19,24 +19,13 @@
 
 #include <zmq_addon.hpp>
 
+#include "protocol/clock.h"
 #include "protocol/messages.h"
 #include "tools/client.h"
 #include "tools/feed_watcher.h"
 
 namespace bidmesh {
 namespace {
-
-int64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-uint64_t unix_ms_now() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
 
 std::unique_ptr<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type, const std::string& endpoint) {
   auto s = std::make_unique<zmq::socket_t>(ctx, type);
@@ -89,8 +78,8 @@ OpenOutcome open_items(zmq::context_t& ctx, const BenchConfig& cfg, const std::v
     r.op = is_get ? Op::get : Op::open;
     r.id = prefix + "-" + std::to_string(++counter);
     r.item = names[item];
-    Pending p{encode_request(r), item, is_get, 1, mono_ns() + timeout_ns};
-    if (!send_frame(p.frame)) p.deadline = mono_ns();  // resent at the next scan
+    Pending p{encode_request(r), item, is_get, 1, monotonic_ns() + timeout_ns};
+    if (!send_frame(p.frame)) p.deadline = monotonic_ns();  // resent at the next scan
     pending.emplace(r.id, std::move(p));
   };
   // Bounded: every request ends in a reply or after kTries timeouts; next only grows.
@@ -136,7 +125,7 @@ OpenOutcome open_items(zmq::context_t& ctx, const BenchConfig& cfg, const std::v
         return out;
       }
     }
-    const int64_t now = mono_ns();
+    const int64_t now = monotonic_ns();
     for (auto& [id, p] : pending) {
       if (now < p.deadline) continue;
       if (p.tries >= kTries) {
@@ -214,11 +203,11 @@ class Worker {
     if (open_loop) tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     const int64_t timeout_ns = static_cast<int64_t>(cfg_.timeout_ms) * 1000000;
     const int64_t hard_end = sh_.end + timeout_ns + 100000000;
-    int64_t next_scan = mono_ns();
+    int64_t next_scan = monotonic_ns();
     std::vector<zmq::pollitem_t> items;
     // Bounded by hard_end: every turn waits at most 20 ms.
     for (;;) {
-      int64_t now = mono_ns();
+      int64_t now = monotonic_ns();
       const bool sending = now < sh_.end;
       if ((!sending && inflight_ == 0) || now >= hard_end) break;
 
@@ -237,7 +226,7 @@ class Worker {
             break;
           }
           if (open_loop) ++k_;
-          now = mono_ns();
+          now = monotonic_ns();
         }
         if (open_loop) {
           // Requests due and not sent: the backlog of a saturated server.
@@ -259,7 +248,7 @@ class Worker {
       long wait_ms = 20;
       if (open_loop && sending && !free_.empty() && !blocked) {
         const int64_t intended = sh_.t0 + static_cast<int64_t>(static_cast<double>(k_) * period_ns_);
-        if (intended <= mono_ns()) {
+        if (intended <= monotonic_ns()) {
           wait_ms = 0;
         } else {
           itimerspec its{};
@@ -334,7 +323,7 @@ class Worker {
     r.amount = cfg_.ctr ? sh_.next_amount.fetch_add(1, std::memory_order_relaxed)
                         : 1 + rng_() % std::max<uint64_t>(cfg_.max_amount, 1);
     const std::string frame = encode_request(r);
-    const int64_t t_send = mono_ns();
+    const int64_t t_send = monotonic_ns();
     if (sh_.send_ns && r.amount >= sh_.amount_base && r.amount - sh_.amount_base < sh_.send_cap)
       sh_.send_ns[r.amount - sh_.amount_base].store(t_send, std::memory_order_release);
     std::optional<std::size_t> sent;
@@ -393,7 +382,7 @@ class Worker {
         throw;
       }
       if (!got) return;
-      const int64_t now = mono_ns();
+      const int64_t now = monotonic_ns();
       if (parts.empty()) continue;
       auto reply = decode_reply(parts.back().to_string_view());
       if (!reply) {
@@ -499,7 +488,7 @@ void record_event(const Shared& sh, const Event& ev, int64_t now, SubscriberResu
   out.latency.record(static_cast<uint64_t>(std::max<int64_t>(0, now - sent)));
   const int64_t acked = sh.ack_ns[a - sh.amount_base].load(std::memory_order_acquire);
   out.publish_latency.record(static_cast<uint64_t>(acked == 0 ? 0 : std::max<int64_t>(0, now - acked)));
-  const uint64_t wall = unix_ms_now();
+  const uint64_t wall = unix_now_ms();
   out.ts_latency.record(wall > ev.ts ? wall - ev.ts : 0);
 }
 
@@ -529,7 +518,7 @@ void run_subscribers(zmq::context_t& ctx, Shared& sh, const std::string& prefix,
     for (std::size_t i = 0; i < watchers.size(); ++i) {
       if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
       while (auto ev = watchers[i]->next(std::chrono::milliseconds(0))) {
-        record_event(sh, *ev, mono_ns(), *outs[i]);
+        record_event(sh, *ev, monotonic_ns(), *outs[i]);
         events.fetch_add(1, std::memory_order_relaxed);
       }
     }
@@ -580,9 +569,9 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
     stalled.push_back(std::move(s));
   }
 
-  const int64_t open_start = mono_ns();
+  const int64_t open_start = monotonic_ns();
   OpenOutcome opened = open_items(ctx, cfg, sh.names);
-  result.open_seconds = static_cast<double>(mono_ns() - open_start) / 1e9;
+  result.open_seconds = static_cast<double>(monotonic_ns() - open_start) / 1e9;
   result.items_opened = opened.opened;
   result.items_existing = opened.existing;
   if (!opened.ok) {
@@ -612,7 +601,7 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
                              std::ref(feed_events));
   }
 
-  sh.t0 = mono_ns();
+  sh.t0 = monotonic_ns();
   sh.measure = sh.t0 + static_cast<int64_t>(cfg.warmup * 1e9);
   sh.end = sh.measure + static_cast<int64_t>(cfg.seconds * 1e9);
   result.window_seconds = cfg.seconds;
@@ -630,10 +619,10 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
   }
 
   // Progress, about once a second, until the workers are done (they end by their hard end).
-  int64_t next_report = mono_ns() + 1000000000;
+  int64_t next_report = monotonic_ns() + 1000000000;
   while (running.load() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const int64_t now = mono_ns();
+    const int64_t now = monotonic_ns();
     if (now < next_report || !progress) continue;
     next_report += 1000000000;
     Progress p;
@@ -652,16 +641,16 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
 
   // Let the feed catch up: until no event for 300 ms, at most 3 s.
   if (!sub_threads.empty()) {
-    const int64_t limit = mono_ns() + 3000000000;
+    const int64_t limit = monotonic_ns() + 3000000000;
     uint64_t last = feed_events.load();
-    int64_t quiet_since = mono_ns();
-    while (mono_ns() < limit) {
+    int64_t quiet_since = monotonic_ns();
+    while (monotonic_ns() < limit) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const uint64_t now_events = feed_events.load();
       if (now_events != last) {
         last = now_events;
-        quiet_since = mono_ns();
-      } else if (mono_ns() - quiet_since > 300000000) {
+        quiet_since = monotonic_ns();
+      } else if (monotonic_ns() - quiet_since > 300000000) {
         break;
       }
     }

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,18 +11,13 @@
 
 #include <zmq_addon.hpp>
 
+#include "protocol/clock.h"
 #include "protocol/config.h"
 #include "protocol/messages.h"
 #include "tools/client.h"
 
 namespace bidmesh {
 namespace {
-
-int64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 pid_t spawn(const RestartBenchConfig& cfg) {
   const pid_t pid = fork();
@@ -53,9 +47,9 @@ class Prober {
     const std::string frame = encode_request(r);
     std::vector<zmq::const_buffer> parts{zmq::buffer(frame.data(), 0), zmq::buffer(frame)};
     if (!zmq::send_multipart(sock_, parts, zmq::send_flags::dontwait)) return std::nullopt;
-    const int64_t deadline = mono_ns() + static_cast<int64_t>(timeout_ms) * 1000000;
+    const int64_t deadline = monotonic_ns() + static_cast<int64_t>(timeout_ms) * 1000000;
     for (;;) {
-      const int64_t left = deadline - mono_ns();
+      const int64_t left = deadline - monotonic_ns();
       if (left <= 0) return std::nullopt;
       zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0}};
       zmq::poll(items, 1, std::chrono::milliseconds(left / 1000000 + 1));
@@ -133,9 +127,9 @@ RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConf
     }
   };
   // Bounded: until the item is open and a bid is accepted, at most give_up_ms.
-  const int64_t start_deadline = mono_ns() + static_cast<int64_t>(cfg.give_up_ms) * 1000000;
+  const int64_t start_deadline = monotonic_ns() + static_cast<int64_t>(cfg.give_up_ms) * 1000000;
   bool ready = false;
-  while (!ready && mono_ns() < start_deadline) {
+  while (!ready && monotonic_ns() < start_deadline) {
     Request open;
     open.op = Op::open;
     open.item = item;
@@ -150,12 +144,12 @@ RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConf
 
   for (int t = 0; t < cfg.times; ++t) {
     // Light load between restarts.
-    const int64_t gap_end = mono_ns() + static_cast<int64_t>(cfg.gap_ms) * 1000000;
-    while (mono_ns() < gap_end) {
+    const int64_t gap_end = monotonic_ns() + static_cast<int64_t>(cfg.gap_ms) * 1000000;
+    while (monotonic_ns() < gap_end) {
       (void)p.bid(100);
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    const int64_t t_kill = mono_ns();
+    const int64_t t_kill = monotonic_ns();
     kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
     pid = spawn(cfg);
@@ -164,7 +158,7 @@ RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConf
       return res;
     }
     bool accepted = false;
-    while (!accepted && mono_ns() - t_kill < static_cast<int64_t>(cfg.give_up_ms) * 1000000) {
+    while (!accepted && monotonic_ns() - t_kill < static_cast<int64_t>(cfg.give_up_ms) * 1000000) {
       ++res.probes;
       auto r = p.bid(cfg.probe_timeout_ms);
       if (r && r->ok) accepted = true;
@@ -181,7 +175,7 @@ RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConf
       res.error = "no accepted bid within " + std::to_string(cfg.give_up_ms) + " ms of kill " + std::to_string(t + 1);
       return res;
     }
-    res.restart_ms.push_back(static_cast<double>(mono_ns() - t_kill) / 1e6);
+    res.restart_ms.push_back(static_cast<double>(monotonic_ns() - t_kill) / 1e6);
   }
   // Leave the node as found: not running (the caller started the bench without it).
   kill(pid, SIGTERM);

@@ -22,6 +22,7 @@
 #include <zmq.hpp>
 
 #include "protocol/json.h"
+#include "protocol/clock.h"
 #include "protocol/messages.h"
 #include "tools/client.h"
 #include "tools/feed_watcher.h"
@@ -38,11 +39,6 @@ constexpr int kExitSystem = 111;
 std::atomic<bool> g_stop{false};
 extern "C" void on_stop_signal(int) { g_stop.store(true); }
 
-uint64_t unix_ms_now() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
 
 // "2026-11-25T22:33:15.123Z"
 std::string iso_utc(uint64_t unix_ms) {
@@ -103,7 +99,7 @@ std::string state_line(const Reply& r) {
   s += "; start " + value_text(r.find("start")) + ", increment " + value_text(r.find("increment"));
   if (auto at = r.u64("closes_at")) {
     s += ", closes at " + iso_utc(*at);
-    const uint64_t now = unix_ms_now();
+    const uint64_t now = unix_now_ms();
     if (*at > now) s += " (in " + std::to_string((*at - now + 999) / 1000) + " s)";
   }
   return s;
@@ -354,8 +350,8 @@ int main(int argc, char** argv) {
       if (!o_closes_at.empty()) open_req.closes_at = u64(o_closes_at);
       if (!o_closes_in.empty()) {
         const uint64_t secs = u64(o_closes_in);
-        if (secs > (UINT64_MAX - unix_ms_now()) / 1000) throw CLI::ValidationError("--closes-in", "too far ahead");
-        open_req.closes_at = unix_ms_now() + secs * 1000;
+        if (secs > (UINT64_MAX - unix_now_ms()) / 1000) throw CLI::ValidationError("--closes-in", "too far ahead");
+        open_req.closes_at = unix_now_ms() + secs * 1000;
       }
       return run_request(g, open_req);
     }

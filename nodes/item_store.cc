@@ -196,23 +196,6 @@ int load_state(MDB_txn* txn, MDB_dbi data, std::string_view item, ItemState* s, 
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
-// The state of the open item that a bid or a close targets. Returns an LMDB error, or 0; with 0,
-// `*decided` says the reply is already made (`unknown_item`, or `closed`) and nothing is to change.
-int load_open_item(MDB_txn* txn, MDB_dbi data, const Request& r, std::string& key, ItemState* s, std::string* reply,
-                   bool* decided) {
-  bool found = false;
-  *decided = true;
-  if (const int rc = load_state(txn, data, r.item, s, &found, key); rc != 0) return rc;
-  if (!found) {
-    *reply = encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
-  } else if (s->closed) {
-    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
-  } else {
-    *decided = false;
-  }
-  return 0;
-}
-
 }  // namespace
 
 struct ItemStore::Env {
@@ -470,10 +453,42 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
 }
 
 // Stores the event under (item, seq) and queues it for the feed (published after the commit).
-int ItemStore::emit_event(WriteCtx& w, const Event& e) {
+// The state of the open item that a bid or a close targets. Returns an LMDB error (w.failed_at
+// set), or 0; with 0, `*decided` says the reply is already made (`unknown_item`, or `closed`) and
+// nothing is to change.
+int ItemStore::load_open_item(WriteCtx& w, const Request& r, ItemState* s, std::string* reply, bool* decided) {
+  bool found = false;
+  *decided = true;
+  if (const int rc = load_state(w.txn, env_->data, r.item, s, &found, w.key); rc != 0) {
+    w.failed_at = "items";
+    return rc;
+  }
+  if (!found) {
+    *reply = encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
+  } else if (s->closed) {
+    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
+  } else {
+    *decided = false;
+  }
+  return 0;
+}
+
+// Writes the item's new state and appends the event of its new seq (`s.seq`): `open` bare, `max`
+// and `closed` with the state's max and bidder (nil where nobody bid). The event is stored with
+// the write and queued for the feed, which gets it after the commit.
+int ItemStore::record_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind) {
+  if (const int rc = w.put(env_->data, data_key(w.key, item, kTagState), encode_state(w.value, s)); rc != 0) return rc;
+  Event e;
+  e.kind = kind;
+  e.item = std::string(item);
+  e.seq = s.seq;
+  e.ts = w.now;
+  if (kind != EventKind::open) {
+    e.amount = s.max;
+    e.bidder = s.bidder;
+  }
   std::string body = encode_event(e);
-  const int rc = w.put(env_->data, event_key(w.key, e.item, e.seq), body);
-  if (rc != 0) return rc;
+  if (const int rc = w.put(env_->data, event_key(w.key, e.item, e.seq), body); rc != 0) return rc;
   w.events.push_back({feed_topic(e.item), std::move(body)});
   return 0;
 }
@@ -495,15 +510,9 @@ int ItemStore::apply_open(WriteCtx& w, const Request& r, std::string* reply) {
   s.start = r.start;
   s.increment = r.increment;
   s.closes_at = r.closes_at;
-  if ((rc = w.put(env_->data, data_key(w.key, r.item, kTagState), encode_state(w.value, s))) != 0) return rc;
+  if ((rc = record_change(w, r.item, s, EventKind::open)) != 0) return rc;
   w.items_added += 1;
   if (s.closes_at && (rc = w.put(env_->deadlines, deadline_key(*s.closes_at, r.item), {})) != 0) return rc;
-  Event e;
-  e.kind = EventKind::open;
-  e.item = r.item;
-  e.seq = s.seq;
-  e.ts = w.now;
-  if ((rc = emit_event(w, e)) != 0) return rc;
   *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}});
   return 0;
 }
@@ -511,12 +520,7 @@ int ItemStore::apply_open(WriteCtx& w, const Request& r, std::string* reply) {
 int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
   bool decided = false;
-  int rc = load_open_item(w.txn, env_->data, r, w.key, &s, reply, &decided);
-  if (rc != 0) {
-    w.failed_at = "items";
-    return rc;
-  }
-  if (decided) return 0;
+  if (const int rc = load_open_item(w, r, &s, reply, &decided); rc != 0 || decided) return rc;
   // At or after closes_at the item is closed, even if the auto-close has not run yet.
   if (s.closes_at && w.now >= *s.closes_at) {
     *reply = encode_error(r.id, ErrorCode::closed,
@@ -537,15 +541,7 @@ int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
   s.bids += 1;
   s.max = r.amount;
   s.bidder = r.bidder;
-  if ((rc = w.put(env_->data, data_key(w.key, r.item, kTagState), encode_state(w.value, s))) != 0) return rc;
-  Event e;
-  e.kind = EventKind::max;
-  e.item = r.item;
-  e.seq = s.seq;
-  e.ts = w.now;
-  e.amount = r.amount;
-  e.bidder = r.bidder;
-  if ((rc = emit_event(w, e)) != 0) return rc;
+  if (const int rc = record_change(w, r.item, s, EventKind::max); rc != 0) return rc;
   *reply = encode_ok(r.id, {{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq}});
   return 0;
 }
@@ -553,13 +549,8 @@ int ItemStore::apply_bid(WriteCtx& w, const Request& r, std::string* reply) {
 int ItemStore::apply_close(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
   bool decided = false;
-  int rc = load_open_item(w.txn, env_->data, r, w.key, &s, reply, &decided);
-  if (rc != 0) {
-    w.failed_at = "items";
-    return rc;
-  }
-  if (decided) return 0;
-  if ((rc = close_item(w, r.item, s)) != 0) return rc;
+  if (const int rc = load_open_item(w, r, &s, reply, &decided); rc != 0 || decided) return rc;
+  if (const int rc = close_item(w, r.item, s); rc != 0) return rc;
   *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}, {"winner", opt_value(s.bidder)},
                             {"amount", opt_value(s.max)}});
   return 0;
@@ -572,15 +563,7 @@ int ItemStore::close_item(WriteCtx& w, std::string_view item, ItemState& s) {
   s.seq += 1;
   int rc = 0;
   if (s.closes_at && (rc = w.del(env_->deadlines, deadline_key(*s.closes_at, item))) != 0) return rc;
-  if ((rc = w.put(env_->data, data_key(w.key, item, kTagState), encode_state(w.value, s))) != 0) return rc;
-  Event e;
-  e.kind = EventKind::closed;
-  e.item = std::string(item);
-  e.seq = s.seq;
-  e.ts = w.now;
-  e.amount = s.max;
-  e.bidder = s.bidder;
-  return emit_event(w, e);
+  return record_change(w, item, s, EventKind::closed);
 }
 
 // Closes up to kAutoClosePerTxn items whose closes_at <= now, earliest first. The rest stay due,

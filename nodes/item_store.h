@@ -150,8 +150,9 @@ class ItemStore {
   int apply_open(WriteCtx& w, const Request& r, std::string* reply);
   int apply_bid(WriteCtx& w, const Request& r, std::string* reply);
   int apply_close(WriteCtx& w, const Request& r, std::string* reply);
+  int load_open_item(WriteCtx& w, const Request& r, ItemState* s, std::string* reply, bool* decided);
   int close_item(WriteCtx& w, std::string_view item, ItemState& s);
-  int emit_event(WriteCtx& w, const Event& e);
+  int record_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind);
   int run_auto_closes(WriteCtx& w);
   int prune(WriteCtx& w, std::size_t writes);
   std::string read_reply(MDB_txn* txn, const Request& r) const;

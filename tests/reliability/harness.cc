@@ -17,7 +17,6 @@
 #include <thread>
 
 #include "protocol/messages.h"
-#include "protocol/slot_map.h"
 #include "supervisor/ctl_client.h"
 #include "tools/client.h"
 
@@ -53,15 +52,7 @@ SupervisedMesh::SupervisedMesh(MeshSpec spec) : dir_("rel"), spec_(std::move(spe
       << "request_timeout_ms = " << spec_.request_timeout_ms << "\n"
       // A node killed every 2 s is restarted every time: the intensity is not what is tested.
       << "restart_intensity = 1000\nrestart_period_ms = 1000\n"
-      << "[feed]\npublish = \"" << feed_ << "\"\ncollect = \"" << free_endpoint() << "\"\n"
-      << "[[node]]\nname = \"router\"\nkind = \"router\"\nlisten = \"" << request_ << "\"\nfeed = true\n";
-  const uint32_t per = kSlotCount / static_cast<uint32_t>(spec_.bid_nodes);
-  for (int i = 0; i < spec_.bid_nodes; ++i) {
-    const uint32_t first = per * static_cast<uint32_t>(i);
-    const uint32_t last = i + 1 == spec_.bid_nodes ? kSlotCount - 1 : first + per - 1;
-    cfg << "[[node]]\nname = \"" << bid_node_name(i) << "\"\nkind = \"bid\"\nlisten = \"" << free_endpoint()
-        << "\"\nslots = [\"" << first << "-" << last << "\"]\n";
-  }
+      << test::mesh_nodes_toml(request_, feed_, spec_.bid_nodes);
 }
 
 SupervisedMesh::~SupervisedMesh() {
@@ -129,14 +120,7 @@ pid_t SupervisedMesh::running_pid(const std::string& node) {
 }
 
 std::string SupervisedMesh::item_on_node(int i, int n) const {
-  const uint32_t per = kSlotCount / static_cast<uint32_t>(spec_.bid_nodes);
-  int found = 0;
-  for (int k = 0; k < 10000000; ++k) {
-    std::string item = "rel-" + std::to_string(k);
-    const uint32_t owner = std::min<uint32_t>(slot_of(item) / per, static_cast<uint32_t>(spec_.bid_nodes - 1));
-    if (owner == static_cast<uint32_t>(i) && found++ == n) return item;
-  }
-  return "rel-none";
+  return test::item_on_node("rel-", i, n, spec_.bid_nodes);
 }
 
 bool SupervisedMesh::wait_serving(const std::string& item, Ms deadline) {

@@ -87,7 +87,7 @@ class SupervisedMesh {
   const std::filesystem::path& dir() const { return dir_.path(); }
   std::filesystem::path node_log(const std::string& node) const;
   std::filesystem::path supervisor_out() const { return dir() / "supervisor.out"; }
-  std::string bid_node_name(int i) const { return "bid-" + std::to_string(i + 1); }
+  std::string bid_node_name(int i) const { return test::bid_node_name(i); }
   // The supervisor's output and the last lines of every node log.
   std::string diagnostics() const;
   zmq::context_t& ctx() { return ctx_; }

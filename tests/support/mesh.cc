@@ -9,7 +9,6 @@
 
 #include <zmq.hpp>
 
-#include "protocol/slot_map.h"
 #include "tools/client.h"
 
 namespace bidmesh::test {
@@ -39,17 +38,9 @@ TestMesh::TestMesh(MeshOptions options) : options_(std::move(options)) {
       << "data_dir = \"data\"\n"
       << "request_timeout_ms = " << options_.request_timeout_ms << "\n"
       << "map_size_mb = " << options_.map_size_mb << "\n"
-      << "[feed]\npublish = \"" << feed_endpoint_ << "\"\ncollect = \"" << free_tcp_endpoint() << "\"\n"
-      << "[[node]]\nname = \"router\"\nkind = \"router\"\nlisten = \"" << request_endpoint_ << "\"\nfeed = true\n";
+      << mesh_nodes_toml(request_endpoint_, feed_endpoint_, options_.bid_nodes);
   names_.push_back("router");
-  const uint32_t per = kSlotCount / static_cast<uint32_t>(options_.bid_nodes);
-  for (int i = 0; i < options_.bid_nodes; ++i) {
-    const uint32_t first = per * static_cast<uint32_t>(i);
-    const uint32_t last = i + 1 == options_.bid_nodes ? kSlotCount - 1 : first + per - 1;
-    cfg << "[[node]]\nname = \"" << bid_node_name(i) << "\"\nkind = \"bid\"\nlisten = \"" << free_tcp_endpoint()
-        << "\"\nslots = [\"" << first << "-" << last << "\"]\n";
-    names_.push_back(bid_node_name(i));
-  }
+  for (int i = 0; i < options_.bid_nodes; ++i) names_.push_back(bid_node_name(i));
   cfg.close();
   std::filesystem::create_directories(dir() / "data" / "logs");
 }
@@ -93,13 +84,7 @@ Process* TestMesh::process(const std::string& name) {
 }
 
 std::string TestMesh::item_on_node(int i, int n) const {
-  const uint32_t per = kSlotCount / static_cast<uint32_t>(options_.bid_nodes);
-  int found = 0;
-  for (int k = 0;; ++k) {
-    std::string item = "item-" + std::to_string(k);
-    uint32_t owner = std::min<uint32_t>(slot_of(item) / per, static_cast<uint32_t>(options_.bid_nodes - 1));
-    if (owner == static_cast<uint32_t>(i) && found++ == n) return item;
-  }
+  return test::item_on_node("item-", i, n, options_.bid_nodes);
 }
 
 bool TestMesh::wait_node_serving(int i, std::chrono::milliseconds deadline) {

@@ -44,7 +44,7 @@ class TestMesh {
   const std::filesystem::path& config_path() const { return config_path_; }
   const std::string& request_endpoint() const { return request_endpoint_; }
   const std::string& feed_endpoint() const { return feed_endpoint_; }
-  std::string bid_node_name(int i) const { return "bid-" + std::to_string(i + 1); }
+  std::string bid_node_name(int i) const { return test::bid_node_name(i); }
   std::filesystem::path log_file(const std::string& node) const;
 
   // Starts the router and every bid node; waits until a ping through the router and a `get`

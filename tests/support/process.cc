@@ -7,12 +7,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <random>
 #include <set>
 #include <stdexcept>
+#include <sstream>
 #include <thread>
+
+#include "protocol/slot_map.h"
 
 namespace bidmesh::test {
 
@@ -62,6 +66,38 @@ uint16_t free_tcp_port() {
 }
 
 std::string free_tcp_endpoint() { return "tcp://127.0.0.1:" + std::to_string(free_tcp_port()); }
+
+std::string bid_node_name(int i) { return "bid-" + std::to_string(i + 1); }
+
+namespace {
+// Slots per bid node; node i owns [i * per, i * per + per - 1], the last one up to the end.
+uint32_t slots_per_node(int bid_nodes) { return kSlotCount / static_cast<uint32_t>(bid_nodes); }
+}  // namespace
+
+std::string mesh_nodes_toml(const std::string& request_endpoint, const std::string& feed_endpoint, int bid_nodes) {
+  std::ostringstream t;
+  t << "[feed]\npublish = \"" << feed_endpoint << "\"\ncollect = \"" << free_tcp_endpoint() << "\"\n"
+    << "[[node]]\nname = \"router\"\nkind = \"router\"\nlisten = \"" << request_endpoint << "\"\nfeed = true\n";
+  const uint32_t per = slots_per_node(bid_nodes);
+  for (int i = 0; i < bid_nodes; ++i) {
+    const uint32_t first = per * static_cast<uint32_t>(i);
+    const uint32_t last = i + 1 == bid_nodes ? kSlotCount - 1 : first + per - 1;
+    t << "[[node]]\nname = \"" << bid_node_name(i) << "\"\nkind = \"bid\"\nlisten = \"" << free_tcp_endpoint()
+      << "\"\nslots = [\"" << first << "-" << last << "\"]\n";
+  }
+  return t.str();
+}
+
+std::string item_on_node(const std::string& prefix, int i, int n, int bid_nodes) {
+  const uint32_t per = slots_per_node(bid_nodes);
+  int found = 0;
+  for (int k = 0; k < 10000000; ++k) {
+    std::string item = prefix + std::to_string(k);
+    const uint32_t owner = std::min<uint32_t>(slot_of(item) / per, static_cast<uint32_t>(bid_nodes - 1));
+    if (owner == static_cast<uint32_t>(i) && found++ == n) return item;
+  }
+  throw std::runtime_error("no item of bid node " + std::to_string(i) + " among 10M names");
+}
 
 std::string program_path(const std::string& name) { return std::string(BIDMESH_BIN_DIR) + "/" + name; }
 

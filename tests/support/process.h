@@ -38,6 +38,14 @@ class TempDir {
 uint16_t free_tcp_port();
 std::string free_tcp_endpoint();
 
+// The layout of every test mesh: a router "router" with the feed, and bid nodes "bid-1".."bid-N"
+// that split the slots evenly (the last one also takes the remainder).
+std::string bid_node_name(int i);  // of node i, from 0
+// The [feed] table and every [[node]] table of such a mesh; each bid node on a free loopback port.
+std::string mesh_nodes_toml(const std::string& request_endpoint, const std::string& feed_endpoint, int bid_nodes);
+// The n-th (from 0) item named "<prefix><k>" whose slot bid node i of `bid_nodes` owns.
+std::string item_on_node(const std::string& prefix, int i, int n, int bid_nodes);
+
 // Absolute path of a program of this build tree (bidmesh-router, bidmesh-bid-node, ...).
 std::string program_path(const std::string& name);
 

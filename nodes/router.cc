@@ -316,17 +316,23 @@ bool Router::handle_node_message(std::size_t n) {
 }
 
 void Router::reply_to_client(const std::string& client, std::string_view body) {
-  reply_bytes_.clear();
-  ZmtpPeer::append_reply(reply_bytes_, body);
-  (void)send_to_connection(client, reply_bytes_);
+  // Framed straight into the message that is sent: the reply is copied once.
+  zmq::message_t framed(ZmtpPeer::reply_size(body.size()));
+  ZmtpPeer::write_reply(static_cast<char*>(framed.data()), body);
+  (void)send_to_connection(client, framed);
 }
 
 bool Router::send_to_connection(const std::string& client, std::string_view bytes) {
+  zmq::message_t m(bytes.data(), bytes.size());
+  return send_to_connection(client, m);
+}
+
+bool Router::send_to_connection(const std::string& client, zmq::message_t& bytes) {
   // Never blocks: a full queue (a client that stopped reading) drops the message, as a ROUTER
   // does; a connection that is gone is EHOSTUNREACH.
   try {
     if (!client_.send(zmq::const_buffer(client.data(), client.size()), kMore)) return false;
-    (void)client_.send(zmq::const_buffer(bytes.data(), bytes.size()), kLast);
+    (void)client_.send(bytes, kLast);
     return true;
   } catch (const zmq::error_t& e) {
     if (e.num() == EHOSTUNREACH) return false;

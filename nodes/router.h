@@ -172,6 +172,7 @@ class Router {
   void reply_to_client(const std::string& client, std::string_view body);
   // Sends raw bytes on a connection; false when it is gone or its queue is full (then dropped).
   bool send_to_connection(const std::string& client, std::string_view bytes);
+  bool send_to_connection(const std::string& client, zmq::message_t& bytes);  // moves `bytes`
   void close_connection(const std::string& client);
   // Once a second: closes connections past their handshake deadline, and retries pending closes.
   void sweep_connections(PendingTable::Clock::time_point now);
@@ -197,7 +198,6 @@ class Router {
   zmq::message_t body_;
   std::string client_id_;
   std::string to_peer_;      // bytes owed to the peer whose chunk is being parsed (PONG)
-  std::string reply_bytes_;  // one reply in ZMTP framing
   const std::string framing_error_reply_;
   const std::string full_reply_message_;
 };

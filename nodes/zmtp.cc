@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 namespace bidmesh {
 
@@ -55,18 +56,28 @@ std::string_view ZmtpPeer::server_hello() {
   return hello;
 }
 
-void ZmtpPeer::append_reply(std::string& out, std::string_view body) {
-  out += static_cast<char>(kMore);  // the empty delimiter frame
-  out += '\0';
+std::size_t ZmtpPeer::reply_size(std::size_t body_size) {
+  return 2 + (body_size <= 255 ? 2 : 9) + body_size;  // delimiter frame, body frame header, body
+}
+
+void ZmtpPeer::write_reply(char* out, std::string_view body) {
+  *out++ = static_cast<char>(kMore);  // the empty delimiter frame
+  *out++ = '\0';
   if (body.size() <= 255) {
-    out += '\0';
-    out += static_cast<char>(body.size());
+    *out++ = '\0';
+    *out++ = static_cast<char>(body.size());
   } else {
-    out += static_cast<char>(kLong);
+    *out++ = static_cast<char>(kLong);
     const uint64_t n = body.size();
-    for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((n >> shift) & 0xff);
+    for (int shift = 56; shift >= 0; shift -= 8) *out++ = static_cast<char>((n >> shift) & 0xff);
   }
-  out.append(body);
+  std::memcpy(out, body.data(), body.size());
+}
+
+void ZmtpPeer::append_reply(std::string& out, std::string_view body) {
+  const std::size_t at = out.size();
+  out.resize(at + reply_size(body.size()));
+  write_reply(out.data() + at, body);
 }
 
 bool ZmtpPeer::fail(std::string why) {

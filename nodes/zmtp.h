@@ -59,7 +59,10 @@ class ZmtpPeer {
   bool ready() const { return ready_; }
   const std::string& error() const { return error_; }
 
-  // Appends one message ["", body] in ZMTP framing: what a REQ or DEALER peer expects back.
+  // One message ["", body] in ZMTP framing, what a REQ or DEALER peer expects back: reply_size
+  // bytes, which write_reply writes to `out` (room for them REQUIRED), or append_reply appends.
+  static std::size_t reply_size(std::size_t body_size);
+  static void write_reply(char* out, std::string_view body);
   static void append_reply(std::string& out, std::string_view body);
 
  private:

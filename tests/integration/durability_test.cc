@@ -5,8 +5,6 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -23,13 +21,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -93,7 +84,7 @@ TEST_CASE("no reply and no feed event leaves a bid node before its commit return
     min_reply = std::min(min_reply, ms_between(sent, replied));
     min_event = std::min(min_event, ms_between(sent, evented));
   }
-  CHECK(read_all(mesh.log_file("bid-1")).find("failpoint: ON") != std::string::npos);
+  CHECK(read_file(mesh.log_file("bid-1")).find("failpoint: ON") != std::string::npos);
   std::printf("durability: commit delayed %d ms; earliest reply %.1f ms and earliest event %.1f ms after the send\n",
               kDelayMs, min_reply, min_event);
 }
@@ -151,7 +142,7 @@ TEST_CASE("kill -9 right after a reply loses nothing", "[reliability][durability
   mo.bid_nodes = 1;
   TestMesh mesh(mo);
   mesh.start_all();
-  CHECK(read_all(mesh.log_file("bid-1")).find("failpoint") == std::string::npos);  // off by default
+  CHECK(read_file(mesh.log_file("bid-1")).find("failpoint") == std::string::npos);  // off by default
   zmq::context_t ctx;
   const std::string item = mesh.item_on_node(0, 1);
   {

@@ -37,6 +37,7 @@ using namespace bidmesh;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 using test::Process;
+using test::read_file;
 using test::RunResult;
 using test::TempDir;
 using test::make_bid;
@@ -52,13 +53,6 @@ struct NodeSpec {
   std::string slots;  // bid: "0-8191"
   bool feed = false;
 };
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 bool process_gone(pid_t pid) {
   if (::kill(pid, 0) != 0) return true;

@@ -34,13 +34,6 @@ std::string program(const std::string& name) {
   return (self.parent_path() / name).string();
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 SupervisedMesh::SupervisedMesh(MeshSpec spec) : dir_("rel"), spec_(std::move(spec)) {
   request_ = free_endpoint();
   feed_ = free_endpoint();
@@ -70,7 +63,7 @@ fs::path SupervisedMesh::node_log(const std::string& node) const { return dir() 
 std::optional<std::string> SupervisedMesh::start(Ms deadline) {
   const auto began = Clock::now();
   const std::size_t ready_before = [&] {
-    const std::string out = read_text(supervisor_out());
+    const std::string out = test::read_file(supervisor_out());
     std::size_t n = 0;
     for (auto p = out.find("bidmesh: mesh ready: "); p != std::string::npos; p = out.find("bidmesh: mesh ready: ", p + 1)) ++n;
     return n;
@@ -79,7 +72,7 @@ std::optional<std::string> SupervisedMesh::start(Ms deadline) {
                                  supervisor_out(), spec_.env);
   const bool ready = wait_for(
       [&] {
-        const std::string out = read_text(supervisor_out());
+        const std::string out = test::read_file(supervisor_out());
         std::size_t n = 0;
         for (auto p = out.find("bidmesh: mesh ready: "); p != std::string::npos; p = out.find("bidmesh: mesh ready: ", p + 1)) ++n;
         return n > ready_before || !sup_->running();
@@ -138,7 +131,7 @@ bool SupervisedMesh::wait_serving(const std::string& item, Ms deadline) {
 
 std::string SupervisedMesh::diagnostics() const {
   auto tail = [](const fs::path& p, std::size_t lines) {
-    std::istringstream in(read_text(p));
+    std::istringstream in(test::read_file(p));
     std::deque<std::string> last;
     std::string line;
     while (std::getline(in, line)) {

@@ -44,8 +44,6 @@ inline std::string free_endpoint() { return test::free_tcp_endpoint(); }
 // Absolute path of a program built beside this one (bin/ of the build tree).
 std::string program(const std::string& name);
 
-std::string read_text(const std::filesystem::path& p);
-
 // Temp dirs and child processes: the ones of the tests (tests/support/process.h, no Catch2).
 using test::TempDir;
 using Child = test::Process;

@@ -142,7 +142,7 @@ CheckFigures check_history(zmq::context_t& ctx, const std::string& endpoint, con
   std::unordered_map<std::string, Req> reqs;  // by bidder
   for (const auto& path : logs) {
     ++f.clients;
-    std::istringstream in(read_text(path));
+    std::istringstream in(test::read_file(path));
     std::map<std::string, std::string> bidder_of;  // n -> bidder, in this file
     std::string line;
     while (std::getline(in, line)) {

@@ -199,7 +199,7 @@ StopResult run_graceful_stop(const StopOptions& o) {
   }
   r.nodes_drained = true;
   for (const std::string node : {"router", "bid-1", "bid-2"}) {
-    const std::string log = read_text(mesh.node_log(node));
+    const std::string log = test::read_file(mesh.node_log(node));
     const auto last = log.rfind("] pid ");
     const bool clean = last != std::string::npos && log.find("ended: exit 0", last) != std::string::npos;
     if (!clean) {
@@ -265,7 +265,7 @@ BenchRun run_bench(const SupervisedMesh& mesh, const FeedOptions& o, const std::
                "--seconds", std::to_string(seconds), "--warmup", "0.5", "--timeout", "5000", "--json"},
               out);
   auto st = bench.wait_exit(Ms(static_cast<int>(seconds * 1000) + 60000));
-  const std::string text = read_text(out);
+  const std::string text = test::read_file(out);
   if (!st || !WIFEXITED(*st) || WEXITSTATUS(*st) != 0) {
     b.error = "bidmesh-bench failed: " + text;
     return b;

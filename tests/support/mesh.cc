@@ -5,7 +5,6 @@
 #include <sys/wait.h>
 
 #include <fstream>
-#include <sstream>
 
 #include <zmq.hpp>
 
@@ -22,10 +21,7 @@ RunResult run_program(std::vector<std::string> argv, std::chrono::milliseconds t
     auto st = p.wait_exit(timeout);
     if (st && WIFEXITED(*st)) result.exit_code = WEXITSTATUS(*st);
   }
-  std::ifstream in(out_file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  result.out = ss.str();
+  result.out = read_file(out_file);
   return result;
 }
 

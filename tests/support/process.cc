@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <set>
@@ -97,6 +98,13 @@ std::string item_on_node(const std::string& prefix, int i, int n, int bid_nodes)
     if (owner == static_cast<uint32_t>(i) && found++ == n) return item;
   }
   throw std::runtime_error("no item of bid node " + std::to_string(i) + " among 10M names");
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 std::string program_path(const std::string& name) { return std::string(BIDMESH_BIN_DIR) + "/" + name; }

@@ -46,6 +46,9 @@ std::string mesh_nodes_toml(const std::string& request_endpoint, const std::stri
 // The n-th (from 0) item named "<prefix><k>" whose slot bid node i of `bid_nodes` owns.
 std::string item_on_node(const std::string& prefix, int i, int n, int bid_nodes);
 
+// The whole content of a file ("" when it cannot be read).
+std::string read_file(const std::filesystem::path& p);
+
 // Absolute path of a program of this build tree (bidmesh-router, bidmesh-bid-node, ...).
 std::string program_path(const std::string& name);
 

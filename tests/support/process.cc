@@ -120,21 +120,33 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds dea
 
 Process::Process(std::vector<std::string> argv, const std::filesystem::path& log_file,
                  const std::map<std::string, std::string>& extra_env) {
+  // Everything the child needs is built before fork: the tests have other threads (ZeroMQ's),
+  // so between fork and exec the child may only make async-signal-safe calls (no malloc).
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view kv(*e);
+    if (extra_env.count(std::string(kv.substr(0, kv.find('=')))) == 0) env.emplace_back(kv);
+  }
+  for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const std::string log_path = log_file.string();
+
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     setpgid(0, 0);
-    const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
       dup2(fd, 2);
       ::close(fd);
     }
-    for (const auto& [k, v] : extra_env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execv(args[0], args.data());
+    execve(args[0], args.data(), envp.data());
     _exit(127);
   }
   setpgid(pid_, pid_);

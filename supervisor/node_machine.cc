@@ -145,7 +145,6 @@ void NodeMachine::on_ready(pid_t pid, SteadyTime now) {
   state_ = NodeState::running;
   ready_at_ = now;
   run_ready_ = true;
-  ever_ready_ = true;
 }
 
 void NodeMachine::on_heartbeat(pid_t pid, SteadyTime now) {

@@ -115,7 +115,6 @@ class NodeMachine {
   pid_t pid() const { return pid_; }
   bool wanted_up() const { return want_up_; }
   bool waiting_for_gate() const { return state_ == NodeState::starting && pid_ == 0 && gated_; }
-  bool ever_ready() const { return ever_ready_; }
   uint32_t restarts() const { return restarts_; }
   const std::string& reason() const { return reason_; }
   const ExitInfo* last_exit() const { return has_exit_ ? &last_exit_ : nullptr; }
@@ -139,7 +138,6 @@ class NodeMachine {
   pid_t pid_ = 0;
   bool want_up_ = false;
   bool gated_ = false;
-  bool ever_ready_ = false;
   bool run_ready_ = false;  // the current (or last) process said `ready`
   StopIntent intent_ = StopIntent::none;
   bool kill_sent_ = false;

@@ -48,6 +48,9 @@ BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
       map_size_bytes_(node.map_size_bytes > 0 ? node.map_size_bytes : cfg.default_map_size_bytes),
       unsafe_no_sync_(node.unsafe_no_sync),
       batch_max_(std::max<std::size_t>(cfg.batch_max, 1)),
+      checkpoint_bytes_(uint64_t{cfg.checkpoint_kb} << 10),
+      checkpoint_interval_(cfg.checkpoint_interval_ms),
+      log_segment_bytes_(uint64_t{cfg.wal_segment_mb} << 20),
       max_request_bytes_(cfg.max_request_bytes),
       ctx_(1),
       router_(ctx_, zmq::socket_type::router),
@@ -63,6 +66,9 @@ std::optional<std::string> BidNode::start() {
   options.dir = data_dir_;
   options.map_size_bytes = map_size_bytes_;
   options.no_sync = unsafe_no_sync_;
+  options.checkpoint_bytes = checkpoint_bytes_;
+  options.checkpoint_interval = checkpoint_interval_;
+  options.log_segment_bytes = log_segment_bytes_;
   auto opened = ItemStore::open(options);
   if (auto* err = std::get_if<std::string>(&opened)) return *err;
   store_ = std::move(std::get<std::unique_ptr<ItemStore>>(opened));
@@ -86,10 +92,14 @@ std::optional<std::string> BidNode::start() {
     return "cannot connect the PUB to the feed at " + feed_collect_ + ": " + e.what();
   }
 
+  const ItemStore::ReplayStats& replayed = store_->replay_stats();
   log("serving on " + listen_ + ", data " + data_dir_.string() + ", " + std::to_string(store_->item_count()) +
-      " items, map " + std::to_string(store_->map_size_bytes()) + " bytes, feed " + feed_collect_);
+      " items, map " + std::to_string(store_->map_size_bytes()) + " bytes, feed " + feed_collect_ + "; log replayed " +
+      std::to_string(replayed.records) + " batches (" + std::to_string(replayed.writes) + " writes, " +
+      std::to_string(replayed.bytes) + " bytes) in " + std::to_string(replayed.micros / 1000) + " ms from " +
+      store_->checkpoint_position().to_string() + (replayed.torn_tail ? ", a torn last record was cut off" : ""));
   if (unsafe_no_sync_) {
-    log("WARNING: unsafe_no_sync is set: commits are NOT synced to disk, so acknowledged bids can be "
+    log("WARNING: unsafe_no_sync is set: the write-ahead log is NOT synced to disk, so acknowledged bids can be "
         "lost in a crash. The wire contract's durability does not hold. Never run this in production.");
   }
   return std::nullopt;
@@ -108,12 +118,19 @@ int BidNode::serve() {
         throw;
       }
       run_turn();
+      if (fatal_) {
+        log("stopping: the write-ahead log failed, so what is on disk is unknown; exiting so that a restart "
+            "replays the log (" + stats_line() + ")");
+        return 111;
+      }
+      if (store_->checkpoint_due()) checkpoint();
     }
   } catch (const zmq::error_t& e) {
     log(std::string("stopping on a ZeroMQ error: ") + e.what());
     return 111;
   }
-  log("stopping: signal received, last batch answered; " + stats_line());
+  if (store_->checkpoint_due() || store_->log_end() != store_->checkpoint_position()) checkpoint();
+  log("stopping: signal received, last batch answered, checkpointed; " + stats_line());
   router_.close();  // linger: the last replies and events leave within kCloseLingerMs
   pub_.close();
   return 0;
@@ -180,6 +197,7 @@ void BidNode::commit_batch() {
     stats_.apply_ns += apply_ns;
     stats_.max_apply_ns = std::max(stats_.max_apply_ns, apply_ns);
   }
+  if (result.fatal) fatal_ = true;
   if (result.failure) {
     report_failure(*result.failure);
   } else if (result.committed && failing_) {
@@ -207,6 +225,16 @@ void BidNode::commit_batch() {
   requests_.clear();
 }
 
+void BidNode::checkpoint() {
+  const auto start = std::chrono::steady_clock::now();
+  const Status st = store_->checkpoint();
+  const auto ns = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+  stats_.checkpoint_ns += ns;
+  stats_.max_checkpoint_ns = std::max(stats_.max_checkpoint_ns, ns);
+  if (!st.ok()) report_failure("checkpoint: " + st.to_string());
+}
+
 std::string BidNode::stats_line() const {
   char buf[256];
   const double mean_batch =
@@ -214,12 +242,14 @@ std::string BidNode::stats_line() const {
   const double mean_apply_us =
       stats_.commits ? static_cast<double>(stats_.apply_ns) / 1e3 / static_cast<double>(stats_.commits) : 0.0;
   std::snprintf(buf, sizeof buf,
-                "stats: %llu requests in %llu batches (mean %.1f, max %llu); %llu write txns, apply+commit mean %.0f us, "
-                "max %.0f us",
+                "stats: %llu requests in %llu batches (mean %.1f, max %llu); %llu logged batches, apply+log mean %.0f us, "
+                "max %.0f us; %llu checkpoints, mean %.0f us, max %.0f us",
                 static_cast<unsigned long long>(stats_.requests), static_cast<unsigned long long>(stats_.batches),
                 mean_batch, static_cast<unsigned long long>(stats_.max_batch),
                 static_cast<unsigned long long>(stats_.commits), mean_apply_us,
-                static_cast<double>(stats_.max_apply_ns) / 1e3);
+                static_cast<double>(stats_.max_apply_ns) / 1e3, static_cast<unsigned long long>(store_->checkpoints()),
+                store_->checkpoints() ? static_cast<double>(stats_.checkpoint_ns) / 1e3 / static_cast<double>(store_->checkpoints()) : 0.0,
+                static_cast<double>(stats_.max_checkpoint_ns) / 1e3);
   return buf;
 }
 

@@ -11,13 +11,15 @@
 //
 // Group commit, one thread: poll the ROUTER (timeout: the next auto-close, the supervisor's
 // heartbeat interval, at most 100 ms); drain up to batch_max waiting messages; decode each
-// (a decode failure is answered at once and not remembered); apply the batch with ItemStore in
-// one write transaction; only after the commit send the replies in arrival order, then publish
-// the committed events. A failed transaction answers every write `internal` and publishes
-// nothing; the reason goes to stderr (rate-limited) for the operator.
+// (a decode failure is answered at once and not remembered); apply the batch with ItemStore,
+// which appends it to the write-ahead log with one write and one fdatasync; only then send the
+// replies in arrival order, then publish the events. Then, when one is due, a checkpoint (one
+// synced LMDB commit). A failed batch answers every write `internal` and publishes nothing; the
+// reason goes to stderr (rate-limited) for the operator. A failed log write or sync answers the
+// batch, then exits 111: the supervisor restarts the node, which replays the log.
 //
-// Stop: SIGTERM/SIGINT set a flag; the batch in flight is finished and answered, then the
-// sockets close (linger kCloseLingerMs so the last replies leave) and serve() returns 0.
+// Stop: SIGTERM/SIGINT set a flag; the batch in flight is finished and answered, a last
+// checkpoint is taken (so the next start replays nothing), then the sockets close (linger kCloseLingerMs so the last replies leave) and serve() returns 0.
 //
 // Thread-compatible: one thread constructs, starts and serves.
 #pragma once
@@ -64,6 +66,7 @@ class BidNode {
   void run_turn();
   void drain();
   void commit_batch();
+  void checkpoint();
   std::chrono::milliseconds poll_timeout() const;
   void log(const std::string& line) const;
   void report_failure(const std::string& failure);
@@ -75,6 +78,9 @@ class BidNode {
   const uint64_t map_size_bytes_;
   const bool unsafe_no_sync_;
   const std::size_t batch_max_;
+  const uint64_t checkpoint_bytes_;
+  const std::chrono::milliseconds checkpoint_interval_;
+  const uint64_t log_segment_bytes_;
   const std::size_t max_request_bytes_;
 
   std::unique_ptr<ItemStore> store_;
@@ -97,6 +103,8 @@ class BidNode {
     uint64_t commits = 0;
     uint64_t apply_ns = 0;
     uint64_t max_apply_ns = 0;
+    uint64_t checkpoint_ns = 0;
+    uint64_t max_checkpoint_ns = 0;
   };
   std::string stats_line() const;
   Stats stats_;
@@ -105,6 +113,7 @@ class BidNode {
   std::chrono::steady_clock::time_point last_failure_log_{};
   uint64_t failures_unlogged_ = 0;
   bool failing_ = false;
+  bool fatal_ = false;  // the store's log failed: answer the batch, then exit 111
 };
 
 }  // namespace bidmesh

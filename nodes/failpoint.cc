@@ -9,31 +9,40 @@
 namespace bidmesh::failpoint {
 
 namespace {
-std::chrono::milliseconds read_commit_delay() {
-  const char* text = std::getenv(kCommitDelayEnv);
+std::chrono::milliseconds read_delay(const char* env, const char* what) {
+  const char* text = std::getenv(env);
   if (text == nullptr || *text == '\0') return std::chrono::milliseconds(0);
   long long ms = 0;
   for (const char* p = text; *p != '\0'; ++p) {
     if (*p < '0' || *p > '9' || ms > 60000) {
-      std::cerr << "failpoint: ignored " << kCommitDelayEnv << "=" << text << " (want 1..60000 ms)" << std::endl;
+      std::cerr << "failpoint: ignored " << env << "=" << text << " (want 1..60000 ms)" << std::endl;
       return std::chrono::milliseconds(0);
     }
     ms = ms * 10 + (*p - '0');
   }
   if (ms > 60000) ms = 0;
-  if (ms > 0) std::cerr << "failpoint: ON: every LMDB write commit is delayed " << ms << " ms (" << kCommitDelayEnv
-                        << "); never in production" << std::endl;
+  if (ms > 0) std::cerr << "failpoint: ON: " << what << " is delayed " << ms << " ms (" << env << "); never in production" << std::endl;
   return std::chrono::milliseconds(ms);
 }
 }  // namespace
 
 std::chrono::milliseconds commit_delay() {
-  static const std::chrono::milliseconds delay = read_commit_delay();
+  static const std::chrono::milliseconds delay = read_delay(kCommitDelayEnv, "every batch's log write");
+  return delay;
+}
+
+std::chrono::milliseconds checkpoint_delay() {
+  static const std::chrono::milliseconds delay = read_delay(kCheckpointDelayEnv, "every checkpoint commit");
   return delay;
 }
 
 void before_commit() {
   const auto d = commit_delay();
+  if (d.count() > 0) std::this_thread::sleep_for(d);
+}
+
+void before_checkpoint() {
+  const auto d = checkpoint_delay();
   if (d.count() > 0) std::this_thread::sleep_for(d);
 }
 

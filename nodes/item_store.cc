@@ -1,7 +1,7 @@
 // ItemStore: see item_store.h for the guarantees and the LMDB layout.
 //
 // Failure handling: every LMDB call's return code is passed up as an int (0 = success, else an
-// LMDB or errno code, or kBadRecord). apply_batch aborts the write transaction at the first
+// LMDB or errno code, or kBadRecord). apply_writes aborts the nested transaction at the first
 // non-zero code; nothing of the batch is kept and every write gets `internal`.
 #include "nodes/item_store.h"
 
@@ -14,7 +14,9 @@
 
 #include <lmdb.h>
 
+#include "nodes/batch_record.h"
 #include "nodes/failpoint.h"
+#include "storage/log_reader.h"
 #include "protocol/errors.h"
 
 namespace bidmesh {
@@ -22,7 +24,8 @@ namespace bidmesh {
 namespace {
 
 constexpr int kBadRecord = -30000;  // a stored record that does not parse (outside LMDB's codes)
-constexpr std::string_view kFormatVersion = "2";
+constexpr std::string_view kFormatVersion = "3";
+constexpr std::string_view kFormatWithoutLog = "2";  // format 3 before its first checkpoint
 constexpr uint64_t kFailedTxnRetryMs = 1000;  // auto-close-only txns after a failure: at most 1/s
 
 void append_u64(std::string& out, uint64_t v) {
@@ -148,7 +151,9 @@ class Txn {
   ~Txn() {
     if (txn_ != nullptr) mdb_txn_abort(txn_);
   }
-  int begin(MDB_env* env, unsigned flags) { return mdb_txn_begin(env, nullptr, flags, &txn_); }
+  int begin(MDB_env* env, unsigned flags, MDB_txn* parent = nullptr) {
+    return mdb_txn_begin(env, parent, flags, &txn_);
+  }
   int commit() {
     const int rc = mdb_txn_commit(txn_);
     txn_ = nullptr;  // freed by LMDB whether or not the commit succeeded
@@ -262,40 +267,35 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
   if ((rc = mdb_env_set_maxdbs(env->env, 8)) != 0) return fail("mdb_env_set_maxdbs", rc);
   if (options.map_size_bytes > 0 && (rc = mdb_env_set_mapsize(env->env, options.map_size_bytes)) != 0)
     return fail("mdb_env_set_mapsize", rc);
-  // Sync on by default: a commit returns once it is on disk (ACID). MDB_NOSYNC drops the D.
-  // MDB_WRITEMAP: pages are changed in the map itself and a commit msyncs them (MS_SYNC), then
-  // the meta page, as without it: the D of ACID is unchanged. Measured (docs/benchmarks.md): 4 to
-  // 7 times fewer bytes written per commit and less CPU per request (no page copies, no pwrite
-  // calls). Its risk, SIGBUS when a write lands in a hole of the sparse file on a full disk, is
-  // closed by reserve_disk(): blocks are allocated ahead of use, and writes stop with `internal`
-  // when they cannot be.
+  // Every commit is synced (no MDB_NOSYNC, even in the unsafe mode, which only skips the log's
+  // fdatasync): lmdb.h says an unsynced commit can be corrupted by a system crash, and the log
+  // cannot repair that. Commits are checkpoints, a few per second at most.
+  // No MDB_WRITEMAP: nested transactions (one per batch, see item_store.h) need LMDB's own page
+  // copies. Disk blocks are still reserved ahead (reserve_disk), so a full disk fails a
+  // checkpoint early and cleanly.
   // MDB_NORDAHEAD (madvise MADV_RANDOM on the map): bids touch pages at random, and with
   // readahead a kernel with large page-cache folios (ext4, Linux 6.x) reads the map in folios of
-  // many pages; a commit that dirties one 4 KiB page of such a folio then writes the whole folio.
-  // Measured (store_bench, 1000 items after 80k bids, docs/benchmarks.md): a 25-bid commit wrote
-  // 8.5 MB in 17 ms with readahead, 327 KB in 3.4 ms without.
-  unsigned flags = options.no_sync ? MDB_NOSYNC : 0;
+  // many pages; a commit that dirties one 4 KiB page of such a folio then writes the whole folio
+  // (docs/benchmarks.md).
+  unsigned flags = 0;
   if (!options.read_ahead) flags |= MDB_NORDAHEAD;
-  if (options.write_map) flags |= MDB_WRITEMAP;
   if ((rc = mdb_env_open(env->env, where.c_str(), flags, 0600)) != 0) return fail("mdb_env_open", rc);
   int dead = 0;
   if ((rc = mdb_reader_check(env->env, &dead)) != 0) return fail("mdb_reader_check", rc);
 
-  uint64_t items = 0;
-  std::string sweep;
   {
     Txn t;
     if ((rc = t.begin(env->env, 0)) != 0) return fail("mdb_txn_begin", rc);
     if ((rc = mdb_dbi_open(t.get(), "meta", MDB_CREATE, &env->meta)) != 0) return fail("mdb_dbi_open", rc);
     std::string_view format;
     rc = get_value(t.get(), env->meta, "format", &format);
-    if (rc == 0 && format != kFormatVersion) {
+    if (rc == 0 && format != kFormatVersion && format != kFormatWithoutLog) {
       // Nothing is changed: the transaction is aborted (Txn), the old store stays as it was.
       return "the store " + where + " has format " + std::string(format) + ", this build reads format " +
-             std::string(kFormatVersion) + " and does not convert it: move " + where +
-             " away (or delete it) and restart to begin with an empty store";
+             std::string(kFormatWithoutLog) + " or format " + std::string(kFormatVersion) + " and does not convert it: move " +
+             where + " away (or delete it) and restart to begin with an empty store";
     }
-    if (rc == MDB_NOTFOUND) {
+    if (rc == MDB_NOTFOUND || (rc == 0 && format != kFormatVersion)) {
       MDB_val k = to_val("format"), v = to_val(kFormatVersion);
       rc = mdb_put(t.get(), env->meta, &k, &v, 0);
     }
@@ -303,41 +303,170 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
     if ((rc = mdb_dbi_open(t.get(), "data", MDB_CREATE, &env->data)) != 0) return fail("mdb_dbi_open", rc);
     if ((rc = mdb_dbi_open(t.get(), "deadlines", MDB_CREATE, &env->deadlines)) != 0)
       return fail("mdb_dbi_open", rc);
-    std::string_view raw;
-    if ((rc = get_value(t.get(), env->meta, "items", &raw)) == 0) {
-      if (raw.size() != 8) return "cannot open the store " + where + ": the meta record 'items' is malformed";
-      items = read_u64(raw.data());
-    } else if (rc != MDB_NOTFOUND) {
-      return fail("items record", rc);
-    }
-    if ((rc = get_value(t.get(), env->meta, "sweep", &raw)) == 0) {
-      sweep = std::string(raw);
-    } else if (rc != MDB_NOTFOUND) {
-      return fail("sweep record", rc);
-    }
     if ((rc = t.commit()) != 0) return fail("mdb_txn_commit", rc);
   }
 
   std::unique_ptr<ItemStore> store(new ItemStore(std::move(env), options.dir, options.retention));
-  store->write_map_ = options.write_map;
-  store->item_count_ = items;
-  store->sweep_key_ = std::move(sweep);
+  store->options_ = options;
   if (const int err = store->reserve_disk(); err != 0)
     return "cannot reserve disk space for the store in " + where + ": " + std::strerror(err);
-  Txn t;
-  if ((rc = t.begin(store->env_->env, MDB_RDONLY)) != 0) return fail("mdb_txn_begin", rc);
-  if ((rc = store->first_deadline(t.get(), &store->next_deadline_)) != 0) return fail("deadlines", rc);
+  if (Status st = store->rebuild_from_log(); !st.ok()) return "cannot open the store " + where + ": " + st.message();
+
+  LogOptions log_options;
+  log_options.dir = store->log_dir();
+  log_options.segment_bytes = options.log_segment_bytes;
+  log_options.sync = !options.no_sync;
+  log_options.files = options.log_files;
+  if (Status st = LogWriter::open(log_options, store->replay_end_, &store->log_); !st.ok())
+    return "cannot open the write-ahead log in " + log_options.dir.string() + ": " + st.message();
+  store->last_checkpoint_ = std::chrono::steady_clock::now();
   return store;
 }
 
 ItemStore::ItemStore(std::unique_ptr<Env> env, std::filesystem::path dir, std::chrono::milliseconds retention)
     : env_(std::move(env)), dir_(std::move(dir)), retention_(retention) {}
 
-ItemStore::~ItemStore() = default;
+ItemStore::~ItemStore() {
+  // Uncheckpointed batches are in the log: dropping the transaction loses nothing.
+  if (txn_ != nullptr) mdb_txn_abort(txn_);
+}
+
+std::filesystem::path ItemStore::log_dir() const { return dir_ / "wal"; }
+
+LogPosition ItemStore::log_end() const { return log_ ? log_->end() : replay_end_; }
 
 std::optional<uint64_t> ItemStore::next_auto_close_ms() const {
   if (!next_deadline_) return std::nullopt;
   return std::max(*next_deadline_, retry_after_ms_);
+}
+
+// Begins the checkpoint transaction and loads what the last commit says: the log position it
+// covers, the item count and the sweep key.
+Status ItemStore::begin_checkpoint_txn() {
+  if (txn_ != nullptr) {
+    mdb_txn_abort(txn_);
+    txn_ = nullptr;
+  }
+  int rc = mdb_txn_begin(env_->env, nullptr, 0, &txn_);
+  if (rc != 0) {
+    txn_ = nullptr;
+    return Status::io_error(describe_failure(rc, "mdb_txn_begin"));
+  }
+  std::string_view raw;
+  checkpoint_pos_ = LogPosition{};
+  if ((rc = get_value(txn_, env_->meta, "log", &raw)) == 0) {
+    if (raw.size() != 16) return Status::corruption("the meta record 'log' is malformed");
+    checkpoint_pos_.segment = read_u64(raw.data());
+    checkpoint_pos_.offset = read_u64(raw.data() + 8);
+  } else if (rc != MDB_NOTFOUND) {
+    return Status::io_error(describe_failure(rc, "log record"));
+  }
+  item_count_ = 0;
+  if ((rc = get_value(txn_, env_->meta, "items", &raw)) == 0) {
+    if (raw.size() != 8) return Status::corruption("the meta record 'items' is malformed");
+    item_count_ = read_u64(raw.data());
+  } else if (rc != MDB_NOTFOUND) {
+    return Status::io_error(describe_failure(rc, "items record"));
+  }
+  sweep_key_.clear();
+  if ((rc = get_value(txn_, env_->meta, "sweep", &raw)) == 0) {
+    sweep_key_ = std::string(raw);
+  } else if (rc != MDB_NOTFOUND) {
+    return Status::io_error(describe_failure(rc, "sweep record"));
+  }
+  txns_since_sweep_save_ = 0;
+  retry_after_ms_ = 0;
+  if ((rc = first_deadline(txn_, &next_deadline_)) != 0) return Status::io_error(describe_failure(rc, "deadlines"));
+  return Status::OK();
+}
+
+Status ItemStore::rebuild_from_log() {
+  if (Status st = begin_checkpoint_txn(); !st.ok()) return st;
+  const auto started = std::chrono::steady_clock::now();
+  ReplayResult result;
+  ReplayStats stats;
+  BatchRecord record;
+  BatchResult scratch;
+  Status st = replay_log(
+      log_dir(), checkpoint_pos_,
+      [&](std::string_view payload, LogPosition) -> Status {
+        if (Status d = decode_batch_record(payload, &record); !d.ok()) return d;
+        scratch = BatchResult{};
+        scratch.replies.resize(record.writes.size());
+        apply_writes(record.writes, record.now_ms, /*log=*/false, scratch);
+        if (scratch.failure) return Status::io_error("replaying a logged batch failed: " + *scratch.failure);
+        stats.records += 1;
+        stats.writes += record.writes.size();
+        stats.bytes += payload.size();
+        return Status::OK();
+      },
+      &result, options_.log_files);
+  if (!st.ok()) return st;
+  stats.torn_tail = result.torn;
+  stats.micros = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count());
+  replay_stats_ = stats;
+  replay_end_ = result.end;
+  return Status::OK();
+}
+
+bool ItemStore::checkpoint_due() const {
+  if (!log_) return false;
+  const LogPosition end = log_->end();
+  if (end == checkpoint_pos_) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (checkpoint_failing_ && now - last_checkpoint_attempt_ < std::chrono::seconds(1)) return false;
+  return log_->bytes_between(checkpoint_pos_, end) >= options_.checkpoint_bytes ||
+         now - last_checkpoint_ >= options_.checkpoint_interval;
+}
+
+Status ItemStore::checkpoint() {
+  if (!log_) return Status::invalid_argument("the store has no log");
+  last_checkpoint_attempt_ = std::chrono::steady_clock::now();
+  const LogPosition end = log_->end();
+  std::string pos;
+  append_u64(pos, end.segment);
+  append_u64(pos, end.offset);
+  int rc = txn_ == nullptr ? EINVAL : 0;
+  const char* failed_at = "no checkpoint transaction";
+  if (rc == 0) {
+    MDB_val k = to_val("log"), v = to_val(pos);
+    if ((rc = mdb_put(txn_, env_->meta, &k, &v, 0)) != 0) failed_at = "mdb_put";
+  }
+  if (rc == 0) {
+    MDB_val k = to_val("sweep"), v = to_val(sweep_key_);
+    if ((rc = mdb_put(txn_, env_->meta, &k, &v, 0)) != 0) failed_at = "mdb_put";
+  }
+  if (rc == 0 && (rc = reserve_disk()) != 0) failed_at = "reserving disk space";
+  if (rc == 0) {
+    failpoint::before_checkpoint();  // off unless BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS (tests)
+    rc = mdb_txn_commit(txn_);
+    txn_ = nullptr;  // freed by LMDB whether or not the commit succeeded
+    if (rc != 0) failed_at = "mdb_txn_commit";
+  }
+  if (rc != 0) {
+    // Everything since the last checkpoint is in the log: rebuild the transaction from it.
+    checkpoint_failing_ = true;
+    const std::string why = describe_failure(rc, failed_at);
+    if (Status st = rebuild_from_log(); !st.ok()) {
+      log_broken_ = true;
+      return Status::io_error("checkpoint failed (" + why + ") and the log could not be replayed: " + st.message());
+    }
+    if (replay_end_ != end) {
+      log_broken_ = true;
+      return Status::corruption("checkpoint failed (" + why + ") and the log replayed to " + replay_end_.to_string() +
+                                ", not to " + end.to_string());
+    }
+    return Status::io_error("checkpoint failed, state rebuilt from the log: " + why);
+  }
+  checkpoint_failing_ = false;
+  ++checkpoints_;
+  last_checkpoint_ = std::chrono::steady_clock::now();
+  if (Status st = begin_checkpoint_txn(); !st.ok()) {
+    log_broken_ = true;  // no transaction to apply to: writes are refused, the node restarts
+    return st;
+  }
+  return log_->release_before(checkpoint_pos_);
 }
 
 BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_t now_ms) {
@@ -350,52 +479,18 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
   }
   const bool closes_due = next_deadline_ && *next_deadline_ <= now_ms && now_ms >= retry_after_ms_;
 
-  int reserve_rc = 0;
-  if ((has_writes || closes_due) && (reserve_rc = reserve_disk()) != 0) {
-    res.failure = "storage full: cannot allocate disk space for the store: " + std::string(std::strerror(reserve_rc)) +
-                  "; free disk space in " + dir_.string();
-    retry_after_ms_ = now_ms + kFailedTxnRetryMs;
-    for (std::size_t i = 0; i < requests.size(); ++i) {
-      if (op_is_write(requests[i].op))
-        res.replies[i] = encode_error(requests[i].id, ErrorCode::internal, *res.failure);
-    }
-  } else if (has_writes || closes_due) {
-    WriteCtx w;
-    w.now = now_ms;
-    Txn t;
-    int rc = t.begin(env_->env, 0);
-    if (rc != 0) w.failed_at = "mdb_txn_begin";
-    w.txn = t.get();
-    // Due deadlines first: a request of this batch sees its item closed, as the contract says.
-    if (rc == 0) rc = run_auto_closes(w);
-    std::size_t writes = 0;
-    for (std::size_t i = 0; rc == 0 && i < requests.size(); ++i) {
-      if (op_is_write(requests[i].op)) {
-        rc = apply_write(w, requests[i], &res.replies[i]);
-        ++writes;
-      }
-    }
-    if (rc == 0) rc = prune(w, writes);
-    if (rc == 0 && w.items_added > 0) {
-      std::string count;
-      append_u64(count, item_count_ + w.items_added);
-      rc = w.put(env_->meta, "items", count);
-    }
-    std::optional<uint64_t> next_deadline;
-    if (rc == 0 && (rc = first_deadline(w.txn, &next_deadline)) != 0) w.failed_at = "mdb_cursor_get";
-    if (rc == 0) failpoint::before_commit();  // off unless BIDMESH_FAILPOINT_COMMIT_DELAY_MS (tests)
-    if (rc == 0 && (rc = t.commit()) != 0) w.failed_at = "mdb_txn_commit";
-    if (rc == 0) {
-      res.committed = true;
-      res.events = std::move(w.events);
-      next_deadline_ = next_deadline;
-      retry_after_ms_ = 0;
-      item_count_ += w.items_added;
-      sweep_key_ = std::move(w.sweep_next);
-      txns_since_sweep_save_ = w.sweep_saved ? 0 : txns_since_sweep_save_ + 1;
+  if (has_writes || closes_due) {
+    int reserve_rc = 0;
+    if (log_broken_ || txn_ == nullptr) {
+      res.failure = "the write-ahead log or the store failed earlier; writes are refused until the node restarts";
+      res.fatal = true;
+    } else if ((reserve_rc = reserve_disk()) != 0) {
+      res.failure = "storage full: cannot allocate disk space for the store: " +
+                    std::string(std::strerror(reserve_rc)) + "; free disk space in " + dir_.string();
     } else {
-      // The Txn destructor aborts; nothing of this batch is kept, so every write may be retried.
-      res.failure = describe_failure(rc, w.failed_at);
+      apply_writes(requests, now_ms, /*log=*/true, res);
+    }
+    if (res.failure) {
       retry_after_ms_ = now_ms + kFailedTxnRetryMs;
       for (std::size_t i = 0; i < requests.size(); ++i) {
         if (op_is_write(requests[i].op))
@@ -404,19 +499,83 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
     }
   }
 
-  // Reads only after the commit: they see the whole batch, and only durable state.
-  Txn rt;
-  const int read_rc = has_reads ? rt.begin(env_->env, MDB_RDONLY) : 0;
+  // Reads only after the batch's writes: they see the whole batch, and only logged state.
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const Request& r = requests[i];
     if (r.op == Op::ping) {
       res.replies[i] = encode_ok(r.id);
-    } else if (r.op == Op::get || r.op == Op::history) {
-      res.replies[i] = read_rc == 0 ? read_reply(rt.get(), r)
-                                    : encode_error(r.id, ErrorCode::internal, describe_failure(read_rc, "mdb_txn_begin"));
+    } else if (has_reads && (r.op == Op::get || r.op == Op::history)) {
+      res.replies[i] = txn_ != nullptr ? read_reply(txn_, r)
+                                       : encode_error(r.id, ErrorCode::internal, "the store is not readable now");
     }
   }
   return res;
+}
+
+void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_ms, bool log, BatchResult& res) {
+  WriteCtx w;
+  w.now = now_ms;
+  Txn t;
+  int rc = t.begin(env_->env, 0, txn_);
+  if (rc != 0) w.failed_at = "mdb_txn_begin";
+  w.txn = t.get();
+  // Due deadlines first: a request of this batch sees its item closed, as the contract says.
+  if (rc == 0) rc = run_auto_closes(w);
+  std::size_t writes = 0;
+  for (std::size_t i = 0; rc == 0 && i < requests.size(); ++i) {
+    if (op_is_write(requests[i].op)) {
+      rc = apply_write(w, requests[i], &res.replies[i]);
+      ++writes;
+    }
+  }
+  if (rc == 0) rc = prune(w, writes);
+  if (rc == 0 && w.items_added > 0) {
+    std::string count;
+    append_u64(count, item_count_ + w.items_added);
+    rc = w.put(env_->meta, "items", count);
+  }
+  std::optional<uint64_t> next_deadline;
+  if (rc == 0 && (rc = first_deadline(w.txn, &next_deadline)) != 0) w.failed_at = "mdb_cursor_get";
+  if (rc == 0 && log) {
+    // The durability point: the batch is on disk before anything of it is kept or answered.
+    encode_batch_record(now_ms, requests, record_);
+    failpoint::before_commit();  // off unless BIDMESH_FAILPOINT_COMMIT_DELAY_MS (tests)
+    if (Status st = log_->append(record_); !st.ok()) {
+      res.failure = (st.is_no_space() ? "storage full: the write-ahead log cannot grow: " : "write-ahead log: ") +
+                    st.message();
+      if (!st.is_no_space()) {
+        log_broken_ = true;
+        res.fatal = true;
+      }
+      return;  // the Txn destructor aborts the nested transaction: nothing of the batch is kept
+    }
+  }
+  if (rc == 0 && (rc = t.commit()) != 0) {
+    w.failed_at = "mdb_txn_commit";
+    if (log) {
+      // The batch is in the log but not in the transaction: rebuild the transaction from the log.
+      if (Status st = rebuild_from_log(); !st.ok() || replay_end_ != log_->end()) {
+        log_broken_ = true;
+        res.fatal = true;
+        res.failure = describe_failure(rc, w.failed_at) + "; rebuilding from the log failed";
+        return;
+      }
+      res.committed = true;
+      res.events = std::move(w.events);
+      return;
+    }
+  }
+  if (rc != 0) {
+    res.failure = describe_failure(rc, w.failed_at);
+    return;  // the Txn destructor aborts; nothing of this batch is kept, so every write may be retried
+  }
+  res.committed = true;
+  res.events = std::move(w.events);
+  next_deadline_ = next_deadline;
+  retry_after_ms_ = 0;
+  item_count_ += w.items_added;
+  sweep_key_ = std::move(w.sweep_next);
+  txns_since_sweep_save_ = w.sweep_saved ? 0 : txns_since_sweep_save_ + 1;
 }
 
 int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
@@ -747,13 +906,11 @@ std::string ItemStore::describe_failure(int rc, const char* where) const {
   return std::string("storage error: ") + where + ": " + mdb_strerror(rc);
 }
 
-// With MDB_WRITEMAP the data file is as long as the map but sparse: a write to a page never
-// written before allocates its block then, and on a full disk that is a SIGBUS, not an error
-// code. So blocks are allocated (fallocate, no data written) kReserveAhead beyond the last page in
+// Disk blocks for the data file are allocated ahead of use, so that a full disk shows as a clean
+// error before a checkpoint rather than in the middle of LMDB's page writes. Blocks are allocated (fallocate, no data written) kReserveAhead beyond the last page in
 // use, before every write transaction that comes near the end of what is allocated. Returns 0 or
 // an errno (ENOSPC: the disk is full; writes are refused, reads go on).
 int ItemStore::reserve_disk() {
-  if (!write_map_) return 0;
   MDB_envinfo info{};
   MDB_stat st{};
   if (mdb_env_info(env_->env, &info) != 0 || mdb_env_stat(env_->env, &st) != 0) return EIO;
@@ -780,10 +937,9 @@ uint64_t ItemStore::item_count() const { return item_count_; }
 
 // Walks the data tree seeking from item to item past states and events: O(items + records).
 uint64_t ItemStore::idempotency_record_count() const {
-  Txn t;
-  if (t.begin(env_->env, MDB_RDONLY) != 0) return 0;
+  if (txn_ == nullptr) return 0;
   Cursor c;
-  if (c.open(t.get(), env_->data) != 0) return 0;
+  if (c.open(txn_, env_->data) != 0) return 0;
   uint64_t n = 0;
   std::string seek;
   MDB_val k{}, v{};
@@ -806,12 +962,11 @@ uint64_t ItemStore::idempotency_record_count() const {
 }
 
 std::optional<ItemState> ItemStore::get_item(std::string_view item) const {
-  Txn t;
-  if (t.begin(env_->env, MDB_RDONLY) != 0) return std::nullopt;
+  if (txn_ == nullptr) return std::nullopt;
   ItemState s;
   bool found = false;
   std::string key;
-  if (load_state(t.get(), env_->data, item, &s, &found, key) != 0 || !found) return std::nullopt;
+  if (load_state(txn_, env_->data, item, &s, &found, key) != 0 || !found) return std::nullopt;
   return s;
 }
 

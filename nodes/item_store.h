@@ -3,23 +3,42 @@
 // into replies and feed events.
 //
 // Guarantees
-// - A batch's writes, the due auto-closes and the pruning of old idempotency records are applied
-//   in ONE write transaction, in arrival order. The batch's replies are handed out only after
-//   that transaction committed (with fsync unless `no_sync`), so an `ok: true` is durable. When
-//   the transaction fails, nothing of it is kept: every write gets `internal`, no event is
-//   returned, and the reads are still answered from the last committed state.
-// - Reads (get, history) are answered from a read transaction opened after the commit, so they
-//   see every write of their batch, and `get` always equals the last event of `history`.
+// - Durability point: the write-ahead log (storage/log_writer.h). A batch's writes, the due
+//   auto-closes and the pruning of old idempotency records are applied in ONE nested LMDB
+//   transaction, in arrival order; the batch's log record (nodes/batch_record.h) is then appended
+//   with one write and one fdatasync (none when `no_sync`), and only then is the nested
+//   transaction merged into the open checkpoint transaction and the replies handed out. So an
+//   `ok: true` is on disk. When anything fails, nothing of the batch is kept: every write gets
+//   `internal`, no event is returned, and reads are still answered.
+// - LMDB is the queryable state behind the log. All batches since the last checkpoint live in
+//   one open write transaction (the "checkpoint transaction"); checkpoint() commits it WITH sync,
+//   storing the log position it covers in the same commit, and only then lets the log drop the
+//   segments before that position. LMDB is never committed without sync, so a system crash
+//   cannot corrupt it (lmdb.h), and the log is never trimmed past what LMDB holds.
+// - open() replays the log records past the stored position, each at its own time, through the
+//   same apply path: the state is exactly what was acknowledged. A torn last record (cut by a
+//   crash during its write, never acknowledged) is cut off; a damaged record before the end makes
+//   open() fail with the file, the offset and what to do.
+// - Reads (get, history) are answered from the checkpoint transaction after the batch's writes,
+//   so they see every write of their batch and only logged state, and `get` always equals the
+//   last event of `history`.
 // - Idempotency: each write's (item, id) is stored with its fingerprint and its exact reply bytes
 //   in the same transaction as its effect. The same write again gets those bytes unchanged and
 //   changes nothing; other content under the same (item, id) gets `conflict` (not stored).
 //   Records are kept at least `retention` (24 h by default), then pruned by a sweep (below), so
 //   the store stays bounded under steady load.
-// - State survives restarts: a reopened store serves at once, no replay. `seq` goes on.
+// - A log write or fdatasync that fails leaves the disk in an unknown state (Linux may drop the
+//   dirty pages of a failed fsync): the batch is answered `internal`, BatchResult::fatal is set
+//   and every later write is refused; the node must exit and replay (PostgreSQL's rule). A log
+//   that cannot get a new segment (ENOSPC) refuses the batch with `internal` and recovers when
+//   space comes back. A checkpoint that fails (a full disk under LMDB) drops the checkpoint
+//   transaction and rebuilds it from the log, so nothing acknowledged is lost.
 //
 // LMDB layout, format 2 (named databases in one environment; u64 are big-endian so keys sort by
 // value; items never contain '\0', so `item '\0'` is a prefix no other item's keys share):
-//   meta:      "format" -> "2"
+//   meta:      "format" -> "3" (format 2 is read too: it is format 3 without a log)
+//              "log"    -> u64 segment, u64 offset: the log position this commit covers (replay
+//                          starts there; absent: the start of the log)
 //              "items"  -> u64 number of items (kept with every open, for item_count at start)
 //              "sweep"  -> the data key the prune sweep resumes at (saved every kSweepSaveEvery
 //                          write txns and at each wrap; a crash only makes it re-examine a little)
@@ -36,9 +55,8 @@
 //                                               may hold any byte: they follow a fixed prefix)
 //   deadlines: u64 closes_at_ms, item -> "" (open items with a deadline, earliest first; touched
 //              only at the open and the close of such an item)
-// Format 1 (items/events/requests/expiry as separate trees: 4 B-trees touched per accepted bid)
-// is refused at open with a one-line error naming the directory. There was no production data in
-// format 1, so there is no migration: move the old directory away (or delete it) and restart.
+// The log lives in <dir>/wal (segment files, storage/log_format.h). Format 1 (separate trees) is
+// refused at open with a one-line error naming the directory: move it away and restart.
 //
 // Pruning (no age index): a sweep cursor walks the request records of `data` in key order,
 // resuming where the previous write transaction stopped and wrapping at the end. Each write
@@ -54,7 +72,8 @@
 // Caveats (from lmdb.h): never use a store after fork(); open() clears stale reader slots with
 // mdb_reader_check; when the map (map_size_bytes) is full, writes fail with `internal` ("storage
 // full ...") until the operator raises the map size, while reads keep working. A lock file in the
-// directory refuses a second process on the same store.
+// directory refuses a second process on the same store. No MDB_WRITEMAP: nested transactions
+// need LMDB's own page copies.
 //
 // Thread-compatible: one thread owns a store (LMDB's single writer).
 #pragma once
@@ -70,6 +89,9 @@
 #include <vector>
 
 #include "protocol/messages.h"
+#include "storage/log_format.h"
+#include "storage/log_writer.h"
+#include "storage/status.h"
 
 struct MDB_txn;  // lmdb.h stays out of this header
 
@@ -80,15 +102,19 @@ inline constexpr std::size_t kPrunePerTxn = 64;         // request records the s
 inline constexpr std::size_t kPrunePerWrite = 2;        // ... plus this many per write of the txn
 inline constexpr uint64_t kSweepSaveEvery = 32;         // write txns between saves of the sweep key
 inline constexpr std::size_t kAutoClosePerTxn = 1024;   // due deadlines closed per write txn
-inline constexpr uint64_t kReserveAhead = 64ull << 20;   // disk allocated past the last page (WRITEMAP)
+inline constexpr uint64_t kReserveAhead = 64ull << 20;   // disk allocated past the last page
 
 struct ItemStoreOptions {
   std::filesystem::path dir;                  // created if missing
   uint64_t map_size_bytes = 1ull << 30;       // LMDB map size: the most the store can hold
-  bool no_sync = false;                       // MDB_NOSYNC: keeps A, C, I but not D (unsafe)
-  bool write_map = true;                      // MDB_WRITEMAP: durability unchanged (see .cc)
+  bool no_sync = false;                       // the log is not fdatasynced: loses D (unsafe)
   bool read_ahead = false;                    // off: MDB_NORDAHEAD (see .cc); on only for A/B
   std::chrono::milliseconds retention = kDefaultRequestRetention;  // idempotency records
+  // A checkpoint is due once the log holds this much past the last one, or this long after it.
+  uint64_t checkpoint_bytes = 512ull << 10;
+  std::chrono::milliseconds checkpoint_interval{1000};
+  uint64_t log_segment_bytes = 16ull << 20;
+  FileLayer* log_files = nullptr;             // null: real files (tests inject faults here)
 };
 
 // One item as stored. `bidder` is set exactly when `max` is.
@@ -112,7 +138,9 @@ struct FeedMessage {
 struct BatchResult {
   std::vector<std::string> replies;   // replies[i] answers requests[i]
   std::vector<FeedMessage> events;    // committed events, in commit order; empty on failure
-  bool committed = false;             // a write transaction was committed
+  bool committed = false;             // a batch was applied and logged
+  // The log can no longer be trusted (a failed write or fdatasync): the node must stop.
+  bool fatal = false;
   // Set when the write transaction failed: what happened and what the operator must do.
   std::optional<std::string> failure;
 };
@@ -120,6 +148,7 @@ struct BatchResult {
 class ItemStore {
  public:
   // Opens (creating if needed) the store in options.dir. On failure returns a one-line reason.
+  // Replays the log past the last checkpoint first (see Guarantees).
   static std::variant<std::unique_ptr<ItemStore>, std::string> open(const ItemStoreOptions& options);
 
   ~ItemStore();
@@ -129,6 +158,24 @@ class ItemStore {
   // Applies one batch of decoded requests (any op) at wall time `now_ms`, closing the items whose
   // deadline is due first. Opens no write transaction when there is nothing to write.
   BatchResult apply_batch(const std::vector<Request>& requests, uint64_t now_ms);
+
+  // True when a checkpoint is due (log bytes or time since the last one, see the options).
+  bool checkpoint_due() const;
+  // Commits the checkpoint transaction with sync and trims the log. On failure the state is
+  // rebuilt from the log (nothing acknowledged is lost) and the reason is returned; writes go on.
+  Status checkpoint();
+  // What open() replayed, for the startup line.
+  struct ReplayStats {
+    uint64_t records = 0;
+    uint64_t writes = 0;
+    uint64_t bytes = 0;
+    uint64_t micros = 0;
+    bool torn_tail = false;
+  };
+  const ReplayStats& replay_stats() const { return replay_stats_; }
+  LogPosition checkpoint_position() const { return checkpoint_pos_; }
+  LogPosition log_end() const;
+  uint64_t checkpoints() const { return checkpoints_; }
 
   // The earliest time at which apply_batch has an auto-close to do (a deadline, or the retry
   // time after a failed transaction), if any. The serving loop must not sleep past it.
@@ -155,6 +202,14 @@ class ItemStore {
   int record_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind);
   int run_auto_closes(WriteCtx& w);
   int prune(WriteCtx& w, std::size_t writes);
+  // Applies the writes of one batch in a nested transaction of the checkpoint transaction; with
+  // `log` the batch record is appended (durable) before the nested transaction is merged.
+  // Sets res.replies of the writes, res.events, and the derived state on success.
+  void apply_writes(const std::vector<Request>& requests, uint64_t now_ms, bool log, BatchResult& res);
+  Status begin_checkpoint_txn();
+  // Drops the checkpoint transaction and replays the log from checkpoint_pos_ into a new one.
+  Status rebuild_from_log();
+  std::filesystem::path log_dir() const;
   std::string read_reply(MDB_txn* txn, const Request& r) const;
   int first_deadline(MDB_txn* txn, std::optional<uint64_t>* out) const;
   std::string describe_failure(int rc, const char* where) const;
@@ -165,8 +220,19 @@ class ItemStore {
   const std::chrono::milliseconds retention_;
   std::optional<uint64_t> next_deadline_;     // earliest closes_at in `deadlines`
   uint64_t retry_after_ms_ = 0;               // after a failed txn: no auto-close-only txn before
-  bool write_map_ = false;
   uint64_t reserved_bytes_ = 0;               // data file bytes known to have disk blocks
+  ItemStoreOptions options_;
+  MDB_txn* txn_ = nullptr;                    // the checkpoint transaction (null only while failing)
+  std::unique_ptr<LogWriter> log_;
+  LogPosition checkpoint_pos_;                // what the last LMDB commit covers
+  std::chrono::steady_clock::time_point last_checkpoint_{};
+  uint64_t checkpoints_ = 0;
+  bool log_broken_ = false;                   // a log write/sync failed: refuse writes
+  bool checkpoint_failing_ = false;           // the last checkpoint failed: retry at most 1/s
+  std::chrono::steady_clock::time_point last_checkpoint_attempt_{};
+  LogPosition replay_end_;                    // where the last replay ended
+  ReplayStats replay_stats_;
+  std::string record_;                        // the batch record buffer, reused
   std::string sweep_key_;                     // where the prune sweep resumes ("" = the start)
   uint64_t txns_since_sweep_save_ = 0;        // write txns since "sweep" was saved in meta
   uint64_t item_count_ = 0;                   // committed number of items (meta "items")

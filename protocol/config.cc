@@ -167,7 +167,8 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
   rd.refuse_unknown(root, "",
                     {"data_dir", "control", "request_timeout_ms", "max_request_bytes", "batch_max", "map_size_mb",
                      "heartbeat_interval_ms", "heartbeat_timeout_ms", "stop_timeout_ms", "restart_intensity",
-                     "restart_period_ms", "log_max_bytes", "log_keep", "feed", "node"});
+                     "restart_period_ms", "log_max_bytes", "log_keep", "checkpoint_interval_ms", "checkpoint_kb",
+                     "wal_segment_mb", "feed", "node"});
 
   MeshConfig cfg;
   cfg.file = file;
@@ -185,6 +186,11 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
   rd.read_uint(root, "", "restart_period_ms", cfg.restart_period_ms, 100, 86400000);
   rd.read_uint(root, "", "log_max_bytes", cfg.log_max_bytes, 4096, 1u << 30);
   rd.read_uint(root, "", "log_keep", cfg.log_keep, 0, 100);
+  rd.read_uint(root, "", "checkpoint_interval_ms", cfg.checkpoint_interval_ms, 10, 3600000);
+  rd.read_uint(root, "", "checkpoint_kb", cfg.checkpoint_kb, 16, 1u << 20);
+  rd.read_uint(root, "", "wal_segment_mb", cfg.wal_segment_mb, 1, 1024);
+  if (uint64_t{cfg.checkpoint_kb} * 1024 * 2 > uint64_t{cfg.wal_segment_mb} << 20)
+    rd.fail("checkpoint_kb", "must be at most half of wal_segment_mb (a checkpoint's log tail fits in a segment)");
   if (cfg.heartbeat_timeout_ms <= cfg.heartbeat_interval_ms)
     rd.fail("heartbeat_timeout_ms", "must be longer than heartbeat_interval_ms");
 

@@ -56,6 +56,12 @@ struct MeshConfig {
   uint32_t restart_period_ms = 10000;          // ... in this period, else `failed`
   uint32_t log_max_bytes = 10 * 1024 * 1024;   // per node log file before rotation
   uint32_t log_keep = 3;                       // rotated files kept
+  // Bid node write-ahead log (docs/configuration.md): a checkpoint (one synced LMDB commit) is
+  // taken when the log holds checkpoint_kb past the last one, or checkpoint_interval_ms after it.
+  // Both bound the replay after a crash, hence the restart time.
+  uint32_t checkpoint_interval_ms = 1000;
+  uint32_t checkpoint_kb = 512;
+  uint32_t wal_segment_mb = 16;                // preallocated log segment size
   std::vector<NodeConfig> nodes;     // in file order
 
   const NodeConfig* find(std::string_view name) const;

@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   uint64_t items = 1000;
   std::string batches = "1,50,200";
   int commits = 200;
-  bool keep = false, compact = true, write_map = true, read_ahead = false;
+  bool keep = false, compact = true, read_ahead = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -72,10 +72,9 @@ int main(int argc, char** argv) {
     else if (a == "--commits") commits = std::stoi(next());
     else if (a == "--keep") keep = true;
     else if (a == "--no-compact") compact = false;
-    else if (a == "--no-writemap") write_map = false;
     else if (a == "--read-ahead") read_ahead = true;
     else {
-      std::fprintf(stderr, "usage: store_bench [--dir D] [--items N] [--batches 1,50,200] [--commits C] [--keep] [--no-compact] [--no-writemap] [--read-ahead]\n");
+      std::fprintf(stderr, "usage: store_bench [--dir D] [--items N] [--batches 1,50,200] [--commits C] [--keep] [--no-compact] [--read-ahead]\n");
       return 2;
     }
   }
@@ -83,7 +82,6 @@ int main(int argc, char** argv) {
   bidmesh::ItemStoreOptions o;
   o.dir = dir;
   o.map_size_bytes = 4ull << 30;
-  o.write_map = write_map;
   o.read_ahead = read_ahead;
   auto opened = bidmesh::ItemStore::open(o);
   if (auto* err = std::get_if<std::string>(&opened)) {
@@ -111,6 +109,10 @@ int main(int argc, char** argv) {
   }
 
   if (compact) {
+    if (const bidmesh::Status st = store->checkpoint(); !st.ok()) {
+      std::fprintf(stderr, "store_bench: checkpoint: %s\n", st.to_string().c_str());
+      return 1;
+    }
     store.reset();
     const std::string copy = dir + ".compact";
     std::filesystem::remove_all(copy);
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "store_bench: compacting: %s\n", mdb_strerror(rc));
       return 1;
     }
+    std::filesystem::rename(dir + "/wal", copy + "/wal");  // the log goes with the checkpoint it continues
     std::filesystem::remove_all(dir);
     std::filesystem::rename(copy, dir);
     auto again = bidmesh::ItemStore::open(o);

@@ -11,74 +11,10 @@
 #include <lmdb.h>
 
 #include "protocol/messages.h"
+#include "tests/unit/store_fixtures.h"
 
 namespace bidmesh {
 namespace {
-
-constexpr uint64_t kNow = 1'800'000'000'000;  // a fixed wall clock, unix ms
-
-// A fresh directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "item_store_test.XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-std::unique_ptr<ItemStore> open_store(const std::filesystem::path& dir, uint64_t map_size = 64ull << 20,
-                                      std::chrono::milliseconds retention = kDefaultRequestRetention) {
-  ItemStoreOptions o;
-  o.dir = dir;
-  o.map_size_bytes = map_size;
-  o.retention = retention;
-  auto opened = ItemStore::open(o);
-  if (auto* err = std::get_if<std::string>(&opened)) FAIL("open failed: " << *err);
-  return std::move(std::get<std::unique_ptr<ItemStore>>(opened));
-}
-
-Request open_req(std::string id, std::string item, uint64_t start = 1, uint64_t increment = 1,
-                 std::optional<uint64_t> closes_at = std::nullopt) {
-  Request r;
-  r.op = Op::open;
-  r.id = std::move(id);
-  r.item = std::move(item);
-  r.start = start;
-  r.increment = increment;
-  r.closes_at = closes_at;
-  return r;
-}
-Request bid_req(std::string id, std::string item, std::string bidder, uint64_t amount) {
-  Request r;
-  r.op = Op::bid;
-  r.id = std::move(id);
-  r.item = std::move(item);
-  r.bidder = std::move(bidder);
-  r.amount = amount;
-  return r;
-}
-Request item_req(Op op, std::string id, std::string item) {
-  Request r;
-  r.op = op;
-  r.id = std::move(id);
-  r.item = std::move(item);
-  return r;
-}
-Request history_req(std::string id, std::string item, uint64_t after = 0, uint64_t limit = kDefaultHistoryLimit) {
-  Request r = item_req(Op::history, std::move(id), std::move(item));
-  r.after = after;
-  r.limit = limit;
-  return r;
-}
 
 // Applies one request alone; returns the raw reply bytes.
 std::string raw(ItemStore& s, const Request& r, uint64_t now = kNow) {

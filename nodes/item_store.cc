@@ -323,6 +323,28 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
   return store;
 }
 
+std::optional<LogPosition> ItemStore::read_checkpoint_position(const std::filesystem::path& dir, std::string* error) {
+  error->clear();
+  Env env;  // closes the environment on every path, after the Txn below is gone
+  std::optional<LogPosition> pos;
+  const char* call = "mdb_env_create";
+  int rc = mdb_env_create(&env.env);
+  if (rc != 0) env.env = nullptr;
+  if (rc == 0 && (rc = mdb_env_set_maxdbs(env.env, 8)) != 0) call = "mdb_env_set_maxdbs";
+  if (rc == 0 && (rc = mdb_env_open(env.env, dir.c_str(), MDB_RDONLY, 0600)) != 0) call = "mdb_env_open";
+  if (rc == 0) {
+    Txn t;
+    if ((rc = t.begin(env.env, MDB_RDONLY)) != 0) call = "mdb_txn_begin";
+    if (rc == 0 && (rc = mdb_dbi_open(t.get(), "meta", 0, &env.meta)) != 0) call = "mdb_dbi_open";
+    std::string_view raw;
+    if (rc == 0 && (rc = get_value(t.get(), env.meta, "log", &raw)) != 0) call = "mdb_get";
+    if (rc == 0 && raw.size() == 16) pos = LogPosition{read_u64(raw.data()), read_u64(raw.data() + 8)};
+    else if (rc == 0) *error = "the meta record 'log' of " + dir.string() + " is malformed";
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) *error = "cannot read the store in " + dir.string() + ": " + call + ": " + mdb_strerror(rc);
+  return pos;
+}
+
 ItemStore::ItemStore(std::unique_ptr<Env> env, std::filesystem::path dir, std::chrono::milliseconds retention)
     : env_(std::move(env)), dir_(std::move(dir)), retention_(retention) {}
 

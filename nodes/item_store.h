@@ -151,6 +151,11 @@ class ItemStore {
   // Replays the log past the last checkpoint first (see Guarantees).
   static std::variant<std::unique_ptr<ItemStore>, std::string> open(const ItemStoreOptions& options);
 
+  // The log position the last checkpoint of the store in `dir` covers, read without opening the
+  // store for writing (LMDB read-only; the node may run). nullopt with `*error` empty: no
+  // checkpoint yet (replay starts at the beginning of the log); with `*error` set: unreadable.
+  static std::optional<LogPosition> read_checkpoint_position(const std::filesystem::path& dir, std::string* error);
+
   ~ItemStore();
   ItemStore(const ItemStore&) = delete;
   ItemStore& operator=(const ItemStore&) = delete;

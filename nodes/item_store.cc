@@ -565,7 +565,7 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
     if (Status st = log_->append(record_); !st.ok()) {
       res.failure = (st.is_no_space() ? "storage full: the write-ahead log cannot grow: " : "write-ahead log: ") +
                     st.message();
-      if (!st.is_no_space()) {
+      if (st.is_io_error()) {  // what is on disk is unknown now (no_space and invalid_argument wrote nothing)
         log_broken_ = true;
         res.fatal = true;
       }

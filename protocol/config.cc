@@ -175,7 +175,7 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
   cfg.data_dir = rd.resolve(*rd.read_string(root, "", "data_dir", true));
   rd.read_uint(root, "", "request_timeout_ms", cfg.request_timeout_ms, 10, 600000);
   rd.read_uint(root, "", "max_request_bytes", cfg.max_request_bytes, 256, kTransportMaxBytes);
-  rd.read_uint(root, "", "batch_max", cfg.batch_max, 1, 100000);
+  rd.read_uint(root, "", "batch_max", cfg.batch_max, 1, 4096);  // a batch's log record stays under 1 MiB
   uint64_t map_size_mb = cfg.default_map_size_bytes >> 20;
   rd.read_uint(root, "", "map_size_mb", map_size_mb, 1, 1ull << 24);
   cfg.default_map_size_bytes = map_size_mb << 20;

@@ -106,6 +106,9 @@ class PosixFileLayer : public FileLayer {
       ::close(fd);
       return Status::io_error("stat " + path.string(), err);
     }
+    // Appends touch pages one after another and never read ahead: no readahead means no large
+    // page-cache folios made by reads (see create_zeroed).
+    (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     *out = std::make_unique<PosixLogFile>(fd, path, static_cast<uint64_t>(st.st_size));
     return Status::OK();
   }
@@ -114,7 +117,11 @@ class PosixFileLayer : public FileLayer {
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return errno_status("create", path, errno);
     auto file = std::make_unique<PosixLogFile>(fd, path, 0);
-    const std::string zeros(std::min<uint64_t>(bytes, 1u << 20), '\0');
+    // Zeros in 4 KiB writes, not larger ones: on a kernel with large page-cache folios (ext4,
+    // Linux 6.x) a buffered write makes folios as large as itself, and a 100-byte append into a
+    // 1 MiB folio made the next fdatasync write the whole MiB (docs/benchmarks.md). Page-sized
+    // writes leave page-sized folios, so an append dirties and syncs only its own pages.
+    const std::string zeros(4096, '\0');
     Status s;
     for (uint64_t done = 0; done < bytes && s.ok(); done += zeros.size()) {
       s = file->write_at(done, std::string_view(zeros).substr(0, std::min<uint64_t>(zeros.size(), bytes - done)));
@@ -126,6 +133,7 @@ class PosixFileLayer : public FileLayer {
       ::unlink(path.c_str());
       return s;
     }
+    (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     *out = std::move(file);
     return Status::OK();
   }

@@ -57,6 +57,10 @@
 namespace bidmesh {
 
 inline constexpr uint64_t kLogHeaderBytes = 17;
+// The largest payload of a record. It bounds how far replay must look past the point where the
+// records stop to know whether anything valid follows (the next record would start within one
+// record's length), so a replay reads at most this much of the unwritten rest of a segment.
+inline constexpr uint64_t kMaxLogPayloadBytes = 1ull << 20;
 inline constexpr uint64_t kLogLengthOffset = 4;
 inline constexpr uint64_t kLogTypeOffset = 8;
 inline constexpr uint64_t kLogSegmentOffset = 9;

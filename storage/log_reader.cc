@@ -52,7 +52,9 @@ Status find_valid_record(SegmentWindow& window, LogFile& file, uint64_t from, ui
   const uint64_t lead = kLogSegmentOffset + static_cast<uint64_t>(k);
   const uint64_t size = window.size();
   if (size < kLogHeaderBytes) return Status::OK();
-  const uint64_t last_start = size - kLogHeaderBytes;  // the last offset a header can start at
+  // The last offset a header can start at: records are contiguous, so when one follows a damaged
+  // or erased header at from - 1, the next one starts within one record's length of it.
+  const uint64_t last_start = std::min(size - kLogHeaderBytes, from - 1 + kLogHeaderBytes + kMaxLogPayloadBytes);
   std::string record;
   for (uint64_t chunk = from; chunk <= last_start; chunk += kChunkBytes) {
     const uint64_t chunk_last = std::min(last_start, chunk + kChunkBytes - 1);  // headers starting in this chunk

@@ -94,6 +94,7 @@ class LogWriter {
   Status zero_torn_record();
   Status prepare_next();  // creates segment segment_ + ahead_ + 1, zeroed
   Status move_to_next_segment();
+  Status write_pages();
   Status fail(const Status& s);  // remembers s as an io_error and returns it
   std::filesystem::path path_of(uint64_t segment) const;
 
@@ -106,6 +107,8 @@ class LogWriter {
   uint64_t ahead_ = 0;  // files segment_+1 .. segment_+ahead_ exist: segment_bytes long, no records
   Status failed_;       // ok until a write or a sync failed
   std::string record_;  // the record being written (kept to reuse its buffer)
+  std::string page_head_;  // the current page's bytes before offset_ (offset_ % 4096 of them)
+  std::string write_buf_;  // page_head_ + record_ + zero padding, as written
 };
 
 }  // namespace bidmesh

@@ -538,9 +538,13 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   WriteCtx w;
   w.now = now_ms;
   Txn t;
-  int rc = t.begin(env_->env, 0, txn_);
+  // Live batches get a nested transaction, so a failed one leaves nothing behind. A replayed
+  // batch succeeded before, and if it fails now the open fails anyway: it is applied straight in
+  // the checkpoint transaction, which saves the nested transaction's page lists (replay speed
+  // bounds the restart time).
+  int rc = log ? t.begin(env_->env, 0, txn_) : 0;
   if (rc != 0) w.failed_at = "mdb_txn_begin";
-  w.txn = t.get();
+  w.txn = log ? t.get() : txn_;
   // Due deadlines first: a request of this batch sees its item closed, as the contract says.
   if (rc == 0) rc = run_auto_closes(w);
   std::size_t writes = 0;
@@ -572,7 +576,7 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
       return;  // the Txn destructor aborts the nested transaction: nothing of the batch is kept
     }
   }
-  if (rc == 0 && (rc = t.commit()) != 0) {
+  if (rc == 0 && log && (rc = t.commit()) != 0) {
     w.failed_at = "mdb_txn_commit";
     if (log) {
       // The batch is in the log but not in the transaction: rebuild the transaction from the log.

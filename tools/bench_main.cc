@@ -231,6 +231,9 @@ int main(int argc, char** argv) {
   restart_cmd->add_option("--node", rcfg.node, "the bid node to kill (must not be running: the bench starts it)")->required();
   restart_cmd->add_option("--node-program", rcfg.node_program, "bidmesh-bid-node (default: beside this program)");
   restart_cmd->add_option("--log", rcfg.log_file, "the node's log file (default: /dev/null)");
+  restart_cmd->add_flag("--worst-tail", rcfg.worst_tail,
+                        "kill just before a checkpoint with the longest log tail (give the config a long "
+                        "checkpoint_interval_ms)");
   restart_cmd->add_option("--times", rcfg.times, "restarts")->check(CLI::Range(1, 1000))->capture_default_str();
   restart_cmd->add_option("--probe-timeout", rcfg.probe_timeout_ms, "ms before a probe bid is retried with a new id")
       ->check(CLI::Range(1, 10000))

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <zmq_addon.hpp>
 
@@ -19,7 +21,26 @@
 namespace bidmesh {
 namespace {
 
-pid_t spawn(const RestartBenchConfig& cfg) {
+// argv and the environment are built before fork: the child only execs (this process has
+// ZeroMQ threads, so the child must not allocate).
+struct Launch {
+  std::vector<std::string> args, env;
+  std::vector<char*> argv, envp;
+};
+Launch make_launch(const RestartBenchConfig& cfg) {
+  Launch l;
+  l.args = {cfg.node_program, "--config", cfg.config_file, "--name", cfg.node};
+  for (char** e = environ; *e != nullptr; ++e) l.env.emplace_back(*e);
+  // nodes/failpoint.h (tools do not include nodes/): the node waits 60 s before each checkpoint.
+  if (cfg.worst_tail) l.env.push_back("BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS=60000");
+  for (auto& a : l.args) l.argv.push_back(a.data());
+  l.argv.push_back(nullptr);
+  for (auto& e : l.env) l.envp.push_back(e.data());
+  l.envp.push_back(nullptr);
+  return l;
+}
+
+pid_t spawn(const RestartBenchConfig& cfg, Launch& l) {
   const pid_t pid = fork();
   if (pid != 0) return pid;  // parent (or -1)
   const int fd = open(cfg.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -27,8 +48,7 @@ pid_t spawn(const RestartBenchConfig& cfg) {
     dup2(fd, STDOUT_FILENO);
     dup2(fd, STDERR_FILENO);
   }
-  execl(cfg.node_program.c_str(), cfg.node_program.c_str(), "--config", cfg.config_file.c_str(), "--name",
-        cfg.node.c_str(), static_cast<char*>(nullptr));
+  execve(l.argv[0], l.argv.data(), l.envp.data());
   _exit(127);
 }
 
@@ -114,7 +134,8 @@ RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConf
   res.item = item;
   Prober p(ctx, cfg.endpoint, item);
 
-  pid_t pid = spawn(cfg);
+  Launch launch = make_launch(cfg);
+  pid_t pid = spawn(cfg, launch);
   if (pid < 0) {
     res.error = "cannot fork";
     return res;
@@ -143,16 +164,28 @@ RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConf
   }
 
   for (int t = 0; t < cfg.times; ++t) {
-    // Light load between restarts.
-    const int64_t gap_end = monotonic_ns() + static_cast<int64_t>(cfg.gap_ms) * 1000000;
-    while (monotonic_ns() < gap_end) {
-      (void)p.bid(100);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (cfg.worst_tail) {
+      // One bid at a time until one is not answered: the node waits in its checkpoint.
+      const int64_t fill_end = monotonic_ns() + int64_t{120} * 1000 * 1000000;
+      bool held = false;
+      while (!held && monotonic_ns() < fill_end) held = !p.bid(500).has_value();
+      if (!held) {
+        reap();
+        res.error = "the node never reached a checkpoint in 120 s (is checkpoint_kb reachable?)";
+        return res;
+      }
+    } else {
+      // Light load between restarts.
+      const int64_t gap_end = monotonic_ns() + static_cast<int64_t>(cfg.gap_ms) * 1000000;
+      while (monotonic_ns() < gap_end) {
+        (void)p.bid(100);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
     }
     const int64_t t_kill = monotonic_ns();
     kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
-    pid = spawn(cfg);
+    pid = spawn(cfg, launch);
     if (pid < 0) {
       res.error = "cannot fork";
       return res;

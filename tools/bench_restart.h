@@ -9,6 +9,14 @@
 // Between restarts `gap_ms` of light load (one bid at a time) runs. The router and the rest of
 // the mesh must already run; the node must NOT be running (the bench starts it).
 //
+// With `worst_tail`, each kill lands at the worst moment for the restart: just before a
+// checkpoint, with the longest log tail the configuration allows. The node is started with the
+// failpoint BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS (nodes/failpoint.h), which holds it just before
+// each checkpoint's commit; between restarts the bench bids one at a time (one write per logged
+// batch: the most replay work per byte of log) until a bid goes unanswered, which is the node
+// waiting in its checkpoint with a full tail, and kills it there. Give the mesh config a long
+// checkpoint_interval_ms, so that the size (checkpoint_kb) is what makes the checkpoint due.
+//
 // Thread-compatible: one call from one thread.
 #pragma once
 
@@ -30,6 +38,7 @@ struct RestartBenchConfig {
   int probe_timeout_ms = 20;
   int gap_ms = 300;
   int give_up_ms = 10000;      // one restart that takes longer than this fails the run
+  bool worst_tail = false;     // kill just before a checkpoint, with a full log tail (above)
 };
 
 struct RestartBenchResult {

@@ -64,6 +64,11 @@ int main(int argc, char** argv) {
                     "some requests end unknown")
       ->check(CLI::Range(2, 3600000))
       ->capture_default_str();
+  crash->add_option("--checkpoint-kb", co.checkpoint_kb, "checkpoint_kb of the mesh (0: the default)")
+      ->check(CLI::Range(0, 1 << 20))->capture_default_str();
+  crash->add_option("--checkpoint-hold-ms", co.checkpoint_hold_ms,
+                    "hold each checkpoint this long before its commit (failpoint), so kills land inside")
+      ->check(CLI::Range(0, 60000))->capture_default_str();
   crash->add_flag("--keep", keep, "keep the temp dir");
   crash->add_flag("--json", json, "print one JSON object");
 

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "protocol/messages.h"
@@ -89,7 +90,9 @@ struct Bidders {
 
 std::string CrashResult::summary() const {
   std::string out = "crash: " + fmt("%.1f", seconds) + " s, " + std::to_string(kills) +
-                    " kills (SIGKILL), slowest restart to running " + fmt("%.1f", restart_ms_max) +
+                    " kills (SIGKILL)" +
+                    (kills_in_checkpoint > 0 ? " (" + std::to_string(kills_in_checkpoint) + " inside a checkpoint)" : "") +
+                    ", slowest restart to running " + fmt("%.1f", restart_ms_max) +
                     " ms; clients: timeout " + std::to_string(client_timeout_ms) + " ms, deadline " +
                     std::to_string(client_deadline_ms) + " ms\n  " + check.summary();
   if (!error.empty()) out += "\n  ERROR: " + error;
@@ -98,15 +101,36 @@ std::string CrashResult::summary() const {
 
 std::string CrashResult::json() const {
   return "{\"test\":\"crash\",\"seconds\":" + fmt("%.1f", seconds) + ",\"kills\":" + std::to_string(kills) +
+         ",\"kills_in_checkpoint\":" + std::to_string(kills_in_checkpoint) +
          ",\"restart_ms_max\":" + fmt("%.1f", restart_ms_max) + ",\"client_timeout_ms\":" +
          std::to_string(client_timeout_ms) + ",\"client_deadline_ms\":" + std::to_string(client_deadline_ms) +
          ",\"check\":" + check.json() +
          ",\"passed\":" + (passed() ? "true" : "false") + "}";
 }
 
+// Restarts of a node whose replay found a tail of at least checkpoint_kb: the kill landed while
+// a checkpoint was due, i.e. inside it (from the "log replayed N batches (W writes, B bytes)"
+// lines of its log; each record also has a 17-byte header).
+uint64_t full_tail_replays(const std::filesystem::path& log, int checkpoint_kb) {
+  uint64_t n = 0;
+  std::istringstream in(test::read_file(log));
+  for (std::string line; std::getline(in, line);) {
+    unsigned long long batches = 0, writes = 0, bytes = 0;
+    const auto at = line.find("log replayed ");
+    if (at == std::string::npos) continue;
+    if (std::sscanf(line.c_str() + at, "log replayed %llu batches (%llu writes, %llu bytes)", &batches, &writes, &bytes) != 3)
+      continue;
+    if (bytes + 17 * batches >= static_cast<unsigned long long>(checkpoint_kb) * 1024) ++n;
+  }
+  return n;
+}
+
 CrashResult run_crash(const CrashOptions& o) {
   CrashResult r;
-  SupervisedMesh mesh;
+  MeshSpec spec;
+  if (o.checkpoint_kb > 0) spec.extra = "checkpoint_kb = " + std::to_string(o.checkpoint_kb) + "\ncheckpoint_interval_ms = 600000";
+  if (o.checkpoint_hold_ms > 0) spec.env["BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS"] = std::to_string(o.checkpoint_hold_ms);
+  SupervisedMesh mesh(spec);
   if (o.keep) mesh.temp().keep();
   if (auto e = mesh.start()) {
     r.error = *e;
@@ -148,6 +172,7 @@ CrashResult run_crash(const CrashOptions& o) {
   if (r.error.empty() && !werr.empty()) r.error = werr;
   if (!mesh.wait_serving(items.front(), Ms(20000)) && r.error.empty()) r.error = "bid-1 does not serve after the run";
   r.check = check_history(mesh.ctx(), mesh.request_endpoint(), items, bidders.logs);
+  if (o.checkpoint_kb > 0) r.kills_in_checkpoint = full_tail_replays(mesh.node_log("bid-1"), o.checkpoint_kb);
   if (!r.passed() && r.error.empty() && o.keep) r.error = "kept " + mesh.dir().string();
   return r;
 }

@@ -31,12 +31,19 @@ struct CrashOptions {
   int client_timeout_ms = 400;
   int client_deadline_ms = 6000;
   bool keep = false;        // keep the temp dir (logs, data)
+  // Kills inside checkpoints: checkpoint_kb (0: the config's default) and the failpoint that
+  // holds each checkpoint this long before its LMDB commit (0: off). With a small checkpoint_kb
+  // and a hold, a good part of the node's time is spent inside checkpoints, so random kills land
+  // there too; the restarted node's replay shows which did (a tail of checkpoint_kb or more).
+  int checkpoint_kb = 0;
+  int checkpoint_hold_ms = 0;
 };
 
 struct CrashResult {
   std::string error;        // the run could not be made
   int client_timeout_ms = 0, client_deadline_ms = 0;  // as run
   uint64_t kills = 0;
+  uint64_t kills_in_checkpoint = 0;  // restarts that replayed a full tail (checkpoint_kb set)
   double restart_ms_max = 0;  // kill -> the supervisor reports the new process running
   double seconds = 0;
   CheckFigures check;

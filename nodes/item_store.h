@@ -98,7 +98,9 @@ struct MDB_txn;  // lmdb.h stays out of this header
 namespace bidmesh {
 
 inline constexpr std::chrono::milliseconds kDefaultRequestRetention = std::chrono::hours(24);
-inline constexpr std::size_t kPrunePerTxn = 64;         // request records the sweep examines per write txn
+// Request records the sweep examines per write txn. Small: every batch pays it, live and in the
+// replay, and in a large store each examination can touch a cold page (docs/durability.md).
+inline constexpr std::size_t kPrunePerTxn = 8;
 inline constexpr std::size_t kPrunePerWrite = 2;        // ... plus this many per write of the txn
 inline constexpr uint64_t kSweepSaveEvery = 32;         // write txns between saves of the sweep key
 inline constexpr std::size_t kAutoClosePerTxn = 1024;   // due deadlines closed per write txn

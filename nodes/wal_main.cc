@@ -53,5 +53,6 @@ int main(int argc, char** argv) {
     std::cerr << "bidmesh-wal: " << error << std::endl;
     return 111;
   }
-  return bidmesh::inspect_log(node_dir / "wal", checkpoint, records, std::cout);
+  // No checkpoint yet: the node replays from the start of the log.
+  return bidmesh::inspect_log(node_dir / "wal", checkpoint.value_or(bidmesh::LogPosition{}), records, std::cout);
 }

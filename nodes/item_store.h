@@ -113,7 +113,7 @@ struct ItemStoreOptions {
   bool read_ahead = false;                    // off: MDB_NORDAHEAD (see .cc); on only for A/B
   std::chrono::milliseconds retention = kDefaultRequestRetention;  // idempotency records
   // A checkpoint is due once the log holds this much past the last one, or this long after it.
-  uint64_t checkpoint_bytes = 128ull << 10;
+  uint64_t checkpoint_bytes = 64ull << 10;
   std::chrono::milliseconds checkpoint_interval{1000};
   uint64_t log_segment_bytes = 16ull << 20;
   FileLayer* log_files = nullptr;             // null: real files (tests inject faults here)

@@ -60,7 +60,7 @@ struct MeshConfig {
   // taken when the log holds checkpoint_kb past the last one, or checkpoint_interval_ms after it.
   // Both bound the replay after a crash, hence the restart time.
   uint32_t checkpoint_interval_ms = 1000;
-  uint32_t checkpoint_kb = 128;
+  uint32_t checkpoint_kb = 64;
   uint32_t wal_segment_mb = 16;                // preallocated log segment size
   std::vector<NodeConfig> nodes;     // in file order
 

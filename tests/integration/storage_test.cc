@@ -1,11 +1,12 @@
 // The bid node's storage under stress, with real processes and real LMDB files
-// (docs/reliability.md, "Disk full", "Stale readers", "Durability switch"):
+// (docs/reliability.md, "Disk full", "Stale readers and dead writers", "Durability switch"):
 // - a map too small for the data: writes fail cleanly with `internal` "storage full", reads keep
 //   working, nothing acknowledged is lost, the log says what the operator must do, and raising
 //   map_size_mb and restarting is enough;
 // - kill -9 under sustained write and `history` load while another process holds the environment
-//   open (as a backup or mdb_stat would): the dead node's reader slots are stale in the lock file
-//   until the restarted node clears them (mdb_reader_check), and it serves at once;
+//   open (as a backup or mdb_stat would): the node always holds LMDB's writer mutex (its
+//   checkpoint transaction stays open) and no reader slot, so every kill leaves the mutex with a
+//   dead owner; the restarted node recovers it and serves at once;
 // - durability can only be turned off by the plain-words value; anything else refuses to start.
 #include <catch2/catch.hpp>
 

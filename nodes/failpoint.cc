@@ -43,7 +43,10 @@ void before_commit() {
 
 void before_checkpoint() {
   const auto d = checkpoint_delay();
-  if (d.count() > 0) std::this_thread::sleep_for(d);
+  if (d.count() == 0) return;
+  // One line per hold, so that a test can kill the node while it waits here.
+  std::cerr << "failpoint: checkpoint held " << d.count() << " ms" << std::endl;
+  std::this_thread::sleep_for(d);
 }
 
 }  // namespace bidmesh::failpoint

@@ -10,6 +10,7 @@
 //                                         node inside the window.
 //   BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS=N   sleep N ms just before each checkpoint's LMDB
 //                                         commit: kill -9 tests hit "during a checkpoint".
+//                                         Each hold writes "failpoint: checkpoint held" first.
 //
 // The environment is read once per process, at the first call (the node's first write batch
 // happens after start, so in practice at node start); a malformed or out-of-range value is

@@ -201,6 +201,19 @@ int load_state(MDB_txn* txn, MDB_dbi data, std::string_view item, ItemState* s, 
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
+// meta "log": u64 segment, u64 offset.
+std::string encode_log_position(LogPosition p) {
+  std::string out;
+  append_u64(out, p.segment);
+  append_u64(out, p.offset);
+  return out;
+}
+bool decode_log_position(std::string_view raw, LogPosition* p) {
+  if (raw.size() != 16) return false;
+  *p = LogPosition{read_u64(raw.data()), read_u64(raw.data() + 8)};
+  return true;
+}
+
 }  // namespace
 
 struct ItemStore::Env {
@@ -220,7 +233,6 @@ struct ItemStore::WriteCtx {
   std::vector<FeedMessage> events;
   const char* failed_at = "";  // the call that failed, for the operator's message
   std::string sweep_next;      // the sweep's resume key once this txn commits
-  bool sweep_saved = false;    // this txn wrote it to meta "sweep"
   uint64_t items_added = 0;    // opens in this txn (meta "items" is rewritten when non-zero)
   // Reused buffers: no allocation per request for keys and records once they have grown.
   std::string key, value, fingerprint;
@@ -338,7 +350,8 @@ std::optional<LogPosition> ItemStore::read_checkpoint_position(const std::filesy
     if (rc == 0 && (rc = mdb_dbi_open(t.get(), "meta", 0, &env.meta)) != 0) call = "mdb_dbi_open";
     std::string_view raw;
     if (rc == 0 && (rc = get_value(t.get(), env.meta, "log", &raw)) != 0) call = "mdb_get";
-    if (rc == 0 && raw.size() == 16) pos = LogPosition{read_u64(raw.data()), read_u64(raw.data() + 8)};
+    LogPosition p;
+    if (rc == 0 && decode_log_position(raw, &p)) pos = p;
     else if (rc == 0) *error = "the meta record 'log' of " + dir.string() + " is malformed";
   }
   if (rc != 0 && rc != MDB_NOTFOUND) *error = "cannot read the store in " + dir.string() + ": " + call + ": " + mdb_strerror(rc);
@@ -377,9 +390,7 @@ Status ItemStore::begin_checkpoint_txn() {
   std::string_view raw;
   checkpoint_pos_ = LogPosition{};
   if ((rc = get_value(txn_, env_->meta, "log", &raw)) == 0) {
-    if (raw.size() != 16) return Status::corruption("the meta record 'log' is malformed");
-    checkpoint_pos_.segment = read_u64(raw.data());
-    checkpoint_pos_.offset = read_u64(raw.data() + 8);
+    if (!decode_log_position(raw, &checkpoint_pos_)) return Status::corruption("the meta record 'log' is malformed");
   } else if (rc != MDB_NOTFOUND) {
     return Status::io_error(describe_failure(rc, "log record"));
   }
@@ -396,7 +407,6 @@ Status ItemStore::begin_checkpoint_txn() {
   } else if (rc != MDB_NOTFOUND) {
     return Status::io_error(describe_failure(rc, "sweep record"));
   }
-  txns_since_sweep_save_ = 0;
   retry_after_ms_ = 0;
   if ((rc = first_deadline(txn_, &next_deadline_)) != 0) return Status::io_error(describe_failure(rc, "deadlines"));
   return Status::OK();
@@ -446,9 +456,7 @@ Status ItemStore::checkpoint() {
   if (!log_) return Status::invalid_argument("the store has no log");
   last_checkpoint_attempt_ = std::chrono::steady_clock::now();
   const LogPosition end = log_->end();
-  std::string pos;
-  append_u64(pos, end.segment);
-  append_u64(pos, end.offset);
+  const std::string pos = encode_log_position(end);
   int rc = txn_ == nullptr ? EINVAL : 0;
   const char* failed_at = "no checkpoint transaction";
   if (rc == 0) {
@@ -601,7 +609,6 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   retry_after_ms_ = 0;
   item_count_ += w.items_added;
   sweep_key_ = std::move(w.sweep_next);
-  txns_since_sweep_save_ = w.sweep_saved ? 0 : txns_since_sweep_save_ + 1;
 }
 
 int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
@@ -794,8 +801,8 @@ int ItemStore::run_auto_closes(WriteCtx& w) {
 // The sweep (see item_store.h): from sweep_key_, examines up to kPrunePerTxn + kPrunePerWrite x
 // writes request records in key order, wrapping once at the end of the tree, and deletes those
 // older than the retention. Non-record keys (an item's state and events) are skipped with one seek
-// per item, at most as many seeks as the record budget. The resume key is set in w.sweep_next
-// and saved in meta "sweep" every kSweepSaveEvery txns and at a wrap.
+// per item, at most as many seeks as the record budget. The resume key is set in w.sweep_next;
+// checkpoint() saves it in meta "sweep".
 int ItemStore::prune(WriteCtx& w, std::size_t writes) {
   const uint64_t retention = static_cast<uint64_t>(retention_.count());
   const std::size_t budget = kPrunePerTxn + kPrunePerWrite * writes;
@@ -861,10 +868,6 @@ int ItemStore::prune(WriteCtx& w, std::size_t writes) {
   }
   for (const std::string& key : expired) {
     if (const int rc = w.del(env_->data, key); rc != 0) return rc;
-  }
-  if (wrapped || txns_since_sweep_save_ + 1 >= kSweepSaveEvery) {
-    w.sweep_saved = true;
-    return w.put(env_->meta, "sweep", w.sweep_next);
   }
   return 0;
 }

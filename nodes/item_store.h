@@ -40,8 +40,8 @@
 //              "log"    -> u64 segment, u64 offset: the log position this commit covers (replay
 //                          starts there; absent: the start of the log)
 //              "items"  -> u64 number of items (kept with every open, for item_count at start)
-//              "sweep"  -> the data key the prune sweep resumes at (saved every kSweepSaveEvery
-//                          write txns and at each wrap; a crash only makes it re-examine a little)
+//              "sweep"  -> the data key the prune sweep resumes at (saved by every checkpoint, in
+//                          the same commit as "log": the replay continues the sweep exactly)
 //   data:      ONE tree, every key of an item clustered under its prefix, so a bid's three writes
 //              (event, state, request record) land on one leaf page, or two when the item's
 //              records span several pages:
@@ -102,7 +102,6 @@ inline constexpr std::chrono::milliseconds kDefaultRequestRetention = std::chron
 // replay, and in a large store each examination can touch a cold page (docs/durability.md).
 inline constexpr std::size_t kPrunePerTxn = 8;
 inline constexpr std::size_t kPrunePerWrite = 2;        // ... plus this many per write of the txn
-inline constexpr uint64_t kSweepSaveEvery = 32;         // write txns between saves of the sweep key
 inline constexpr std::size_t kAutoClosePerTxn = 1024;   // due deadlines closed per write txn
 inline constexpr uint64_t kReserveAhead = 64ull << 20;   // disk allocated past the last page
 
@@ -241,7 +240,6 @@ class ItemStore {
   ReplayStats replay_stats_;
   std::string record_;                        // the batch record buffer, reused
   std::string sweep_key_;                     // where the prune sweep resumes ("" = the start)
-  uint64_t txns_since_sweep_save_ = 0;        // write txns since "sweep" was saved in meta
   uint64_t item_count_ = 0;                   // committed number of items (meta "items")
   std::vector<std::string> expired_;          // prune's scratch list, reused
 };

@@ -106,8 +106,8 @@ TEST_CASE("crash under load with a 4 ms client deadline: requests that end unkno
 
 TEST_CASE("crash under load with kills inside checkpoints: the log replay loses nothing and repeats nothing",
           "[reliability][crash][wal]") {
-  // Checkpoints every 16 KiB of log, each held 300 ms before its LMDB commit (failpoint): most of
-  // bid-1's time is spent inside a checkpoint, so most kills land there, with a full log tail.
+  // Checkpoints every 16 KiB of log, each held 300 ms before its LMDB commit (failpoint); each
+  // kill waits for the node to announce a hold, so it lands inside a checkpoint with a full tail.
   rel::CrashOptions o;
   o.seconds = 10;
   o.clients = 3;
@@ -116,7 +116,7 @@ TEST_CASE("crash under load with kills inside checkpoints: the log replay loses 
   o.checkpoint_hold_ms = 300;
   const rel::CrashResult r = rel::run_crash(o);
   run_and_check_crash(r);
-  CHECK(r.kills_in_checkpoint >= 1);
+  CHECK(r.kills_in_checkpoint >= 1);  // each kill waits for a hold (scenarios.h)
 }
 
 TEST_CASE("a retry with the same id while the node restarts gets one stored bid and the first reply",

@@ -9,6 +9,7 @@
 #include <zmq.hpp>
 
 #include "protocol/messages.h"
+#include "storage/log_format.h"
 #include "tests/support/mesh.h"
 #include "tests/support/requests.h"
 #include "tools/client.h"
@@ -39,16 +40,18 @@ TEST_CASE("bidmesh-wal reads a node's log, and a damaged log stops the node with
   CHECK_THAT(clean.out, Catch::Contains("past the checkpoint: 21 records"));
 
   // Flip a byte inside the payload of the 3rd record (records here are well under 200 bytes).
-  const std::filesystem::path segment = mesh.dir() / "data" / "bid-1" / "wal" / "00000000000000000001.wal";
+  const std::filesystem::path segment = mesh.dir() / "data" / "bid-1" / "wal" / log_segment_name(1);
   uint64_t third = 0;
   {
     std::ifstream in(segment, std::ios::binary);
     REQUIRE(in);
-    for (int r = 0; r < 2; ++r) {  // header: crc (4), length (4, little-endian), type, segment (8)
-      in.seekg(static_cast<std::streamoff>(third + 4));
-      unsigned char len[4];
-      in.read(reinterpret_cast<char*>(len), 4);
-      third += 17 + (len[0] | len[1] << 8 | len[2] << 16 | static_cast<uint64_t>(len[3]) << 24);
+    for (int r = 0; r < 2; ++r) {
+      char header[kLogHeaderBytes];
+      in.seekg(static_cast<std::streamoff>(third));
+      in.read(header, sizeof header);
+      const LogHeader h = decode_log_header(header, 1);
+      REQUIRE(h.kind == LogHeaderKind::record);
+      third += kLogHeaderBytes + h.length;
     }
   }
   {

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "protocol/messages.h"
+#include "storage/log_format.h"
 #include "tests/reliability/harness.h"
 #include "tools/client.h"
 #include "tools/feed_watcher.h"
@@ -110,7 +111,7 @@ std::string CrashResult::json() const {
 
 // Restarts of a node whose replay found a tail of at least checkpoint_kb: the kill landed while
 // a checkpoint was due, i.e. inside it (from the "log replayed N batches (W writes, B bytes)"
-// lines of its log; each record also has a 17-byte header).
+// lines of its log; each record also has a header of kLogHeaderBytes).
 uint64_t full_tail_replays(const std::filesystem::path& log, int checkpoint_kb) {
   uint64_t n = 0;
   std::istringstream in(test::read_file(log));
@@ -120,8 +121,17 @@ uint64_t full_tail_replays(const std::filesystem::path& log, int checkpoint_kb) 
     if (at == std::string::npos) continue;
     if (std::sscanf(line.c_str() + at, "log replayed %llu batches (%llu writes, %llu bytes)", &batches, &writes, &bytes) != 3)
       continue;
-    if (bytes + 17 * batches >= static_cast<unsigned long long>(checkpoint_kb) * 1024) ++n;
+    if (bytes + kLogHeaderBytes * batches >= static_cast<unsigned long long>(checkpoint_kb) * 1024) ++n;
   }
+  return n;
+}
+
+constexpr std::string_view kHeldLine = "failpoint: checkpoint held";  // nodes/failpoint.cc
+
+std::size_t count_lines(const std::filesystem::path& log, std::string_view needle) {
+  std::size_t n = 0;
+  const std::string text = test::read_file(log);
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
   return n;
 }
 
@@ -151,9 +161,16 @@ CrashResult run_crash(const CrashOptions& o) {
   // The killer: SIGKILL to the running bid-1 every kill_every_ms, for `seconds`.
   const auto end = began + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   auto next = began + Ms(o.kill_every_ms);
+  std::size_t held = 0;  // "checkpoint held" lines in bid-1's log so far
   while (next < end) {
     std::this_thread::sleep_until(next);  // the schedule of the fault, not a wait for a condition
     next += Ms(o.kill_every_ms);
+    if (o.checkpoint_hold_ms > 0) {
+      // Kill inside a checkpoint: wait (at most one period) for the node to announce a new hold.
+      const std::size_t before = held;
+      (void)wait_for([&] { return (held = count_lines(mesh.node_log("bid-1"), kHeldLine)) > before; },
+                     Ms(o.kill_every_ms), Ms(5));
+    }
     const pid_t pid = mesh.running_pid("bid-1");
     if (pid <= 0) continue;  // still restarting: skip this tick
     ::kill(pid, SIGKILL);

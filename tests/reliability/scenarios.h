@@ -32,9 +32,9 @@ struct CrashOptions {
   int client_deadline_ms = 6000;
   bool keep = false;        // keep the temp dir (logs, data)
   // Kills inside checkpoints: checkpoint_kb (0: the config's default) and the failpoint that
-  // holds each checkpoint this long before its LMDB commit (0: off). With a small checkpoint_kb
-  // and a hold, a good part of the node's time is spent inside checkpoints, so random kills land
-  // there too; the restarted node's replay shows which did (a tail of checkpoint_kb or more).
+  // holds each checkpoint this long before its LMDB commit (0: off). With a hold, each kill waits
+  // (at most one period) for the node to announce a new hold in its log, so it lands inside a
+  // checkpoint; the restarted node's replay shows which did (a tail of checkpoint_kb or more).
   int checkpoint_kb = 0;
   int checkpoint_hold_ms = 0;
 };

@@ -62,9 +62,7 @@ std::string difference(const std::string& got, const std::string& want) {
 }
 
 std::filesystem::path segment_file(const std::filesystem::path& dir, uint64_t segment) {
-  char name[32];
-  std::snprintf(name, sizeof name, "%020llu.wal", static_cast<unsigned long long>(segment));
-  return dir / "wal" / name;
+  return dir / "wal" / log_segment_name(segment);
 }
 
 // Overwrites `n` bytes at `pos` of the log with zeros (a cut) or flips one byte.

@@ -11,13 +11,17 @@
 
 #include <zmq_addon.hpp>
 
+#include "protocol/access.h"
 #include "protocol/messages.h"
+#include "security/zap.h"
 
 namespace bidmesh {
 
 namespace {
 constexpr auto kFailureLogInterval = std::chrono::seconds(5);
-constexpr std::size_t kEnvelopeFrames = 3;  // router identity, token, body
+// [router identity, token, principal, body]; the reply is [router identity, token, reply].
+constexpr std::size_t kRequestFrames = 4;
+constexpr std::size_t kReplyEnvelopeFrames = 2;
 
 // A signal may interrupt a ZeroMQ call (EINTR, thrown by cppzmq): the call is simply made again,
 // so no reply of a committed batch is lost to a SIGTERM.
@@ -43,6 +47,8 @@ struct BidNode::Incoming {
 BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
     : name_(node.name),
       listen_(node.listen),
+      security_(cfg.security),
+      server_certificate_(cfg.server_certificate),
       feed_collect_(cfg.feed_collect),
       data_dir_(cfg.node_data_dir(node.name)),
       map_size_bytes_(node.map_size_bytes > 0 ? node.map_size_bytes : cfg.default_map_size_bytes),
@@ -73,8 +79,24 @@ std::optional<std::string> BidNode::start() {
   if (auto* err = std::get_if<std::string>(&opened)) return *err;
   store_ = std::move(std::get<std::unique_ptr<ItemStore>>(opened));
 
+  if (security_ == Security::curve) {
+    auto mesh = read_secret_certificate(server_certificate_);
+    if (auto* error = std::get_if<std::string>(&mesh)) return "server_certificate: " + *error;
+    mesh_key_ = std::move(std::get<Certificate>(mesh));
+  }
   try {
+    // Links that leave the machine are CurveZMQ with the mesh's own key: only routers holding
+    // it may send requests here. The feed's collect side admits only that key too.
+    if (security_ == Security::curve && !endpoint_is_local(listen_)) {
+      zap_.emplace(ctx_, mesh_key_.public_key, false);
+      if (auto error = zap_->start()) return *error;
+      make_curve_server(router_, mesh_key_, kZapDomainMesh);
+    }
+    if (security_ == Security::curve) make_curve_client(pub_, mesh_key_, mesh_key_.public_key);
     router_.set(zmq::sockopt::linger, kCloseLingerMs);
+    // Only routers connect here; a request frame is at most max_request_bytes, so anything near
+    // the transport limit is not a router's.
+    router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kTransportMaxBytes));
     router_.set(zmq::sockopt::sndhwm, std::max<int>(kReplyHwm, static_cast<int>(4 * batch_max_)));
     if (listen_.starts_with("ipc://")) {
       std::error_code ec;  // a missing folder shows as the bind error below
@@ -159,11 +181,16 @@ void BidNode::drain() {
       return zmq::recv_multipart(router_, std::back_inserter(in.frames), zmq::recv_flags::dontwait);
     });
     if (!got) break;
-    if (in.frames.size() < kEnvelopeFrames) continue;  // not [identity, token, body]: dropped
+    if (in.frames.size() != kRequestFrames) continue;  // not a router's request: dropped
+    const auto principal = decode_principal(in.frames[2].to_string_view());
+    if (!principal) continue;
     in.request.reset();
     auto decoded = decode_request(in.frames.back().to_string_view(), decode_now, max_request_bytes_);
     if (auto* err = std::get_if<DecodeError>(&decoded)) {
       in.reply = encode_error(*err);
+    } else if (auto forbidden = authorize(*principal, std::get<Request>(decoded))) {
+      // Judged after the fields and before anything of the item; not remembered.
+      in.reply = encode_error(std::get<Request>(decoded).id, ErrorCode::forbidden, *forbidden);
     } else {
       in.request = requests_.size();
       requests_.push_back(std::move(std::get<Request>(decoded)));
@@ -210,7 +237,7 @@ void BidNode::commit_batch() {
     Incoming* in = &slots_[b];
     const std::string& reply = in->request ? result.replies[*in->request] : in->reply;
     // ROUTER drops a message to a gone or full peer (no ROUTER_MANDATORY): never blocks.
-    for (std::size_t i = 0; i + 1 < in->frames.size(); ++i) {
+    for (std::size_t i = 0; i < kReplyEnvelopeFrames; ++i) {
       retry_eintr([&] { return router_.send(in->frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
     }
     retry_eintr([&] { return router_.send(zmq::buffer(reply), zmq::send_flags::dontwait); });

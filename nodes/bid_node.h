@@ -4,10 +4,15 @@
 // DEALER; a PUB connected to the feed's XSUB (`feed_collect`), high-water mark kPubHwm so a slow
 // feed drops events instead of slowing bids (subscribers repair gaps by `seq`).
 //
-// Framing: a router's DEALER sends [token, body]; the ROUTER here receives [router identity,
-// token, body] (fewer than 3 frames: dropped). The reply is every frame but the last, unchanged,
-// then the reply body: [router identity, token, reply]. Replies go out with dontwait: a gone
+// Framing: a router's DEALER sends [token, principal, body]; the ROUTER here receives [router
+// identity, token, principal, body] (any other shape: dropped). The principal (protocol/access.h)
+// is the client as the router authenticated it; a decoded request it may not make is answered
+// `forbidden` and not remembered. The reply is [router identity, token, reply]. Replies go out with dontwait: a gone
 // router just loses them (it has answered `unavailable` by then).
+//
+// Security (security = "curve"): a listen endpoint off this machine is a CurveZMQ server that
+// admits only the mesh's own key (ZAP domain "mesh"), and the PUB is a CurveZMQ client of the
+// feed's collect side, which admits only that key too.
 //
 // Group commit, one thread: poll the ROUTER (timeout: the next auto-close, the supervisor's
 // heartbeat interval, at most 100 ms); drain up to batch_max waiting messages; decode each
@@ -35,6 +40,8 @@
 #include "nodes/item_store.h"
 #include "nodes/process.h"
 #include "protocol/config.h"
+#include "security/certificate.h"
+#include "security/zap.h"
 
 namespace bidmesh {
 
@@ -73,6 +80,8 @@ class BidNode {
 
   const std::string name_;
   const std::string listen_;
+  const Security security_;
+  const std::filesystem::path server_certificate_;
   const std::string feed_collect_;
   const std::filesystem::path data_dir_;
   const uint64_t map_size_bytes_;
@@ -85,6 +94,8 @@ class BidNode {
 
   std::unique_ptr<ItemStore> store_;
   zmq::context_t ctx_;
+  Certificate mesh_key_;                 // with security on: the mesh's own keypair
+  std::optional<ZapHandler> zap_;        // with security on and a listen off this machine
   zmq::socket_t router_;
   zmq::socket_t pub_;
   SupervisorLink link_;

@@ -75,6 +75,17 @@ void FeedForwarder::thread_main(std::promise<std::optional<std::string>>* bound)
     xpub.set(zmq::sockopt::xpub_nodrop, false);
     xpub.set(zmq::sockopt::maxmsgsize, options_.max_subscription_bytes);
     xpub.set(zmq::sockopt::linger, 0);
+    // Peers reach both sockets: dead ones are found by heartbeats, stalled handshakes end.
+    for (zmq::socket_t* s : {&xsub, &xpub}) {
+      s->set(zmq::sockopt::handshake_ivl, options_.handshake_timeout_ms);
+      s->set(zmq::sockopt::heartbeat_ivl, options_.heartbeat_interval_ms);
+      s->set(zmq::sockopt::heartbeat_timeout, options_.heartbeat_timeout_ms);
+      s->set(zmq::sockopt::heartbeat_ttl, options_.heartbeat_timeout_ms);
+    }
+    // Events are one topic and one small map; a bid node never sends anything near this.
+    xsub.set(zmq::sockopt::maxmsgsize, options_.max_event_bytes);
+    if (options_.secure_collect) options_.secure_collect(xsub);
+    if (options_.secure_publish) options_.secure_publish(xpub);
 
     control = zmq::socket_t(ctx_, zmq::socket_type::pair);
     control.set(zmq::sockopt::linger, 0);

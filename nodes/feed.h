@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -30,6 +31,14 @@ struct FeedOptions {
   int collect_hwm = 100000;     // events queued from the bid nodes
   // Subscriptions are topic prefixes ("item/<64 bytes>/"); anything much larger is abuse.
   int64_t max_subscription_bytes = 1024;
+  int64_t max_event_bytes = 64 * 1024;   // per frame from a bid node
+  int handshake_timeout_ms = 5000;
+  int heartbeat_interval_ms = 10000;
+  int heartbeat_timeout_ms = 30000;
+  // With security on: make the XSUB a CurveZMQ server for the mesh's nodes, and the XPUB one
+  // for the allowed clients (security/zap.h). Called on the forwarder's thread before bind.
+  std::function<void(zmq::socket_t&)> secure_collect;
+  std::function<void(zmq::socket_t&)> secure_publish;
 };
 
 class FeedForwarder {

@@ -14,7 +14,9 @@ namespace bidmesh {
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
+volatile std::sig_atomic_t g_reload = 0;
 void on_stop_signal(int) { g_stop = 1; }
+void on_reload_signal(int) { g_reload = 1; }
 }  // namespace
 
 void install_node_signal_handlers() {
@@ -23,6 +25,8 @@ void install_node_signal_handlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  sa.sa_handler = on_reload_signal;
+  sigaction(SIGHUP, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   if (std::getenv(kEnvSupervisorEndpoint) != nullptr) {
     // Die with the supervisor; if it died before this line ran, the parent is now init.
@@ -33,6 +37,12 @@ void install_node_signal_handlers() {
 }
 
 bool stop_requested() { return g_stop != 0; }
+
+bool take_reload_request() {
+  if (g_reload == 0) return false;
+  g_reload = 0;
+  return true;
+}
 
 SupervisorLink::SupervisorLink(zmq::context_t& ctx, std::string node_name) : name_(std::move(node_name)) {
   const char* endpoint = std::getenv(kEnvSupervisorEndpoint);

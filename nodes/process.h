@@ -1,7 +1,8 @@
 // What every node process shares: stop signals and the link to its supervisor.
 //
 // Signals: SIGTERM and SIGINT only set a flag (stop_requested()); the node's loop polls with a
-// bounded timeout, sees the flag, drains and exits. PR_SET_PDEATHSIG is set when a supervisor
+// bounded timeout, sees the flag, drains and exits. SIGHUP (sent by the supervisor on reload)
+// sets another (take_reload_request()): a router then re-reads its clients_dir. PR_SET_PDEATHSIG is set when a supervisor
 // launched the process, so a node never outlives it.
 //
 // SupervisorLink: when the environment names a supervisor (BIDMESH_SUPERVISOR, set by the
@@ -24,6 +25,8 @@ namespace bidmesh {
 // with a getppid() re-check (exits at once if the parent is already gone).
 void install_node_signal_handlers();
 bool stop_requested();
+// True once per SIGHUP received since the last call.
+bool take_reload_request();
 
 class SupervisorLink {
  public:

@@ -6,8 +6,10 @@
 #include <utility>
 #include <variant>
 
+#include "protocol/access.h"
 #include "protocol/errors.h"
 #include "protocol/messages.h"
+#include "security/zap.h"
 
 namespace bidmesh {
 
@@ -81,15 +83,30 @@ using Clock = PendingTable::Clock;
 constexpr zmq::send_flags kMore = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
 constexpr zmq::send_flags kLast = zmq::send_flags::dontwait;
 
-const char kEmpty[1] = {0};
-
 std::string_view view(const zmq::message_t& m) {
   return std::string_view(static_cast<const char*>(m.data()), m.size());
 }
 
+// Reads the rest of a message whose frames are not wanted (libzmq has it whole already).
+void discard_rest(zmq::socket_t& socket, zmq::message_t& scratch, bool more) {
+  while (more) {
+    (void)socket.recv(scratch);
+    more = scratch.more();
+  }
+}
+
 }  // namespace
 
-Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& self, RouterOptions options)
+void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes) {
+  socket.set(zmq::sockopt::maxmsgsize, max_message_bytes);
+  socket.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
+  socket.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(options.heartbeat_interval.count()));
+  socket.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(options.heartbeat_timeout.count()));
+  socket.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(options.heartbeat_timeout.count()));
+}
+
+Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& self, RouterOptions options,
+               std::optional<RouterSecurity> security)
     : ctx_(ctx),
       cfg_(cfg),
       self_(self),
@@ -97,22 +114,24 @@ Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& sel
       slot_map_(cfg.slot_map()),
       timeout_(cfg.request_timeout_ms),
       pending_(options.max_pending),
+      security_(std::move(security)),
       framing_error_reply_(encode_error(std::nullopt, ErrorCode::bad_request,
                                         "a request is one frame after an empty delimiter frame")),
       full_reply_message_("router " + self.name + " has too many requests in flight") {}
 
 Router::~Router() = default;
 
+void Router::set_allowed_clients(std::shared_ptr<const AllowList> clients) {
+  if (security_) security_->clients = std::move(clients);
+}
+
 std::optional<std::string> Router::bind() {
-  // ZMQ_STREAM: raw bytes per connection; ZmtpPeer speaks ZMTP to REQ and DEALER clients. It
-  // needs a byte stream: tcp:// or ipc://, not inproc:// (which carries messages, not bytes).
-  if (self_.listen.rfind("inproc://", 0) == 0)
-    return "client endpoint " + self_.listen + ": a router listens on tcp:// or ipc:// (inproc:// is not supported)";
-  client_ = zmq::socket_t(ctx_, zmq::socket_type::stream);
+  client_ = zmq::socket_t(ctx_, zmq::socket_type::router);
   client_.set(zmq::sockopt::sndhwm, options_.client_hwm);
-  client_.set(zmq::sockopt::rcvhwm, options_.client_read_chunks);
-  client_.set(zmq::sockopt::stream_notify, true);  // an empty message on connect and disconnect
+  client_.set(zmq::sockopt::rcvhwm, options_.client_read_hwm);
   client_.set(zmq::sockopt::linger, 0);
+  set_peer_limits(client_, options_, static_cast<int64_t>(kTransportMaxBytes));
+  if (security_) make_curve_server(client_, security_->mesh, kZapDomainClients);
   try {
     client_.bind(self_.listen);
   } catch (const zmq::error_t& e) {
@@ -132,6 +151,9 @@ std::optional<std::string> Router::bind() {
     node.socket.set(zmq::sockopt::sndhwm, options_.node_hwm);
     node.socket.set(zmq::sockopt::rcvhwm, options_.node_hwm);
     node.socket.set(zmq::sockopt::linger, 0);
+    set_peer_limits(node.socket, options_, static_cast<int64_t>(kTransportMaxBytes));
+    if (security_ && !endpoint_is_local(n->listen))
+      make_curve_client(node.socket, security_->mesh, security_->mesh.public_key);
     // A restarted node is found again within kNodeReconnectMs (libzmq's default is 100 ms, which
     // alone would miss the restart target of docs/benchmarks.md); refused connects are cheap.
     node.socket.set(zmq::sockopt::reconnect_ivl, kNodeReconnectMs);
@@ -151,7 +173,8 @@ std::optional<std::string> Router::bind() {
 
 std::string Router::client_endpoint() const { return client_.get(zmq::sockopt::last_endpoint); }
 
-void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop) {
+void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop,
+                 const std::function<void()>& each_turn) {
   bool stopping = false;
   for (;;) {
     if (!stopping && should_stop()) stopping = true;
@@ -177,8 +200,8 @@ void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop)
       }
     }
     expire(Clock::now());
-    sweep_connections(Clock::now());
     link.tick();
+    if (each_turn) each_turn();
   }
   close();
 }
@@ -194,53 +217,45 @@ std::chrono::milliseconds Router::poll_timeout(Clock::time_point now, const Supe
 }
 
 bool Router::handle_client_message(Clock::time_point now, bool stopping) {
-  // ZMQ_STREAM delivers [routing id, bytes]: the next bytes of one connection.
+  // ROUTER delivers [routing id, frames...]; a request is ["", body].
   if (!client_.recv(identity_, zmq::recv_flags::dontwait)) return false;
+  ++client_messages_;
+  if (!identity_.more()) return true;  // cannot happen on ROUTER; nothing to answer
   (void)client_.recv(frame_);
-  client_id_.assign(view(identity_));
-  if (frame_.size() == 0) {
-    on_connection_event(client_id_, now);
+  if (frame_.size() != 0 || !frame_.more()) {
+    discard_rest(client_, body_, frame_.more());
+    reply_to_client(view(identity_), framing_error_reply_);
     return true;
   }
-  auto it = connections_.find(client_id_);
-  if (it == connections_.end()) return true;  // bytes of a connection already closed
-  if (it->second.closing) {
-    close_connection(client_id_);
+  (void)client_.recv(body_);
+  if (body_.more()) {
+    discard_rest(client_, frame_, true);
+    reply_to_client(view(identity_), framing_error_reply_);
     return true;
   }
-  to_peer_.clear();
-  const bool ok = it->second.zmtp.consume(
-      view(frame_), [&](const ZmtpMessage& m) { handle_request(client_id_, m, now, stopping); }, to_peer_);
-  if (!to_peer_.empty()) (void)send_to_connection(client_id_, to_peer_);
-  // A protocol violation or a frame over the limit: the connection is dropped, as libzmq's own
-  // sockets do (the wire contract allows it past 64 KiB).
-  if (!ok) close_connection(client_id_);
+  handle_request(now, stopping);
   return true;
 }
 
-void Router::on_connection_event(const std::string& client, Clock::time_point now) {
-  if (connections_.erase(client) > 0) return;  // a known connection closed
-  // A new connection (or the close of one this router dropped: then the hello cannot be sent).
-  if (connections_.size() >= options_.max_clients) {
-    close_connection(client);
-    return;
-  }
-  if (!send_to_connection(client, ZmtpPeer::server_hello())) return;
-  const ZmtpPeer::Limits limits{kTransportMaxBytes, cfg_.max_request_bytes};
-  connections_.emplace(client, ClientConnection{ZmtpPeer(limits), now + options_.handshake_timeout});
+bool Router::judge_sender() {
+  principal_frame_.clear();
+  if (!security_) return true;
+  // Set by the ZAP handler at the handshake: the client's public key in Z85.
+  const char* key = zmq_msg_gets(body_.handle(), "User-Id");
+  const Principal* who = key != nullptr && security_->clients ? security_->clients->find(key) : nullptr;
+  if (who == nullptr) return false;
+  // Built in place: the buffer keeps its capacity, so this allocates nothing per request.
+  encode_principal_into(*who, principal_frame_);
+  return true;
 }
 
-void Router::handle_request(const std::string& client, const ZmtpMessage& message, Clock::time_point now,
-                            bool stopping) {
-  if (message.frames != 2 || !message.delimited) {
-    reply_to_client(client, framing_error_reply_);
+void Router::handle_request(Clock::time_point now, bool stopping) {
+  const std::string_view client = view(identity_);
+  const std::string_view body = view(body_);
+  if (body.size() > cfg_.max_request_bytes) {
+    reply_to_client(client, encode_error(too_large_error(body.size(), cfg_.max_request_bytes)));
     return;
   }
-  if (!message.body_held) {  // over max_request_bytes: counted as it streamed by, never held
-    reply_to_client(client, encode_error(too_large_error(message.body_bytes, cfg_.max_request_bytes)));
-    return;
-  }
-  const std::string_view body = message.body;
   // The common request takes the non-allocating scan; anything else (errors included) is judged
   // and worded by peek_route.
   RouteView info;
@@ -256,10 +271,21 @@ void Router::handle_request(const std::string& client, const ZmtpMessage& messag
     peeked = std::move(std::get<RouteInfo>(route));
     info = RouteView{peeked.op, peeked.id, peeked.item};
   }
+  const bool allowed = judge_sender();
   if (info.op == Op::ping) {
-    reply_to_client(client, encode_ok(info.id));
+    // ping has no fields beyond op and id, so the router judges it whole, `forbidden` included.
+    if (allowed) {
+      reply_to_client(client, encode_ok(info.id));
+    } else {
+      Request ping;
+      ping.op = Op::ping;
+      reply_to_client(client, encode_error(std::string(info.id), ErrorCode::forbidden, *authorize(Principal{}, ping)));
+    }
     return;
   }
+  // A revoked key's other requests go on to the owner with no role at all, which answers
+  // `forbidden` once it has judged the fields (the contract's order).
+  if (!allowed) encode_principal_into(Principal{}, principal_frame_);
   if (stopping) {
     reply_to_client(client,
                     encode_error(std::string(info.id), ErrorCode::unavailable, "router " + self_.name + " is stopping"));
@@ -277,6 +303,7 @@ void Router::handle_request(const std::string& client, const ZmtpMessage& messag
   // With ZMQ_IMMEDIATE the first part fails (EAGAIN) when the node is not connected or its queue
   // is full; once it is queued, libzmq queues the rest of the message with it.
   if (!node.socket.send(zmq::const_buffer(&token, sizeof token), kMore) ||
+      !node.socket.send(zmq::const_buffer(principal_frame_.data(), principal_frame_.size()), kMore) ||
       !node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast)) {
     pending_.release(entry);
     reply_to_client(client, encode_error(std::string(info.id), ErrorCode::unavailable, node.refused_message));
@@ -300,11 +327,8 @@ bool Router::handle_node_message(std::size_t n) {
     (void)node.socket.recv(body_);
     more = body_.more();
   }
-  while (more) {
-    well_formed = false;
-    (void)node.socket.recv(frame_);
-    more = frame_.more();
-  }
+  if (more) well_formed = false;
+  discard_rest(node.socket, frame_, more);
   if (!well_formed) return true;
 
   PendingTable::Entry* entry = pending_.find(token);
@@ -315,53 +339,12 @@ bool Router::handle_node_message(std::size_t n) {
   return true;
 }
 
-void Router::reply_to_client(const std::string& client, std::string_view body) {
-  // Framed straight into the message that is sent: the reply is copied once.
-  zmq::message_t framed(ZmtpPeer::reply_size(body.size()));
-  ZmtpPeer::write_reply(static_cast<char*>(framed.data()), body);
-  (void)send_to_connection(client, framed);
-}
-
-bool Router::send_to_connection(const std::string& client, std::string_view bytes) {
-  zmq::message_t m(bytes.data(), bytes.size());
-  return send_to_connection(client, m);
-}
-
-bool Router::send_to_connection(const std::string& client, zmq::message_t& bytes) {
-  // Never blocks: a full queue (a client that stopped reading) drops the message, as a ROUTER
-  // does; a connection that is gone is EHOSTUNREACH.
-  try {
-    if (!client_.send(zmq::const_buffer(client.data(), client.size()), kMore)) return false;
-    (void)client_.send(bytes, kLast);
-    return true;
-  } catch (const zmq::error_t& e) {
-    if (e.num() == EHOSTUNREACH) return false;
-    throw;
-  }
-}
-
-void Router::close_connection(const std::string& client) {
-  // On ZMQ_STREAM an empty message closes the connection.
-  try {
-    if (!client_.send(zmq::const_buffer(client.data(), client.size()), kMore)) {
-      // Its queue is full: keep it (counted, its bytes ignored) and try again later.
-      if (auto it = connections_.find(client); it != connections_.end()) it->second.closing = true;
-      return;
-    }
-    (void)client_.send(zmq::const_buffer(kEmpty, 0), kLast);
-  } catch (const zmq::error_t& e) {
-    if (e.num() != EHOSTUNREACH) throw;
-  }
-  connections_.erase(client);
-}
-
-void Router::sweep_connections(Clock::time_point now) {
-  if (now < next_connection_sweep_) return;
-  next_connection_sweep_ = now + std::chrono::seconds(1);
-  std::vector<std::string> to_close;
-  for (const auto& [client, c] : connections_)
-    if (c.closing || (!c.zmtp.ready() && c.handshake_deadline <= now)) to_close.push_back(client);
-  for (const std::string& client : to_close) close_connection(client);
+void Router::reply_to_client(std::string_view client, std::string_view body) {
+  // Never blocks: ROUTER drops a message to a gone peer or past its high-water mark (no
+  // ROUTER_MANDATORY), so a client that stopped reading loses only its own replies.
+  if (!client_.send(zmq::const_buffer(client.data(), client.size()), kMore)) return;
+  (void)client_.send(zmq::const_buffer(nullptr, 0), kMore);
+  (void)client_.send(zmq::const_buffer(body.data(), body.size()), kLast);
 }
 
 void Router::expire(Clock::time_point now) {

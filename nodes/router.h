@@ -3,25 +3,31 @@
 // bid node that owns the item (slot map of the mesh config). It keeps no state but the requests in
 // flight, so several routers may serve the same bid nodes.
 //
-// Wire, client side (the wire contract, docs/protocol.md v1): to its clients the router is a
-// ROUTER bound on the node's `listen`. A request arrives as ["", body] (REQ, or DEALER with an
-// empty delimiter) and its reply leaves as ["", reply]; any other framing gets `bad_request`
-// (id nil). It is built on a ZMQ_STREAM socket that speaks ZMTP 3.0 itself (nodes/zmtp.h), so
-// that every frame is counted as it arrives: a connection holds at most one request body
-// (max_request_bytes) whatever a message's frame count, and a frame over 64 KiB or a protocol
-// violation drops the connection.
+// Wire, client side (the wire contract, docs/protocol.md v1.1): to its clients the router is a
+// libzmq ROUTER bound on the node's `listen`. A request arrives as ["", body] (REQ, or DEALER with
+// an empty delimiter) and its reply leaves as ["", reply]; any other framing gets `bad_request`
+// (id nil). libzmq's own engine does the transport: a frame over 64 KiB (ZMQ_MAXMSGSIZE) drops
+// the connection, heartbeats drop dead peers, a handshake must finish within handshake_timeout.
+// With security = "curve" the socket is a CurveZMQ server whose ZAP handler (security/zap.h, ZAP
+// domain "clients") admits only the keys of the allow list, so nothing of a refused peer reaches
+// this code; each request then carries its key (the "User-Id" property), looked up again in the
+// current allow list, so a key revoked by a reload gets `forbidden` even on an open connection.
 //
 // Wire, bid node side (internal): one DEALER per bid node, connected to the node's `listen`.
-//   router -> node: [token, request]   token: 8 opaque bytes chosen by the router
-//   node -> router: [token, reply]     the node echoes the token unchanged
-// A reply whose token is unknown (its request already timed out) is dropped.
+//   router -> node: [token, principal, request]   token: 8 opaque bytes chosen by the router;
+//                                                 principal: protocol/access.h encode_principal
+//   node -> router: [token, reply]                the node echoes the token unchanged
+// A reply whose token is unknown (its request already timed out) is dropped. With security on,
+// a link to a node that is not on this machine is a CurveZMQ client of the mesh's own key.
 //
 // Guarantees: every request with a readable envelope is answered exactly once: by the owner's
 // reply, or `unavailable` at once when the owner is not connected or its queue is full, or
 // `unavailable` when the owner has not answered within request_timeout_ms. Memory is bounded by
-// the high-water marks, the connection limit and the pending table's capacity (past it:
-// `unavailable` at once): per client connection, at most client_read_chunks chunks of up to
-// 8 KiB in libzmq, plus one request body and one frame header in the router.
+// the high-water marks and the pending table's capacity (past it: `unavailable` at once), except
+// for one thing libzmq does: it holds a message until its last frame, so an allowed client can
+// send one huge message of many frames. The supervisor runs the router under a memory limit
+// (router_memory_mb); such a message kills the router, which is restarted, and clients retry by
+// id (docs/reliability.md).
 //
 // Thread-compatible: a Router and its sockets belong to the thread that calls bind() and run().
 #pragma once
@@ -40,9 +46,10 @@
 #include <zmq.hpp>
 
 #include "nodes/process.h"
-#include "nodes/zmtp.h"
 #include "protocol/config.h"
 #include "protocol/slot_map.h"
+#include "security/allow_list.h"
+#include "security/certificate.h"
 
 namespace bidmesh {
 
@@ -113,10 +120,12 @@ struct RouterOptions {
   std::size_t max_pending = 100000;   // requests in flight; past it: `unavailable` at once
   std::size_t burst = 256;            // messages read from one socket per loop turn
   int client_hwm = 1000;              // replies queued per client connection
-  int client_read_chunks = 32;        // chunks (up to 8 KiB) read ahead per client connection
-  std::size_t max_clients = 4096;     // client connections; past it a new one is closed at once
-  // A connection that has not finished the ZMTP handshake by then is closed.
+  int client_read_hwm = 64;           // messages read ahead per client connection
+  // A connection that has not finished the ZMTP (and CURVE) handshake by then is closed.
   std::chrono::milliseconds handshake_timeout{5000};
+  // ZMTP heartbeats: a PING after this much silence; no traffic for heartbeat_timeout closes.
+  std::chrono::milliseconds heartbeat_interval{10000};
+  std::chrono::milliseconds heartbeat_timeout{30000};
   int node_hwm = 10000;               // per bid node, each way
   // Linger of the client socket at close: time to flush the last replies. Bounded, so a client
   // that stopped reading cannot hold the process.
@@ -125,10 +134,22 @@ struct RouterOptions {
   std::chrono::milliseconds max_poll_wait{100};
 };
 
+// What the router needs when the mesh runs with security = "curve".
+struct RouterSecurity {
+  Certificate mesh;                                // the mesh's keypair (server_certificate)
+  std::shared_ptr<const AllowList> clients;        // the allowed clients, replaced on reload
+};
+
+// The socket options every endpoint that peers reach gets: ZMQ_MAXMSGSIZE, heartbeats and the
+// handshake timeout.
+void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes);
+
 class Router {
  public:
-  // REQUIRES: `self` is a router node of `cfg`; cfg outlives the Router.
-  Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& self, RouterOptions options = {});
+  // REQUIRES: `self` is a router node of `cfg`; cfg outlives the Router; `security` is given
+  // exactly when cfg.security is curve (then a ZapHandler must serve ctx before bind()).
+  Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& self, RouterOptions options = {},
+         std::optional<RouterSecurity> security = std::nullopt);
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
   ~Router();
@@ -139,8 +160,17 @@ class Router {
 
   // Serves until should_stop() returns true, then drains: new requests are answered
   // `unavailable`, those in flight are answered or time out, and the sockets are closed.
-  // Calls link.tick() on every loop turn. REQUIRES: bind() succeeded.
-  void run(SupervisorLink& link, const std::function<bool()>& should_stop);
+  // Calls link.tick() and each_turn() on every loop turn. REQUIRES: bind() succeeded.
+  void run(SupervisorLink& link, const std::function<bool()>& should_stop,
+           const std::function<void()>& each_turn = {});
+
+  // With security on: from the next request on, keys are judged against `clients`. A key no
+  // longer in it gets `forbidden` (its open connections stay, its new ones are refused by ZAP).
+  // Called on the serving thread (e.g. from each_turn).
+  void set_allowed_clients(std::shared_ptr<const AllowList> clients);
+
+  // Client messages this router's code has read since bind() (refused peers never count).
+  uint64_t client_messages() const { return client_messages_; }
 
   // The client endpoint as bound (with the actual port when `listen` asked for a wildcard port).
   std::string client_endpoint() const;
@@ -154,28 +184,15 @@ class Router {
     zmq::socket_t socket;
   };
 
-  struct ClientConnection {
-    ZmtpPeer zmtp;
-    PendingTable::Clock::time_point handshake_deadline;
-    // Dropped, but its queue was full so the close could not be sent yet: retried by the sweep
-    // and on its next bytes; it still counts against max_clients.
-    bool closing = false;
-  };
-
   // Each reads and handles one message; false when the socket had none.
   bool handle_client_message(PendingTable::Clock::time_point now, bool stopping);
   bool handle_node_message(std::size_t node);
-  // A connection opened or closed (ZMQ_STREAM's empty message).
-  void on_connection_event(const std::string& client, PendingTable::Clock::time_point now);
-  void handle_request(const std::string& client, const ZmtpMessage& message, PendingTable::Clock::time_point now,
-                      bool stopping);
-  void reply_to_client(const std::string& client, std::string_view body);
-  // Sends raw bytes on a connection; false when it is gone or its queue is full (then dropped).
-  bool send_to_connection(const std::string& client, std::string_view bytes);
-  bool send_to_connection(const std::string& client, zmq::message_t& bytes);  // moves `bytes`
-  void close_connection(const std::string& client);
-  // Once a second: closes connections past their handshake deadline, and retries pending closes.
-  void sweep_connections(PendingTable::Clock::time_point now);
+  void handle_request(PendingTable::Clock::time_point now, bool stopping);
+  // Sets principal_frame_ for the client that sent body_ (empty with security off); false when
+  // its key is not (or no longer) allowed.
+  bool judge_sender();
+  // Sends [client, "", body]; a gone client or a full queue drops it, as a ROUTER does.
+  void reply_to_client(std::string_view client, std::string_view body);
   void expire(PendingTable::Clock::time_point now);
   std::chrono::milliseconds poll_timeout(PendingTable::Clock::time_point now, const SupervisorLink& link);
   void close();
@@ -190,14 +207,13 @@ class Router {
   std::vector<Node> nodes_;
   PendingTable pending_;
   std::vector<zmq_pollitem_t> poll_items_;
-  std::unordered_map<std::string, ClientConnection> connections_;  // by routing id
-  PendingTable::Clock::time_point next_connection_sweep_{};
+  std::optional<RouterSecurity> security_;
+  std::string principal_frame_;   // of the request being handled; reused
+  uint64_t client_messages_ = 0;
   // Buffers reused for every message, so receiving allocates only what libzmq must.
   zmq::message_t identity_;
   zmq::message_t frame_;
   zmq::message_t body_;
-  std::string client_id_;
-  std::string to_peer_;      // bytes owed to the peer whose chunk is being parsed (PONG)
   const std::string framing_error_reply_;
   const std::string full_reply_message_;
 };

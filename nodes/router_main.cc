@@ -4,13 +4,15 @@
 //   bidmesh-router --config FILE --name NAME
 //
 // Exit codes (as every bidmesh program): 0 after a clean stop (SIGTERM/SIGINT: requests in
-// flight are answered or time out first), 100 for a bad command line or config, 111 for a
+// flight are answered or time out first), 100 for a bad command line or config (a server
+// certificate that others may read, a clients_dir that does not load), 111 for a
 // system failure (an endpoint cannot be bound, the feed forwarder failed). Every failure is one
 // line on stderr.
 #include <exception>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include <CLI/CLI.hpp>
 #include <zmq.hpp>
@@ -19,25 +21,64 @@
 #include "nodes/process.h"
 #include "nodes/router.h"
 #include "protocol/config.h"
+#include "security/allow_list.h"
+#include "security/certificate.h"
+#include "security/zap.h"
 
 namespace {
 
 constexpr int kExitUsage = 100;
 constexpr int kExitSystem = 111;
 
+// With security = "curve": the mesh's keypair and the allowed clients, or a one-line reason
+// (the program then exits 100: a config the operator must mend).
+std::variant<bidmesh::RouterSecurity, std::string> load_security(const bidmesh::MeshConfig& cfg) {
+  bidmesh::RouterSecurity security;
+  auto mesh = bidmesh::read_secret_certificate(cfg.server_certificate);
+  if (auto* error = std::get_if<std::string>(&mesh)) return "server_certificate: " + *error;
+  security.mesh = std::move(std::get<bidmesh::Certificate>(mesh));
+  auto clients = bidmesh::load_allow_list(cfg.clients_dir);
+  if (auto* error = std::get_if<std::string>(&clients)) return "clients_dir: " + *error;
+  security.clients = std::make_shared<const bidmesh::AllowList>(std::move(std::get<bidmesh::AllowList>(clients)));
+  return security;
+}
+
 int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
   const std::string who = "bidmesh-router " + self.name + ": ";
   // Declared first, so every socket below is closed before the context terminates.
   zmq::context_t ctx(1);
 
-  bidmesh::Router router(ctx, cfg, self);
+  std::optional<bidmesh::RouterSecurity> security;
+  std::optional<bidmesh::ZapHandler> zap;
+  if (cfg.security == bidmesh::Security::curve) {
+    auto loaded = load_security(cfg);
+    if (auto* error = std::get_if<std::string>(&loaded)) {
+      std::cerr << who << *error << std::endl;
+      return kExitUsage;
+    }
+    security = std::move(std::get<bidmesh::RouterSecurity>(loaded));
+    zap.emplace(ctx, security->mesh.public_key, cfg.feed_public);
+    zap->set_allow_list(security->clients);
+    if (auto error = zap->start()) {
+      std::cerr << who << *error << std::endl;
+      return kExitSystem;
+    }
+  }
+
+  bidmesh::Router router(ctx, cfg, self, {}, security);
   if (auto error = router.bind()) {
     std::cerr << who << *error << std::endl;
     return kExitSystem;
   }
   std::optional<bidmesh::FeedForwarder> feed;
   if (self.feed) {
-    feed.emplace(ctx, cfg.feed_collect, cfg.feed_publish);
+    bidmesh::FeedOptions options;
+    if (security) {
+      const bidmesh::Certificate mesh = security->mesh;
+      options.secure_collect = [mesh](zmq::socket_t& s) { bidmesh::make_curve_server(s, mesh, bidmesh::kZapDomainMesh); };
+      options.secure_publish = [mesh](zmq::socket_t& s) { bidmesh::make_curve_server(s, mesh, bidmesh::kZapDomainFeed); };
+    }
+    feed.emplace(ctx, cfg.feed_collect, cfg.feed_publish, options);
     if (auto error = feed->start()) {
       std::cerr << who << *error << std::endl;
       return kExitSystem;
@@ -49,10 +90,33 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
   std::cerr << who << "serving clients on " << router.client_endpoint() << ", "
             << cfg.bid_nodes().size() << " bid node(s), timeout " << cfg.request_timeout_ms << " ms";
   if (feed) std::cerr << "; feed " << cfg.feed_collect << " -> " << cfg.feed_publish;
+  if (security) {
+    std::cerr << "; security curve, " << security->clients->size() << " allowed clients from "
+              << cfg.clients_dir.string();
+  } else {
+    std::cerr << "; security none (loopback only)";
+  }
   std::cerr << std::endl;
 
-  router.run(link, [&feed] { return bidmesh::stop_requested() || (feed && feed->failed()); });
+  // SIGHUP (the supervisor's reload): the allow list is read again. A list that does not load
+  // leaves the previous one in force, so a typo never opens or closes the mesh by accident.
+  const auto reload = [&] {
+    if (!bidmesh::take_reload_request() || !security) return;
+    auto clients = bidmesh::load_allow_list(cfg.clients_dir);
+    if (auto* error = std::get_if<std::string>(&clients)) {
+      std::cerr << who << "reload refused, the previous clients stay allowed: clients_dir: " << *error << std::endl;
+      return;
+    }
+    auto list = std::make_shared<const bidmesh::AllowList>(std::move(std::get<bidmesh::AllowList>(clients)));
+    zap->set_allow_list(list);
+    router.set_allowed_clients(list);
+    std::cerr << who << "reloaded " << list->size() << " clients from " << cfg.clients_dir.string() << std::endl;
+  };
+  router.run(link, [&feed] { return bidmesh::stop_requested() || (feed && feed->failed()); }, reload);
 
+  std::cerr << who << "stopped; read " << router.client_messages() << " client messages";
+  if (zap) std::cerr << ", refused " << zap->refused() << " handshakes";
+  std::cerr << std::endl;
   if (feed) {
     feed->stop();
     if (auto failure = feed->failure()) {

@@ -76,9 +76,14 @@ std::optional<std::string> authorize(const Principal& who, const Request& reques
   return "unknown op";
 }
 
-std::string encode_principal(const Principal& who) {
-  std::string frame(1, static_cast<char>(who.roles));
+void encode_principal_into(const Principal& who, std::string& frame) {
+  frame.assign(1, static_cast<char>(who.roles));
   frame += who.name;
+}
+
+std::string encode_principal(const Principal& who) {
+  std::string frame;
+  encode_principal_into(who, frame);
   return frame;
 }
 

@@ -41,6 +41,8 @@ std::optional<std::string> authorize(const Principal& who, const Request& reques
 // The principal as one frame on the router -> bid node link: one byte of roles, then the name.
 // An empty frame means security is off (every role).
 std::string encode_principal(const Principal& who);
+// The same into `frame` (replacing its content; its capacity is reused).
+void encode_principal_into(const Principal& who, std::string& frame);
 // nullopt for a frame that is not one (the node then drops the message as malformed).
 std::optional<Principal> decode_principal(std::string_view frame);
 

@@ -27,15 +27,16 @@
 namespace bidmesh {
 namespace {
 
-std::unique_ptr<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type, const std::string& endpoint) {
+std::unique_ptr<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type, const BenchConfig& cfg) {
   auto s = std::make_unique<zmq::socket_t>(ctx, type);
+  if (cfg.curve) apply_curve_keys(*s, *cfg.curve);
   s->set(zmq::sockopt::linger, 0);
   s->set(zmq::sockopt::maxmsgsize, kClientMaxReplyBytes);
   if (type == zmq::socket_type::dealer) {
     s->set(zmq::sockopt::sndhwm, 100000);
     s->set(zmq::sockopt::rcvhwm, 100000);
   }
-  s->connect(endpoint);
+  s->connect(cfg.endpoint);
   return s;
 }
 
@@ -54,7 +55,7 @@ struct OpenOutcome {
 
 OpenOutcome open_items(zmq::context_t& ctx, const BenchConfig& cfg, const std::vector<std::string>& names) {
   OpenOutcome out;
-  auto sock = make_socket(ctx, zmq::socket_type::dealer, cfg.endpoint);
+  auto sock = make_socket(ctx, zmq::socket_type::dealer, cfg);
   const std::string prefix = make_client_id_prefix() + "-open";
   uint64_t counter = 0;
   struct Pending {
@@ -294,7 +295,7 @@ class Worker {
 
   void open_conn(std::size_t c) {
     conns_[c].sock.reset();
-    conns_[c].sock = make_socket(ctx_, dealer() ? zmq::socket_type::dealer : zmq::socket_type::req, cfg_.endpoint);
+    conns_[c].sock = make_socket(ctx_, dealer() ? zmq::socket_type::dealer : zmq::socket_type::req, cfg_);
     conns_[c].req.active = false;
   }
 
@@ -501,6 +502,7 @@ void run_subscribers(zmq::context_t& ctx, Shared& sh, const std::string& prefix,
   FeedWatcherOptions o;
   o.topic_prefix = std::string(kFeedTopicPrefix) + prefix + "-";
   o.rcvhwm = sh.cfg.sub_rcvhwm;
+  o.curve = sh.cfg.curve;
   std::vector<std::unique_ptr<FeedWatcher>> watchers;
   std::vector<zmq::pollitem_t> items;
   for (std::size_t i = 0; i < outs.size(); ++i) {
@@ -565,6 +567,7 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
     auto s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::sub);
     s->set(zmq::sockopt::linger, 0);
     s->set(zmq::sockopt::subscribe, kFeedTopicPrefix);
+    if (cfg.curve) apply_curve_keys(*s, *cfg.curve);
     s->connect(cfg.feed);
     stalled.push_back(std::move(s));
   }

@@ -28,12 +28,14 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <zmq.hpp>
 
 #include "tools/bench_histogram.h"
+#include "tools/client.h"
 
 namespace bidmesh {
 
@@ -56,6 +58,7 @@ struct BenchConfig {
   int sub_rcvhwm = 100000;        // feed run: each subscriber's receive high-water mark
   int stalled_subscribers = 0;    // SUB sockets on the feed (all items) that never read: a bid run
                                   // with them shows what a stalled subscriber costs the bidders
+  std::optional<CurveKeys> curve;  // security = "curve": every socket is a CurveZMQ client
 };
 
 struct Progress {

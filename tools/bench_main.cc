@@ -183,6 +183,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--feed", cfg.feed, "feed endpoint (feed runs)")->envname("BIDMESH_FEED")->capture_default_str();
   app.add_flag("--json", json, "print one JSON object instead of the report");
+  std::string cert, server_cert;
+  app.add_option("--cert", cert, "security = curve: the client's secret certificate (NAME.key_secret)")
+      ->envname("BIDMESH_CERT");
+  app.add_option("--server-cert", server_cert, "security = curve: the mesh's public certificate (.key)")
+      ->envname("BIDMESH_SERVER_CERT");
   app.add_option("--items", cfg.items, "items opened and bid on")->check(CLI::Range(1, 10000000))->capture_default_str();
   app.add_option("--item-prefix", cfg.item_prefix, "item names are PREFIX-<i> (default: bench-<random>)")
       ->check([](const std::string& s) {
@@ -241,8 +246,18 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    if (cert.empty() != server_cert.empty())
+      throw CLI::ValidationError("--cert", "--cert and --server-cert go together (security = \"curve\")");
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  if (!cert.empty()) {
+    auto keys = bidmesh::load_curve_keys(cert, server_cert);
+    if (auto* error = std::get_if<std::string>(&keys)) {
+      std::fprintf(stderr, "bidmesh-bench: %s\n", error->c_str());
+      return kExitUsage;
+    }
+    cfg.curve = std::get<bidmesh::CurveKeys>(keys);
   }
   if (restart_cmd->parsed()) {
     rcfg.endpoint = cfg.endpoint;

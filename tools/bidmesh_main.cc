@@ -139,11 +139,12 @@ struct Globals {
   int timeout_ms = Client::kDefaultTimeoutMs;
   int retries = Client::kDefaultRetries;
   std::string id;
+  std::optional<CurveKeys> curve;   // --cert and --server-cert, with security = "curve"
 };
 
 int run_request(const Globals& g, Request req) {
   zmq::context_t ctx(1);
-  Client client(ctx, g.endpoint, g.timeout_ms, g.retries);
+  Client client(ctx, g.endpoint, g.timeout_ms, g.retries, std::string(), g.curve);
   req.id = g.id.empty() ? client.next_id() : g.id;
   const std::string frame = encode_request(req);
   auto raw = client.call_raw(frame);
@@ -207,6 +208,7 @@ int run_watch(const Globals& g, const WatchArgs& w) {
   opts.late_join = w.late_join;
   opts.request_timeout_ms = g.timeout_ms;
   opts.request_retries = g.retries;
+  opts.curve = g.curve;
   const bool json = g.json;
   opts.on_state = [json](const Reply& r) {
     std::printf("%s\n", json ? reply_json(r).c_str() : ("state: " + state_line(r)).c_str());
@@ -281,6 +283,11 @@ int main(int argc, char** argv) {
   app.add_option("--retries", g.retries, "tries after the first (same frame, same id)")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
+  std::string cert, server_cert;
+  app.add_option("--cert", cert, "security = curve: this client's secret certificate (NAME.key_secret)")
+      ->envname("BIDMESH_CERT");
+  app.add_option("--server-cert", server_cert, "security = curve: the mesh's public certificate (.key)")
+      ->envname("BIDMESH_SERVER_CERT");
   app.add_option("--id", g.id, "request id (default: <host>-<pid>-<random>-<n>)")
       ->check([](const std::string& s) {
         return (s.empty() || s.size() > kMaxIdBytes) ? std::string("an id is 1 to 64 bytes") : std::string();
@@ -340,6 +347,16 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    if (cert.empty() != server_cert.empty())
+      throw CLI::ValidationError("--cert", "--cert and --server-cert go together (security = \"curve\")");
+    if (!cert.empty()) {
+      auto keys = load_curve_keys(cert, server_cert);
+      if (auto* error = std::get_if<std::string>(&keys)) {
+        std::fprintf(stderr, "bidmesh: %s\n", error->c_str());
+        return kExitUsage;
+      }
+      g.curve = std::get<CurveKeys>(keys);
+    }
     auto u64 = [](const std::string& s) { return *parse_u64(s); };  // checked by kU64
     if (!w.items.empty())
       for (const auto& item : w.items)

@@ -1,6 +1,8 @@
 // Client: Lazy Pirate over one REQ socket (see client.h).
 #include "tools/client.h"
 
+#include "security/certificate.h"
+
 #include <algorithm>
 #include <thread>
 #include <utility>
@@ -36,12 +38,30 @@ std::optional<uint64_t> parse_u64(std::string_view text) {
   return v;
 }
 
-Client::Client(zmq::context_t& ctx, std::string endpoint, int timeout_ms, int retries, std::string id_prefix)
+void apply_curve_keys(zmq::socket_t& socket, const CurveKeys& keys) {
+  socket.set(zmq::sockopt::curve_serverkey, keys.server_public_key);
+  socket.set(zmq::sockopt::curve_publickey, keys.public_key);
+  socket.set(zmq::sockopt::curve_secretkey, keys.secret_key);
+}
+
+std::variant<CurveKeys, std::string> load_curve_keys(const std::filesystem::path& client_secret,
+                                                      const std::filesystem::path& server_public) {
+  auto own = read_secret_certificate(client_secret);
+  if (auto* error = std::get_if<std::string>(&own)) return *error;
+  auto server = read_certificate(server_public);
+  if (auto* error = std::get_if<std::string>(&server)) return *error;
+  const Certificate& mine = std::get<Certificate>(own);
+  return CurveKeys{std::get<Certificate>(server).public_key, mine.public_key, mine.secret_key};
+}
+
+Client::Client(zmq::context_t& ctx, std::string endpoint, int timeout_ms, int retries, std::string id_prefix,
+               std::optional<CurveKeys> curve)
     : ctx_(ctx),
       endpoint_(std::move(endpoint)),
       timeout_ms_(timeout_ms > 0 ? timeout_ms : 1),
       retries_(retries >= 0 ? retries : 0),
-      id_prefix_(id_prefix.empty() ? make_client_id_prefix() : std::move(id_prefix)) {
+      id_prefix_(id_prefix.empty() ? make_client_id_prefix() : std::move(id_prefix)),
+      curve_(std::move(curve)) {
   open_socket();
 }
 
@@ -52,6 +72,7 @@ void Client::open_socket() {
   socket_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::req);
   socket_->set(zmq::sockopt::linger, 0);
   socket_->set(zmq::sockopt::maxmsgsize, kClientMaxReplyBytes);
+  if (curve_) apply_curve_keys(*socket_, *curve_);
   socket_->connect(endpoint_);
 }
 

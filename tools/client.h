@@ -21,10 +21,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -48,15 +50,31 @@ std::string make_client_id_prefix();
 // space, no fraction, no exponent); nullopt on anything else or on overflow.
 std::optional<uint64_t> parse_u64(std::string_view text);
 
+// CurveZMQ keys of a client of a mesh with security = "curve" (docs/security.md), all in Z85 (40
+// characters): the mesh's public key (its server certificate's) and the client's own keypair.
+struct CurveKeys {
+  std::string server_public_key;
+  std::string public_key;
+  std::string secret_key;
+};
+// Makes `socket` a CurveZMQ client with `keys`. REQUIRES: called before connect.
+void apply_curve_keys(zmq::socket_t& socket, const CurveKeys& keys);
+// Reads the client's secret certificate (NAME.key_secret: refused when others may read it) and
+// the mesh's public certificate (the server's .key file), ZPL files as bidmesh-keygen and pyzmq
+// write them. Failure: a one-line reason naming the file.
+std::variant<CurveKeys, std::string> load_curve_keys(const std::filesystem::path& client_secret,
+                                                      const std::filesystem::path& server_public);
+
 class Client {
  public:
   static constexpr int kDefaultTimeoutMs = 1500;
   static constexpr int kDefaultRetries = 3;
 
   // REQUIRES: timeout_ms > 0, retries >= 0. `id_prefix` empty = make_client_id_prefix().
-  // The socket connects at once (ZeroMQ connects in the background; nothing blocks here).
+  // The socket connects at once (ZeroMQ connects in the background; nothing blocks here). With
+  // `curve`, every socket it opens is a CurveZMQ client with those keys.
   Client(zmq::context_t& ctx, std::string endpoint, int timeout_ms = kDefaultTimeoutMs,
-         int retries = kDefaultRetries, std::string id_prefix = {});
+         int retries = kDefaultRetries, std::string id_prefix = {}, std::optional<CurveKeys> curve = std::nullopt);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -95,6 +113,7 @@ class Client {
   const int timeout_ms_;
   const int retries_;
   const std::string id_prefix_;
+  const std::optional<CurveKeys> curve_;
   uint64_t counter_ = 0;
   std::unique_ptr<zmq::socket_t> socket_;
   // The REQ socket sent and got no reply (a timeout, a failed send): it cannot send again and is

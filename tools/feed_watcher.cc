@@ -20,10 +20,11 @@ FeedWatcher::FeedWatcher(zmq::context_t& ctx, const std::string& feed_endpoint, 
   } else {
     for (const auto& item : options_.items) sub_->set(zmq::sockopt::subscribe, feed_topic(item));
   }
+  if (options_.curve) apply_curve_keys(*sub_, *options_.curve);
   sub_->connect(feed_endpoint);
   if (!options_.request_endpoint.empty())
     client_ = std::make_unique<Client>(ctx, options_.request_endpoint, options_.request_timeout_ms,
-                                       options_.request_retries);
+                                       options_.request_retries, std::string(), options_.curve);
 }
 
 FeedWatcher::~FeedWatcher() = default;

@@ -53,6 +53,7 @@ struct FeedWatcherOptions {
   int request_retries = Client::kDefaultRetries;
   int rcvhwm = 100000;                     // SUB receive high-water mark, in messages
   uint64_t max_repair_events = 100000;     // per gap; the rest of a longer gap counts as lost
+  std::optional<CurveKeys> curve;          // security = "curve": the keys of the feed and repairs
 };
 
 struct FeedStats {

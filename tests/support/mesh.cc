@@ -8,6 +8,7 @@
 
 #include <zmq.hpp>
 
+#include "security/certificate.h"
 #include "tools/client.h"
 
 namespace bidmesh::test {
@@ -29,8 +30,20 @@ TestMesh::TestMesh(MeshOptions options) : options_(std::move(options)) {
   request_endpoint_ = free_tcp_endpoint();
   feed_endpoint_ = free_tcp_endpoint();
   config_path_ = dir() / "mesh.toml";
+  std::string security_lines;
+  if (options_.curve) {
+    std::filesystem::create_directories(keys_dir());
+    std::filesystem::create_directories(clients_dir());
+    Certificate mesh;
+    const auto error = write_certificate_pair(keys_dir(), "mesh", {}, &mesh);
+    INFO(error.value_or(""));
+    REQUIRE_FALSE(error.has_value());
+    server_public_key_ = mesh.public_key;
+    admin_keys_ = add_client("admin", "auctioneer,agent,bidder");
+    security_lines = "security = \"curve\"\nserver_certificate = \"keys/mesh.key_secret\"\nclients_dir = \"clients\"\n";
+  }
   std::ofstream cfg(config_path_);
-  cfg << options_.extra_top_level << "\n"
+  cfg << options_.extra_top_level << "\n" << security_lines
       << "data_dir = \"data\"\n"
       << "request_timeout_ms = " << options_.request_timeout_ms << "\n"
       << "map_size_mb = " << options_.map_size_mb << "\n"
@@ -44,6 +57,17 @@ TestMesh::TestMesh(MeshOptions options) : options_(std::move(options)) {
 TestMesh::~TestMesh() {
   // Routers first, so nodes never see a half-closed mesh in their logs; then everything else.
   for (auto& [name, p] : processes_) p->kill_now();
+}
+
+CurveKeys TestMesh::add_client(const std::string& name, const std::string& roles) {
+  Certificate written;
+  std::vector<std::pair<std::string, std::string>> metadata;
+  if (!roles.empty()) metadata.emplace_back("roles", roles);
+  const auto error = write_certificate_pair(keys_dir(), name, metadata, &written);
+  INFO(error.value_or(""));
+  REQUIRE_FALSE(error.has_value());
+  std::filesystem::rename(keys_dir() / (name + ".key"), clients_dir() / (name + ".key"));
+  return CurveKeys{server_public_key_, written.public_key, written.secret_key};
 }
 
 std::filesystem::path TestMesh::log_file(const std::string& node) const { return dir() / "data" / "logs" / (node + ".log"); }
@@ -88,7 +112,7 @@ bool TestMesh::wait_node_serving(int i, std::chrono::milliseconds deadline) {
   const std::string item = item_on_node(i, 0);
   return wait_until(
       [&] {
-        Client client(ctx, request_endpoint_, 300, 0);
+        Client client(ctx, request_endpoint_, 300, 0, {}, admin_keys_);
         Request get;
         get.op = Op::get;
         get.item = item;

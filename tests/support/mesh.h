@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tests/support/process.h"
+#include "tools/client.h"
 
 namespace bidmesh::test {
 
@@ -32,6 +33,9 @@ struct MeshOptions {
   uint32_t request_timeout_ms = 1000;
   uint64_t map_size_mb = 64;
   std::string extra_top_level;  // TOML lines added at the top (e.g. "heartbeat_timeout_ms = 600")
+  // security = "curve": a mesh keypair in <dir>/keys, a clients_dir <dir>/clients holding an
+  // "admin" client with every role (used by the mesh's own readiness checks).
+  bool curve = false;
 };
 
 // A mesh config with free ports in a temp dir, and the processes of it, started directly.
@@ -46,6 +50,15 @@ class TestMesh {
   const std::string& feed_endpoint() const { return feed_endpoint_; }
   std::string bid_node_name(int i) const { return test::bid_node_name(i); }
   std::filesystem::path log_file(const std::string& node) const;
+
+  // With options.curve: writes a client certificate NAME.key into clients_dir (its secret into
+  // <dir>/keys) with `roles` (e.g. "bidder"; "" = none, a reader) and returns its keys. The
+  // router sees it after a reload (SIGHUP) or at start.
+  CurveKeys add_client(const std::string& name, const std::string& roles);
+  // The admin client's keys (nullopt without curve).
+  const std::optional<CurveKeys>& admin_keys() const { return admin_keys_; }
+  std::filesystem::path clients_dir() const { return dir() / "clients"; }
+  std::filesystem::path keys_dir() const { return dir() / "keys"; }
 
   // Starts the router and every bid node; waits until a ping through the router and a `get`
   // reaching every bid node are answered (REQUIRE-fails after the deadline).
@@ -66,6 +79,8 @@ class TestMesh {
   MeshOptions options_;
   std::filesystem::path config_path_;
   std::string request_endpoint_, feed_endpoint_;
+  std::string server_public_key_;
+  std::optional<CurveKeys> admin_keys_;
   std::vector<std::string> names_;
   std::map<std::string, std::unique_ptr<Process>> processes_;
 };

@@ -285,12 +285,14 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     CHECK(parts[0].size() == 0);
     return decode(parts[1]);
   };
-  // The node's next request: [router identity, token, body].
+  // The node's next request: [router identity, token, principal, body]; with security off the
+  // principal is empty (every role).
   auto node_receive = [&]() {
     std::vector<zmq::message_t> parts;
     REQUIRE(zmq::recv_multipart(node, std::back_inserter(parts)));
-    REQUIRE(parts.size() == 3);
+    REQUIRE(parts.size() == 4);
     CHECK(parts[1].size() == 8);
+    CHECK(parts[2].size() == 0);
     return parts;
   };
   auto node_reply = [&](std::vector<zmq::message_t>& req, const std::string& body) {
@@ -309,7 +311,7 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     const std::string body = request(Op::get, "g1", "lot-7");
     send(body);
     auto req = node_receive();
-    CHECK(str(req[2]) == body);
+    CHECK(str(req[3]) == body);
     node_reply(req, encode_ok("g1", {{"item", std::string("lot-7")}}));
     Reply r = receive();
     CHECK(r.ok);
@@ -410,18 +412,8 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
   }
 }
 
-TEST_CASE("router refuses an inproc client endpoint with a reason", "[router]") {
-  MeshConfig cfg = test_config("router-inproc-test");
-  for (NodeConfig& n : cfg.nodes)
-    if (n.name == "router") n.listen = "inproc://router-inproc-test-router";
-  zmq::context_t ctx(1);
-  Router router(ctx, cfg, *cfg.find("router"));
-  const auto error = router.bind();
-  REQUIRE(error.has_value());
-  CHECK(error->find("tcp:// or ipc://") != std::string::npos);
-}
-
 TEST_CASE("router drops connections that do not speak ZMTP or stall in the handshake", "[router]") {
+  // libzmq's engine does this (ZMQ_HANDSHAKE_IVL); the test keeps the promise checked.
   static int instance = 0;
   const std::string prefix = "router-conn-test-" + std::to_string(++instance);
   const MeshConfig cfg = test_config(prefix);
@@ -449,61 +441,4 @@ TEST_CASE("router drops connections that do not speak ZMTP or stall in the hands
     CHECK(Clock::now() - start >= 300ms);
   }
   ping(client, "after");  // the well-behaved client was served throughout
-}
-
-TEST_CASE("router closes connections past max_clients at once, and takes new ones when one goes", "[router]") {
-  static int instance = 0;
-  const std::string prefix = "router-limit-test-" + std::to_string(++instance);
-  const MeshConfig cfg = test_config(prefix);
-  zmq::context_t ctx(1);
-  RouterOptions options;
-  options.max_clients = 2;
-  options.handshake_timeout = 20s;  // far longer than the test: only the limit closes anything
-  RouterThread router(ctx, cfg, options);
-  REQUIRE_FALSE(router.error().has_value());
-
-  auto first = std::make_unique<RawConnection>(router.endpoint());
-  RawConnection second(router.endpoint());
-  REQUIRE((first->connected() && second.connected()));
-  // The router registers connections in the order they arrive; a third is over the limit.
-  RawConnection third(router.endpoint());
-  REQUIRE(third.connected());
-  CHECK(third.closed_within(5000ms));
-
-  // One goes; a REQ client (which reconnects by itself if it came too early) is then served.
-  first.reset();
-  zmq::socket_t client = connect_client(ctx, zmq::socket_type::req, router.endpoint(), 5000ms);
-  ping(client, "in");
-}
-
-TEST_CASE("router closes a violating connection whose reply queue is full once it drains", "[router]") {
-  static int instance = 0;
-  const MeshConfig cfg = test_config("router-full-test-" + std::to_string(++instance));
-  zmq::context_t ctx(1);
-  RouterOptions options;
-  options.client_hwm = 1;            // one queued reply per connection
-  options.handshake_timeout = 20s;   // only the violation closes anything here
-  RouterThread router(ctx, cfg, options);
-  REQUIRE_FALSE(router.error().has_value());
-
-  // A ZMTP 3.0 DEALER by hand, which sends and does not read.
-  RawConnection raw(router.endpoint(), 1024);
-  REQUIRE(raw.connected());
-  std::string hello(64, '\0');
-  hello[0] = static_cast<char>(0xff);
-  hello[9] = 0x7f;
-  hello[10] = 3;
-  hello.replace(12, 4, "NULL");
-  const std::string ready = std::string("\x05READY\x0bSocket-Type\x00\x00\x00\x06", 22) + "DEALER";
-  hello += std::string("\x04") + static_cast<char>(ready.size()) + ready;
-  REQUIRE(raw.send(hello));
-  const std::string body = request(Op::ping, "p");
-  const std::string one = std::string("\x01\x00\x00", 3) + static_cast<char>(body.size()) + body;
-  // 200,000 pings: their replies (about 5 MB) fill both kernel buffers and the router's queue.
-  std::string pings;
-  for (int i = 0; i < 10000; ++i) pings += one;
-  for (int i = 0; i < 20; ++i) REQUIRE(raw.send(pings));
-  REQUIRE(raw.send("\x08\x01x"));  // reserved flag bits: the router must drop the connection
-  // Reading drains the replies; the close, which could not be queued at first, follows them.
-  CHECK(raw.closed_within(20000ms));
 }

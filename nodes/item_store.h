@@ -25,8 +25,8 @@
 // - Idempotency: each write's (item, id) is stored with its fingerprint and its exact reply bytes
 //   in the same transaction as its effect. The same write again gets those bytes unchanged and
 //   changes nothing; other content under the same (item, id) gets `conflict` (not stored).
-//   Records are kept at least `retention` (24 h by default), then pruned by a sweep (below), so
-//   the store stays bounded under steady load.
+//   Records are kept at least `retention` (24 h by default), then pruned by a sweep
+//   (nodes/sweep.h), so the store stays bounded under steady load.
 // - A log write or fdatasync that fails leaves the disk in an unknown state (Linux may drop the
 //   dirty pages of a failed fsync): the batch is answered `internal`, BatchResult::fatal is set
 //   and every later write is refused; the node must exit and replay (PostgreSQL's rule). A log
@@ -34,40 +34,10 @@
 //   space comes back. A checkpoint that fails (a full disk under LMDB) drops the checkpoint
 //   transaction and rebuilds it from the log, so nothing acknowledged is lost.
 //
-// LMDB layout, format 2 (named databases in one environment; u64 are big-endian so keys sort by
-// value; items never contain '\0', so `item '\0'` is a prefix no other item's keys share):
-//   meta:      "format" -> "3" (format 2 is read too: it is format 3 without a log)
-//              "log"    -> u64 segment, u64 offset: the log position this commit covers (replay
-//                          starts there; absent: the start of the log)
-//              "items"  -> u64 number of items (kept with every open, for item_count at start)
-//              "sweep"  -> the data key the prune sweep resumes at (saved by every checkpoint, in
-//                          the same commit as "log": the replay continues the sweep exactly)
-//   data:      ONE tree, every key of an item clustered under its prefix, so a bid's three writes
-//              (event, state, request record) land on one leaf page, or two when the item's
-//              records span several pages:
-//              item '\0' 0x01 u64 seq        -> the event as encode_event made it (spliced into
-//                                               history replies as it is, never re-encoded)
-//              item '\0' 0x02                -> ItemState (see encode_state in item_store.cc);
-//                                               right after the newest event: the bid's event
-//                                               append and state update share a leaf
-//              item '\0' 0x03 id             -> u64 stored_at_ms, u32 fingerprint length,
-//                                               fingerprint, reply (the idempotency record; ids
-//                                               may hold any byte: they follow a fixed prefix)
-//   deadlines: u64 closes_at_ms, item -> "" (open items with a deadline, earliest first; touched
-//              only at the open and the close of such an item)
-// The log lives in <dir>/wal (segment files, storage/log_format.h). Format 1 (separate trees) is
-// refused at open with a one-line error naming the directory: move it away and restart.
-//
-// Pruning (no age index): a sweep cursor walks the request records of `data` in key order,
-// resuming where the previous write transaction stopped and wrapping at the end. Each write
-// transaction examines at most kPrunePerTxn + kPrunePerWrite x (its writes) request records
-// (and seeks past at most as many items' state/event ranges) and deletes those older than the
-// retention. So every record is examined once per cycle, a cycle takes at most
-// (R + 2 x I) / kPrunePerTxn write transactions (R records, I items), and since each
-// transaction examines at least twice the records it adds, the expired backlog cannot grow: the
-// store holds the records of the last `retention` plus at most one cycle's worth of expired ones.
-// A record is deleted no earlier than `retention` after it was stored (a clock that goes back
-// keeps records longer, never shorter).
+// The log lives in <dir>/wal (segment files, storage/log_format.h); LMDB's records are laid out as
+// nodes/store_format.h says. The parts by concept: the auction rules (nodes/auction_rules.h), the
+// LMDB wrappers (nodes/lmdb_env.h), the deadline and prune walks (nodes/sweep.h, which also
+// bounds the idempotency records a store holds).
 //
 // Caveats (from lmdb.h): never use a store after fork(); open() clears stale reader slots with
 // mdb_reader_check; when the map (map_size_bytes) is full, writes fail with `internal` ("storage
@@ -88,6 +58,8 @@
 #include <variant>
 #include <vector>
 
+#include "nodes/auction_rules.h"
+#include "nodes/sweep.h"
 #include "protocol/messages.h"
 #include "storage/log_format.h"
 #include "storage/log_writer.h"
@@ -97,12 +69,9 @@ struct MDB_txn;  // lmdb.h stays out of this header
 
 namespace bidmesh {
 
+struct LmdbEnv;
+
 inline constexpr std::chrono::milliseconds kDefaultRequestRetention = std::chrono::hours(24);
-// Request records the sweep examines per write txn. Small: every batch pays it, live and in the
-// replay, and in a large store each examination can touch a cold page (docs/durability.md).
-inline constexpr std::size_t kPrunePerTxn = 8;
-inline constexpr std::size_t kPrunePerWrite = 2;        // ... plus this many per write of the txn
-inline constexpr std::size_t kAutoClosePerTxn = 1024;   // due deadlines closed per write txn
 inline constexpr uint64_t kReserveAhead = 64ull << 20;   // disk allocated past the last page
 
 struct ItemStoreOptions {
@@ -116,18 +85,6 @@ struct ItemStoreOptions {
   std::chrono::milliseconds checkpoint_interval{1000};
   uint64_t log_segment_bytes = 16ull << 20;
   FileLayer* log_files = nullptr;             // null: real files (tests inject faults here)
-};
-
-// One item as stored. `bidder` is set exactly when `max` is.
-struct ItemState {
-  bool closed = false;
-  uint64_t seq = 0;
-  uint64_t bids = 0;
-  uint64_t start = 1;
-  uint64_t increment = 1;
-  std::optional<uint64_t> max;
-  std::optional<std::string> bidder;
-  std::optional<uint64_t> closes_at;
 };
 
 // A durable event, ready for the feed.
@@ -195,19 +152,12 @@ class ItemStore {
   const std::filesystem::path& dir() const { return dir_; }
 
  private:
-  struct Env;
   struct WriteCtx;
-  ItemStore(std::unique_ptr<Env> env, std::filesystem::path dir, std::chrono::milliseconds retention);
+  ItemStore(std::unique_ptr<LmdbEnv> env, std::filesystem::path dir, std::chrono::milliseconds retention);
 
   int apply_write(WriteCtx& w, const Request& r, std::string* reply);
-  int apply_open(WriteCtx& w, const Request& r, std::string* reply);
-  int apply_bid(WriteCtx& w, const Request& r, std::string* reply);
-  int apply_close(WriteCtx& w, const Request& r, std::string* reply);
-  int load_open_item(WriteCtx& w, const Request& r, ItemState* s, std::string* reply, bool* decided);
-  int close_item(WriteCtx& w, std::string_view item, ItemState& s);
-  int record_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind);
+  int store_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind);
   int run_auto_closes(WriteCtx& w);
-  int prune(WriteCtx& w, std::size_t writes);
   // Applies the writes of one batch in a nested transaction of the checkpoint transaction; with
   // `log` the batch record is appended (durable) before the nested transaction is merged.
   // Sets res.replies of the writes, res.events, and the derived state on success.
@@ -217,13 +167,12 @@ class ItemStore {
   Status rebuild_from_log();
   std::filesystem::path log_dir() const;
   std::string read_reply(MDB_txn* txn, const Request& r) const;
-  int first_deadline(MDB_txn* txn, std::optional<uint64_t>* out) const;
   std::string describe_failure(int rc, const char* where) const;
   int reserve_disk();
 
-  std::unique_ptr<Env> env_;
+  std::unique_ptr<LmdbEnv> env_;
   const std::filesystem::path dir_;
-  const std::chrono::milliseconds retention_;
+  RecordSweep sweep_;                         // the prune sweep and where it resumes
   std::optional<uint64_t> next_deadline_;     // earliest closes_at in `deadlines`
   uint64_t retry_after_ms_ = 0;               // after a failed txn: no auto-close-only txn before
   uint64_t reserved_bytes_ = 0;               // data file bytes known to have disk blocks
@@ -239,9 +188,7 @@ class ItemStore {
   LogPosition replay_end_;                    // where the last replay ended
   ReplayStats replay_stats_;
   std::string record_;                        // the batch record buffer, reused
-  std::string sweep_key_;                     // where the prune sweep resumes ("" = the start)
   uint64_t item_count_ = 0;                   // committed number of items (meta "items")
-  std::vector<std::string> expired_;          // prune's scratch list, reused
 };
 
 }  // namespace bidmesh

@@ -27,15 +27,6 @@ Reply reply(ItemStore& s, const Request& r, uint64_t now = kNow) {
   REQUIRE(rep);
   return *rep;
 }
-Reply decoded(const std::string& frame) {
-  auto rep = decode_reply(frame);
-  REQUIRE(rep);
-  return *rep;
-}
-bool is_nil(const Reply& r, std::string_view key) {
-  const Value* v = r.find(key);
-  return v != nullptr && std::holds_alternative<Nil>(*v);
-}
 Event event_of(const FeedMessage& m) {
   auto e = decode_event(m.body);
   REQUIRE(e);

@@ -1,4 +1,5 @@
-// Fixtures of the item store's unit tests: a temp directory, a store in it, request builders.
+// Fixtures of the item store's unit tests: a temp directory, a store in it, request builders,
+// reply helpers.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -9,6 +10,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <variant>
 
 #include "nodes/item_store.h"
 #include "protocol/messages.h"
@@ -82,6 +85,17 @@ inline Request history_req(std::string id, std::string item, uint64_t after = 0,
   r.after = after;
   r.limit = limit;
   return r;
+}
+
+// A reply frame decoded (the test fails when it does not decode).
+inline Reply decoded(const std::string& frame) {
+  auto rep = decode_reply(frame);
+  REQUIRE(rep);
+  return *rep;
+}
+inline bool is_nil(const Reply& r, std::string_view key) {
+  const Value* v = r.find(key);
+  return v != nullptr && std::holds_alternative<Nil>(*v);
 }
 
 }  // namespace bidmesh

@@ -1,0 +1,132 @@
+// The auction rules: see auction_rules.h.
+#include "nodes/auction_rules.h"
+
+#include "protocol/errors.h"
+
+namespace bidmesh {
+
+namespace {
+
+std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+std::optional<EventKind> judge_open(const Request& r, bool found, ItemState& s, std::string* reply) {
+  if (found) {
+    *reply = encode_error(r.id, ErrorCode::exists, "item " + in_quotes(r.item) + " was opened before");
+    return std::nullopt;
+  }
+  s = ItemState{};
+  s.seq = 1;
+  s.start = r.start;
+  s.increment = r.increment;
+  s.closes_at = r.closes_at;
+  *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}});
+  return EventKind::open;
+}
+
+// Bids and closes target an open item: the error reply when it is missing or closed.
+bool refuse_unless_open(const Request& r, bool found, const ItemState& s, std::string* reply) {
+  if (!found) {
+    *reply = unknown_item_reply(r);
+    return true;
+  }
+  if (s.closed) {
+    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
+    return true;
+  }
+  return false;
+}
+
+std::optional<EventKind> judge_bid(const Request& r, bool found, ItemState& s, uint64_t now_ms, std::string* reply) {
+  if (refuse_unless_open(r, found, s, reply)) return std::nullopt;
+  // At or after closes_at the item is closed, even if the auto-close has not run yet.
+  if (s.closes_at && now_ms >= *s.closes_at) {
+    *reply = encode_error(r.id, ErrorCode::closed,
+                          "item " + in_quotes(r.item) + " closed at " + std::to_string(*s.closes_at) + " (unix ms)");
+    return std::nullopt;
+  }
+  // max + increment may not fit in 64 bits: compare by subtraction instead.
+  const bool too_low = s.max ? (r.amount < *s.max || r.amount - *s.max < s.increment) : r.amount < s.start;
+  if (too_low) {
+    const std::string message =
+        s.max ? "amount " + std::to_string(r.amount) + " is below the max " + std::to_string(*s.max) +
+                    " plus the increment " + std::to_string(s.increment)
+              : "amount " + std::to_string(r.amount) + " is below the start " + std::to_string(s.start);
+    *reply = encode_error(r.id, ErrorCode::too_low, message, {{"max", opt_value(s.max)}});
+    return std::nullopt;
+  }
+  s.seq += 1;
+  s.bids += 1;
+  s.max = r.amount;
+  s.bidder = r.bidder;
+  *reply = encode_ok(r.id, {{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq}});
+  return EventKind::max;
+}
+
+std::optional<EventKind> judge_close(const Request& r, bool found, ItemState& s, std::string* reply) {
+  if (refuse_unless_open(r, found, s, reply)) return std::nullopt;
+  mark_closed(s);
+  *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}, {"winner", opt_value(s.bidder)},
+                            {"amount", opt_value(s.max)}});
+  return EventKind::closed;
+}
+
+}  // namespace
+
+std::optional<EventKind> judge_write(const Request& r, bool found, ItemState& s, uint64_t now_ms, std::string* reply) {
+  switch (r.op) {
+    case Op::open: return judge_open(r, found, s, reply);
+    case Op::bid: return judge_bid(r, found, s, now_ms, reply);
+    case Op::close: return judge_close(r, found, s, reply);
+    default: return std::nullopt;  // not a write (see REQUIRES)
+  }
+}
+
+void judge_repeat(const Request& r, std::string_view fingerprint, std::string_view stored_fingerprint,
+                  std::string_view stored_reply, std::string* reply) {
+  if (stored_fingerprint == fingerprint) {
+    reply->assign(stored_reply);  // the remembered reply, byte for byte; no effect again
+  } else {
+    *reply = encode_error(r.id, ErrorCode::conflict,
+                          "this id was used before for another write on item " + in_quotes(r.item));
+  }
+}
+
+bool deadline_closes(bool found, const ItemState& s, uint64_t closes_at) {
+  return found && !s.closed && s.closes_at && *s.closes_at == closes_at;
+}
+
+void mark_closed(ItemState& s) {
+  s.closed = true;
+  s.seq += 1;
+}
+
+Event change_event(std::string_view item, const ItemState& s, EventKind kind, uint64_t now_ms) {
+  Event e;
+  e.kind = kind;
+  e.item = std::string(item);
+  e.seq = s.seq;
+  e.ts = now_ms;
+  if (kind != EventKind::open) {
+    e.amount = s.max;
+    e.bidder = s.bidder;
+  }
+  return e;
+}
+
+std::string get_reply(const Request& r, const ItemState& s) {
+  return encode_ok(r.id, {{"item", r.item},
+                          {"status", std::string(s.closed ? "closed" : "open")},
+                          {"max", opt_value(s.max)},
+                          {"bidder", opt_value(s.bidder)},
+                          {"seq", s.seq},
+                          {"bids", s.bids},
+                          {"start", s.start},
+                          {"increment", s.increment},
+                          {"closes_at", opt_value(s.closes_at)}});
+}
+
+std::string unknown_item_reply(const Request& r) {
+  return encode_error(r.id, ErrorCode::unknown_item, "item " + in_quotes(r.item) + " was never opened");
+}
+
+}  // namespace bidmesh

@@ -1,0 +1,183 @@
+// The on-disk format of a bid node's item store: how keys and values of its LMDB records are
+// encoded and decoded. No LMDB here, only bytes; nodes/item_store.cc puts these bytes into the
+// trees and nodes/sweep.cc walks them.
+//
+// LMDB layout, format 3 (named trees in one environment; u64 are big-endian so keys sort by
+// value; items never contain '\0', so `item '\0'` is a prefix no other item's keys share):
+//   meta:      "format" -> "3" (format 2 is read too: it is format 3 without a log)
+//              "log"    -> u64 segment, u64 offset: the log position this commit covers (replay
+//                          starts there; absent: the start of the log)
+//              "items"  -> u64 number of items (kept with every open, for item_count at start)
+//              "sweep"  -> the data key the prune sweep resumes at (saved by every checkpoint, in
+//                          the same commit as "log": the replay continues the sweep exactly)
+//   data:      ONE tree, every key of an item clustered under its prefix, so a bid's three writes
+//              (event, state, request record) land on one leaf page, or two when the item's
+//              records span several pages:
+//              item '\0' 0x01 u64 seq        -> the event as encode_event made it (spliced into
+//                                               history replies as it is, never re-encoded)
+//              item '\0' 0x02                -> ItemState (encode_state below); right after the
+//                                               newest event: the bid's event append and state
+//                                               update share a leaf
+//              item '\0' 0x03 id             -> u64 stored_at_ms, u32 fingerprint length,
+//                                               fingerprint, reply (the idempotency record; ids
+//                                               may hold any byte: they follow a fixed prefix)
+//   deadlines: u64 closes_at_ms, item -> "" (open items with a deadline, earliest first; touched
+//              only at the open and the close of such an item)
+// Format 1 (separate trees) is refused at open with a one-line error naming the directory: move it
+// away and restart.
+//
+// Decoders never trust their input beyond its length: a record that does not parse makes them
+// return false, and the caller reports it as a malformed record (kBadRecord, lmdb_env.h).
+//
+// The functions of the per-bid path (keys, state, request record) are inline: a bid encodes and
+// decodes each once. The key builders write into a caller's reused buffer and return a view of
+// it, valid until the buffer changes: no allocation once the buffer has grown.
+//
+// Thread-safe: pure functions and constants.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "nodes/auction_rules.h"
+#include "storage/log_format.h"
+
+namespace bidmesh::store_format {
+
+inline constexpr std::string_view kFormatVersion = "3";
+inline constexpr std::string_view kFormatWithoutLog = "2";  // format 3 before its first checkpoint
+
+inline void append_u64(std::string& out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+inline void append_u32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+// REQUIRES: p points at 8 (read_u64) or 4 (read_u32) readable bytes.
+inline uint64_t read_u64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+inline uint32_t read_u32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+// Keys of the data tree: item '\0' tag [suffix]. The first '\0' ends the item, so the keys of one
+// item form one contiguous range, in the order events by seq, state, request records by id.
+// The state sorts right after the newest event: a bid's event append and state update land on
+// the same leaf even when the item's history spans many pages (docs/benchmarks.md, "Store
+// layout v2").
+inline constexpr char kTagEvent = 0x01, kTagState = 0x02, kTagRequest = 0x03;
+
+inline std::string_view data_key(std::string& out, std::string_view item, char tag) {
+  out.clear();
+  out.append(item);
+  out.push_back('\0');
+  out.push_back(tag);
+  return out;
+}
+inline std::string_view event_key(std::string& out, std::string_view item, uint64_t seq) {
+  data_key(out, item, kTagEvent);
+  append_u64(out, seq);
+  return out;
+}
+inline std::string_view request_key(std::string& out, std::string_view item, std::string_view id) {
+  data_key(out, item, kTagRequest);
+  out.append(id);
+  return out;
+}
+
+// Where a data key's item ends: the position of its '\0', followed by the tag. nullopt for a key
+// of no known shape (no '\0', or nothing after it).
+inline std::optional<std::size_t> data_key_item_end(std::string_view key) {
+  const std::size_t nul = key.find('\0');
+  if (nul == std::string_view::npos || nul + 1 >= key.size()) return std::nullopt;
+  return nul;
+}
+
+// Keys of the deadlines tree: u64 closes_at, item.
+inline constexpr std::size_t kDeadlineKeyMinBytes = 8;
+std::string deadline_key(uint64_t closes_at, std::string_view item);
+// REQUIRES: key.size() >= kDeadlineKeyMinBytes (check it first: a shorter key is malformed).
+inline uint64_t deadline_of(std::string_view key) { return read_u64(key.data()); }
+inline std::string_view deadline_item(std::string_view key) { return key.substr(kDeadlineKeyMinBytes); }
+
+// ItemState value, format 1:
+//   [0] 1 (format)   [1] 0 open / 1 closed   [2] flags: 1 = has max+bidder, 2 = has closes_at
+//   [3..51) u64 seq, bids, start, increment, max, closes_at (0 where absent)   [51..) bidder
+inline constexpr std::size_t kStateFixedBytes = 51;
+inline std::string_view encode_state(std::string& out, const ItemState& s) {
+  out.clear();
+  out.push_back(1);
+  out.push_back(s.closed ? 1 : 0);
+  out.push_back(static_cast<char>((s.max ? 1 : 0) | (s.closes_at ? 2 : 0)));
+  append_u64(out, s.seq);
+  append_u64(out, s.bids);
+  append_u64(out, s.start);
+  append_u64(out, s.increment);
+  append_u64(out, s.max.value_or(0));
+  append_u64(out, s.closes_at.value_or(0));
+  if (s.max) out.append(*s.bidder);
+  return out;
+}
+inline bool decode_state(std::string_view in, ItemState* s) {
+  if (in.size() < kStateFixedBytes || in[0] != 1) return false;
+  const char* p = in.data();
+  const unsigned flags = static_cast<unsigned char>(p[2]);
+  s->closed = p[1] != 0;
+  s->seq = read_u64(p + 3);
+  s->bids = read_u64(p + 11);
+  s->start = read_u64(p + 19);
+  s->increment = read_u64(p + 27);
+  s->max.reset();
+  s->bidder.reset();
+  s->closes_at.reset();
+  if (flags & 1) {
+    s->max = read_u64(p + 35);
+    s->bidder = std::string(in.substr(kStateFixedBytes));
+  }
+  if (flags & 2) s->closes_at = read_u64(p + 43);
+  return true;
+}
+
+// Request record value (the idempotency record): u64 stored_at, u32 fingerprint length,
+// fingerprint, reply bytes. The views of a decoded record point into the decoded bytes.
+struct RequestRecord {
+  uint64_t stored_at = 0;
+  std::string_view fingerprint;
+  std::string_view reply;
+};
+inline std::string_view encode_request_record(std::string& out, uint64_t stored_at, std::string_view fingerprint,
+                                              std::string_view reply) {
+  out.clear();
+  append_u64(out, stored_at);
+  append_u32(out, static_cast<uint32_t>(fingerprint.size()));
+  out.append(fingerprint);
+  out.append(reply);
+  return out;
+}
+inline bool decode_request_record(std::string_view in, RequestRecord* r) {
+  if (in.size() < 12) return false;
+  r->stored_at = read_u64(in.data());
+  const uint32_t fp_len = read_u32(in.data() + 8);
+  if (in.size() - 12 < fp_len) return false;
+  r->fingerprint = in.substr(12, fp_len);
+  r->reply = in.substr(12 + fp_len);
+  return true;
+}
+
+// meta "log": u64 segment, u64 offset.
+std::string encode_log_position(LogPosition p);
+bool decode_log_position(std::string_view raw, LogPosition* p);
+
+// meta "items": u64 number of items.
+std::string encode_item_count(uint64_t n);
+bool decode_item_count(std::string_view raw, uint64_t* n);
+
+}  // namespace bidmesh::store_format

@@ -228,6 +228,8 @@ Status replay_log(const fs::path& dir, LogPosition from,
       const LogPosition next{pos.segment, off + kLogHeaderBytes + h.length};
       if (s = fn(bytes.substr(kLogHeaderBytes), next); !s.ok()) {
         result->end = LogPosition{pos.segment, off};
+        // A payload the caller cannot parse passed its CRC: it was written so. Say where it is.
+        if (s.is_corruption()) return Status::corruption(log_damage_message(path, off, s.message()));
         return s;
       }
       ++result->records;

@@ -47,7 +47,8 @@ struct ReplayResult {
 
 // Reads every record from `from` to the end of the log in `dir`, calling fn(payload, next) for
 // each, `next` being the position just after it (payload points into a buffer valid during the
-// call only). When fn fails, replay stops with fn's status, result->end at that record.
+// call only). When fn fails, replay stops with fn's status, result->end at that record; a
+// corruption from fn (a payload it cannot parse) gets the record's file and offset, as above.
 // A missing directory is an empty log. files: null for posix_file_layer().
 // Errors: corruption (above), io_error, invalid_argument (from.segment == 0).
 Status replay_log(const std::filesystem::path& dir, LogPosition from,

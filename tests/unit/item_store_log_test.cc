@@ -11,6 +11,7 @@
 #include "nodes/item_store.h"
 #include "storage/log_file.h"
 #include "storage/log_format.h"
+#include "storage/log_reader.h"
 #include "tests/unit/store_fixtures.h"
 
 namespace bidmesh {
@@ -208,6 +209,35 @@ TEST_CASE("item store log with a torn or damaged record", "[item_store][wal]") {
     CHECK_THAT(err, Catch::Contains(segment_file(dir.path(), bad.segment).filename().string()));
     CHECK_THAT(err, Catch::Contains(std::to_string(bad.offset)));
   }
+}
+
+TEST_CASE("item store log: a record that passes its CRC but does not parse fails the open, naming the file and offset",
+          "[item_store][wal]") {
+  TempDir dir;
+  {
+    auto s = open_store_with(log_options(dir.path()));
+    open_items(*s);
+  }
+  // Append a record of an unknown batch record version where the store's log ends.
+  ReplayResult replayed;
+  REQUIRE(replay_log(dir.path() / "wal", LogPosition{}, [](std::string_view, LogPosition) { return Status::OK(); },
+                     &replayed)
+              .ok());
+  const LogPosition bad = replayed.end;
+  {
+    LogOptions o;
+    o.dir = dir.path() / "wal";
+    o.segment_bytes = log_options(dir.path()).log_segment_bytes;
+    std::unique_ptr<LogWriter> w;
+    REQUIRE(LogWriter::open(o, bad, &w).ok());
+    REQUIRE(w->append(std::string("\x09 not a batch record")).ok());
+  }
+  auto opened = ItemStore::open(log_options(dir.path()));
+  REQUIRE(std::holds_alternative<std::string>(opened));
+  const std::string err = std::get<std::string>(opened);
+  CHECK_THAT(err, Catch::Contains(segment_file(dir.path(), bad.segment).string() + " offset " +
+                                  std::to_string(bad.offset)));
+  CHECK_THAT(err, Catch::Contains("batch record version 9"));
 }
 
 TEST_CASE("item store log survives a power loss: unsynced bytes are lost, nothing acknowledged", "[item_store][wal]") {

@@ -10,6 +10,7 @@
 
 #include <lmdb.h>
 
+#include "nodes/store_format.h"
 #include "protocol/messages.h"
 #include "tests/unit/store_fixtures.h"
 
@@ -509,6 +510,63 @@ TEST_CASE("item store sweep prunes every expired record, across items, wrapping 
   }
 }
 
+namespace {
+
+// Writes one record straight into a tree of the (closed) store in `dir`, as damage would.
+void put_raw(const std::filesystem::path& dir, const char* tree, std::string_view key, std::string_view value) {
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == 0);
+  REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
+  REQUIRE(mdb_env_open(env, dir.c_str(), 0, 0600) == 0);
+  MDB_txn* txn = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  MDB_dbi dbi = 0;
+  REQUIRE(mdb_dbi_open(txn, tree, 0, &dbi) == 0);
+  MDB_val k{key.size(), const_cast<char*>(key.data())}, v{value.size(), const_cast<char*>(value.data())};
+  REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
+}
+
+}  // namespace
+
+TEST_CASE("item store names the stored record that does not parse", "[item_store]") {
+  TempDir dir;
+  const uint64_t deadline = kNow + 10;
+  {
+    auto store = open_store(dir.path());
+    REQUIRE(reply(*store, open_req("o1", "lamp", 1, 1, deadline)).ok);
+    REQUIRE(store->checkpoint().ok());  // LMDB holds it all: the reopen replays nothing over the damage
+  }
+  std::string key;
+  const char* want = "";
+  Request write = open_req("o1", "lamp", 1, 1, deadline);
+  uint64_t at = kNow;
+  SECTION("a request record too short for its header") {
+    put_raw(dir.path(), "data", store_format::request_key(key, "lamp", "o1"), "short");
+    want = "(request record)";
+  }
+  SECTION("a deadline key too short for its time, met by the auto-close") {
+    put_raw(dir.path(), "deadlines", "\xff", "");  // sorts after the due deadline
+    write = bid_req("b1", "lamp", "ann", 5);
+    at = deadline + 1;
+    want = "(deadline key)";
+  }
+  SECTION("a data key without an item, met by the prune sweep") {
+    put_raw(dir.path(), "data", "no item here", "");
+    write = bid_req("b1", "lamp", "ann", 5);
+    want = "(data key)";
+  }
+  auto store = open_store(dir.path());
+  BatchResult b = store->apply_batch({write}, at);
+  CHECK_FALSE(b.committed);
+  REQUIRE(b.failure);
+  CHECK_THAT(*b.failure, Catch::Contains("a stored record is malformed " + std::string(want)));
+  const Reply r = decoded(b.replies[0]);
+  CHECK(r.error == "internal");
+  CHECK(r.message == b.failure);
+}
+
 TEST_CASE("item store refuses a store of another format, naming the directory", "[item_store]") {
   TempDir dir;
   {
@@ -516,20 +574,7 @@ TEST_CASE("item store refuses a store of another format, naming the directory", 
     REQUIRE(reply(*store, open_req("o1", "lamp")).ok);
   }
   // Make it look like format 1 (what the previous build wrote in meta).
-  {
-    MDB_env* env = nullptr;
-    REQUIRE(mdb_env_create(&env) == 0);
-    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
-    REQUIRE(mdb_env_open(env, dir.path().c_str(), 0, 0600) == 0);
-    MDB_txn* txn = nullptr;
-    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-    MDB_dbi meta = 0;
-    REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
-    MDB_val k{6, const_cast<char*>("format")}, v{1, const_cast<char*>("1")};
-    REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
-    REQUIRE(mdb_txn_commit(txn) == 0);
-    mdb_env_close(env);
-  }
+  put_raw(dir.path(), "meta", "format", "1");
   ItemStoreOptions o;
   o.dir = dir.path();
   auto opened = ItemStore::open(o);

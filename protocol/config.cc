@@ -1,7 +1,9 @@
 // Mesh config loading: every key is checked, unknown keys are refused (a typo must not turn
-// into a silent default), and the slot ranges must cover every slot exactly once.
+// into a silent default), the slot ranges must cover every slot exactly once, and with
+// security = "none" every endpoint the mesh binds must be local (protected mode).
 #include "protocol/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -99,7 +101,78 @@ class Reader {
   std::filesystem::path file_;
 };
 
+// security, server_certificate, clients_dir, feed_public. The files themselves are checked by
+// the supervisor at start (it reads the certificate), not here: a config must load on a host
+// that holds no keys, e.g. for `bidmesh-ctl`.
+void read_security(const Reader& rd, const toml::table& root, MeshConfig& cfg) {
+  const std::string security = rd.read_string(root, "", "security", false).value_or("none");
+  if (security == "curve") cfg.security = Security::curve;
+  else if (security != "none") rd.fail("security", "must be \"none\" or \"curve\", got \"" + security + "\"");
+  const auto certificate = rd.read_string(root, "", "server_certificate", false);
+  const auto clients = rd.read_string(root, "", "clients_dir", false);
+  cfg.feed_public = rd.read_bool(root, "", "feed_public");
+  if (cfg.security == Security::curve) {
+    if (!certificate)
+      rd.fail("server_certificate", "is required with security = \"curve\" (the mesh's secret certificate, a "
+                                    "NAME.key_secret file; docs/security.md)");
+    if (!clients)
+      rd.fail("clients_dir", "is required with security = \"curve\" (the folder of the allowed clients' public "
+                             "certificates; docs/security.md)");
+    cfg.server_certificate = rd.resolve(*certificate);
+    cfg.clients_dir = rd.resolve(*clients);
+    return;
+  }
+  // A key that would do nothing is refused: the operator meant something by it.
+  if (certificate) rd.fail("server_certificate", "is set but security = \"none\" uses no keys; set security = \"curve\"");
+  if (clients) rd.fail("clients_dir", "is set but security = \"none\" admits every client; set security = \"curve\"");
+}
+
+// Protected mode: without CURVE, only this machine may reach what the mesh binds.
+void check_protected_mode(const Reader& rd, const std::string& key, const std::string& endpoint) {
+  if (endpoint_is_local(endpoint)) return;
+  rd.fail(key, "security = \"none\" may bind only loopback or ipc, and " + endpoint +
+                   " is not; set security = \"curve\" with server_certificate and clients_dir "
+                   "(docs/security.md), or listen on 127.0.0.1");
+}
+
 }  // namespace
+
+std::string_view security_name(Security s) { return s == Security::curve ? "curve" : "none"; }
+
+bool endpoint_is_local(std::string_view endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  const std::string_view rest = endpoint.substr(6);
+  if (rest.find(';') != std::string_view::npos) return false;  // a source;destination pair
+  std::string_view host;
+  if (!rest.empty() && rest.front() == '[') {
+    const auto close = rest.find(']');
+    if (close == std::string_view::npos) return false;
+    host = rest.substr(1, close - 1);
+  } else {
+    const auto colon = rest.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host = rest.substr(0, colon);
+  }
+  if (host == "::1" || host == "localhost" || host == "lo") return true;
+  // 127.a.b.c, each part a decimal number below 256.
+  int parts = 0;
+  std::size_t at = 0;
+  while (at <= host.size()) {
+    const auto dot = std::min(host.find('.', at), host.size());
+    const std::string_view part = host.substr(at, dot - at);
+    if (part.empty() || part.size() > 3) return false;
+    int v = 0;
+    for (char c : part) {
+      if (c < '0' || c > '9') return false;
+      v = v * 10 + (c - '0');
+    }
+    if (v > 255 || (parts == 0 && v != 127)) return false;
+    ++parts;
+    at = dot + 1;
+  }
+  return parts == 4;
+}
 
 std::string_view node_kind_name(NodeKind kind) { return kind == NodeKind::router ? "router" : "bid"; }
 
@@ -168,7 +241,8 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
                     {"data_dir", "control", "request_timeout_ms", "max_request_bytes", "batch_max", "map_size_mb",
                      "heartbeat_interval_ms", "heartbeat_timeout_ms", "stop_timeout_ms", "restart_intensity",
                      "restart_period_ms", "log_max_bytes", "log_keep", "checkpoint_interval_ms", "checkpoint_kb",
-                     "wal_segment_mb", "feed", "node"});
+                     "wal_segment_mb", "security", "server_certificate", "clients_dir", "feed_public",
+                     "router_memory_mb", "feed", "node"});
 
   MeshConfig cfg;
   cfg.file = file;
@@ -189,6 +263,7 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
   rd.read_uint(root, "", "checkpoint_interval_ms", cfg.checkpoint_interval_ms, 10, 3600000);
   rd.read_uint(root, "", "checkpoint_kb", cfg.checkpoint_kb, 16, 1u << 20);
   rd.read_uint(root, "", "wal_segment_mb", cfg.wal_segment_mb, 1, 1024);
+  rd.read_uint(root, "", "router_memory_mb", cfg.router_memory_mb, kMinRouterMemoryMb, 1u << 20);
   if (uint64_t{cfg.checkpoint_kb} * 1024 * 2 > uint64_t{cfg.wal_segment_mb} << 20)
     rd.fail("checkpoint_kb", "must be at most half of wal_segment_mb (a checkpoint's log tail fits in a segment)");
   if (cfg.heartbeat_timeout_ms <= cfg.heartbeat_interval_ms)
@@ -200,9 +275,15 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
   } else {
     cfg.control = "ipc://" + (cfg.data_dir / "control" / "supervisor.sock").string();
   }
+  // The supervisor admits only its own uid and root, which it learns from the unix socket.
+  if (cfg.control.rfind("ipc://", 0) != 0)
+    rd.fail("control", "must be an ipc:// endpoint (the supervisor admits only its own uid and root, known from "
+                       "SO_PEERCRED on a unix socket), got '" + cfg.control + "'");
   // sockaddr_un holds 107 bytes of path.
   if (cfg.control.rfind("ipc://", 0) == 0 && cfg.control.size() - 6 > 107)
     rd.fail("control", "the ipc socket path is longer than 107 bytes; set a shorter 'control' endpoint");
+
+  read_security(rd, root, cfg);
 
   const toml::table* feed = root["feed"].as_table();
   if (feed == nullptr) rd.fail("feed", "a [feed] table with 'publish' and 'collect' endpoints is required");
@@ -270,6 +351,12 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
       }
     }
     cfg.nodes.push_back(std::move(n));
+  }
+
+  if (cfg.security == Security::none) {
+    check_protected_mode(rd, "feed.publish", cfg.feed_publish);
+    check_protected_mode(rd, "feed.collect", cfg.feed_collect);
+    for (const NodeConfig& n : cfg.nodes) check_protected_mode(rd, "node '" + n.name + "'.listen", n.listen);
   }
 
   // Every slot owned exactly once.

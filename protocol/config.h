@@ -1,6 +1,8 @@
 // The mesh config: one TOML file read by the supervisor, the router and the bid nodes.
 // Relative paths in it are taken from the folder of the file. A bad config is refused with
-// "<file>: <key>: <reason>" (ConfigError). See docs/configuration.md for every key.
+// "<file>: <key>: <reason>" (ConfigError); every program exits 100 on it. Among the refusals,
+// protected mode: a mesh with security = "none" that binds anything but loopback or ipc.
+// See docs/configuration.md for every key.
 // Thread-safe: the loaded config is an immutable value.
 #pragma once
 
@@ -21,6 +23,32 @@ struct ConfigError : std::runtime_error {
 
 enum class NodeKind { router, bid };
 std::string_view node_kind_name(NodeKind kind);
+
+// How the mesh's public endpoints are protected (shared/PROTOCOL.md, Security; docs/security.md).
+//   none   v1: no authentication or encryption. Allowed only when every endpoint the mesh binds
+//          is local (endpoint_is_local): Redis's protected mode, checked when the config loads.
+//   curve  the request and feed endpoints are CurveZMQ servers with a ZAP allow list.
+enum class Security { none, curve };
+std::string_view security_name(Security s);
+
+// Whether `endpoint` can be reached only from this machine: ipc://, inproc://, or tcp:// on a
+// loopback host (127.x.x.x, [::1], localhost, or the interface lo). Anything else is not, and
+// so is whatever this cannot read with certainty (a wildcard *, a host name, "src;dst").
+// Thread-safe: a pure function.
+bool endpoint_is_local(std::string_view endpoint);
+
+// The default router_memory_mb: the router's bounds (nodes/router.h) at their worst, with
+// libzmq's per-message costs, plus the process's own needs (docs/configuration.md):
+//   4096 client connections x (8 KiB in + 8 KiB out batch buffers + one 64 KiB frame in flight
+//        + 1000 queued replies x 288 B: ~100 B of reply, its 64 B msg_t and a 64 B delimiter
+//        msg_t in the pipe, ~60 B of allocation headers)                     = 1445 MiB
+//   100000 requests in flight x 512 B (the request on the bid node's pipe,
+//        its pending entry)                                                  =   49 MiB
+//   baseline: thread stacks (8 MiB of address space each), libzmq, heap      =  128 MiB
+// = 1622 MiB, rounded up to 1664 (a multiple of 128). RLIMIT_DATA counts address space, not
+// resident memory, so this is larger than the router's RSS under the same load.
+inline constexpr uint32_t kDefaultRouterMemoryMb = 1664;
+inline constexpr uint32_t kMinRouterMemoryMb = 64;  // below this a router cannot start
 
 // OTP restart types: permanent restarts always, transient only after an abnormal exit,
 // temporary never.
@@ -44,7 +72,12 @@ struct MeshConfig {
   std::filesystem::path data_dir;    // absolute
   std::string feed_publish;          // XPUB, subscribers connect (PROTOCOL.md: tcp://127.0.0.1:5556)
   std::string feed_collect;          // XSUB, bid nodes' PUB sockets connect
-  std::string control;               // supervisor control endpoint (ipc://<data_dir>/control/supervisor.sock)
+  std::string control;               // supervisor control endpoint, ipc:// (default <data_dir>/control/supervisor.sock)
+  Security security = Security::none;
+  std::filesystem::path server_certificate;  // curve: the mesh's secret certificate (ZPL .key_secret), absolute
+  std::filesystem::path clients_dir;         // curve: allowed clients' public certificates, absolute
+  bool feed_public = false;                  // curve: the feed admits any CURVE client key
+  uint32_t router_memory_mb = kDefaultRouterMemoryMb;  // RLIMIT_DATA of router processes
   uint32_t request_timeout_ms = 1000;          // router: answer `unavailable` after this
   uint32_t max_request_bytes = 4096;           // larger requests get `too_large`
   uint32_t batch_max = 1024;                   // bid node: requests per write transaction

@@ -118,6 +118,98 @@ TEST_CASE("mesh config refuses bad files with file, key and reason", "[config]")
   }
 }
 
+TEST_CASE("mesh config reads the security keys", "[config]") {
+  SECTION("defaults: none, no files, feed not public, the fitted router memory") {
+    MeshConfig cfg = parse_mesh_config(two_bid_nodes(), "/etc/bidmesh/mesh.toml");
+    CHECK(cfg.security == Security::none);
+    CHECK(cfg.server_certificate.empty());
+    CHECK(cfg.clients_dir.empty());
+    CHECK_FALSE(cfg.feed_public);
+    CHECK(cfg.router_memory_mb == kDefaultRouterMemoryMb);
+  }
+  SECTION("curve with its files, relative to the config's folder") {
+    MeshConfig cfg = parse_mesh_config(
+        "security = \"curve\"\nserver_certificate = \"keys/mesh.key_secret\"\nclients_dir = \"/srv/clients\"\n"
+        "feed_public = true\nrouter_memory_mb = 512\n" + two_bid_nodes(),
+        "/etc/bidmesh/mesh.toml");
+    CHECK(cfg.security == Security::curve);
+    CHECK(security_name(cfg.security) == "curve");
+    CHECK(cfg.server_certificate == "/etc/bidmesh/keys/mesh.key_secret");
+    CHECK(cfg.clients_dir == "/srv/clients");
+    CHECK(cfg.feed_public);
+    CHECK(cfg.router_memory_mb == 512);
+  }
+  SECTION("curve needs both files; none refuses them") {
+    CHECK(error_of("security = \"curve\"\nclients_dir = \"c\"\n" + two_bid_nodes())
+              .rfind("/etc/bidmesh/mesh.toml: server_certificate: is required with security = \"curve\"", 0) == 0);
+    CHECK(error_of("security = \"curve\"\nserver_certificate = \"m.key_secret\"\n" + two_bid_nodes())
+              .rfind("/etc/bidmesh/mesh.toml: clients_dir: is required with security = \"curve\"", 0) == 0);
+    CHECK(error_of("server_certificate = \"m.key_secret\"\n" + two_bid_nodes()) ==
+          "/etc/bidmesh/mesh.toml: server_certificate: is set but security = \"none\" uses no keys; set security = \"curve\"");
+    CHECK(error_of("security = \"none\"\nclients_dir = \"c\"\n" + two_bid_nodes()) ==
+          "/etc/bidmesh/mesh.toml: clients_dir: is set but security = \"none\" admits every client; set security = \"curve\"");
+    CHECK(error_of("security = \"CURVE\"\n" + two_bid_nodes()) ==
+          "/etc/bidmesh/mesh.toml: security: must be \"none\" or \"curve\", got \"CURVE\"");
+    CHECK(error_of("feed_public = \"yes\"\n" + two_bid_nodes()) ==
+          "/etc/bidmesh/mesh.toml: feed_public: must be true or false");
+  }
+  SECTION("router_memory_mb has a floor") {
+    CHECK(error_of("router_memory_mb = 63\n" + two_bid_nodes()) ==
+          "/etc/bidmesh/mesh.toml: router_memory_mb: must be between 64 and 1048576");
+    CHECK(parse_mesh_config("router_memory_mb = 64\n" + two_bid_nodes(), "/m.toml").router_memory_mb == 64);
+  }
+  SECTION("the control endpoint is ipc") {
+    CHECK(error_of("control = \"tcp://127.0.0.1:7000\"\n" + two_bid_nodes())
+              .rfind("/etc/bidmesh/mesh.toml: control: must be an ipc:// endpoint", 0) == 0);
+    CHECK(parse_mesh_config("control = \"ipc:///run/bidmesh/s.sock\"\n" + two_bid_nodes(), "/m.toml").control ==
+          "ipc:///run/bidmesh/s.sock");
+  }
+}
+
+TEST_CASE("endpoint_is_local accepts loopback and ipc only", "[config]") {
+  for (const char* ep : {"ipc:///tmp/x.sock", "ipc://@abstract", "inproc://x", "tcp://127.0.0.1:5555",
+                         "tcp://127.255.0.9:1", "tcp://127.0.0.1:*", "tcp://[::1]:5555", "tcp://::1:5555",
+                         "tcp://localhost:5555", "tcp://lo:5555"}) {
+    INFO(ep);
+    CHECK(endpoint_is_local(ep));
+  }
+  for (const char* ep : {"tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.0.0.5:5561", "tcp://eth0:5555",
+                         "tcp://[::]:5555", "tcp://128.0.0.1:5555", "tcp://127.0.0.256:1", "tcp://127.0.0:1",
+                         "tcp://127.0.0.1.5:1", "tcp://127.0.0.1", "tcp://127.0.0.1:1;10.0.0.1:2",
+                         "tcp://localhost.example.com:1", "tcp://[::1:5555", "udp://127.0.0.1:1", "pgm://x"}) {
+    INFO(ep);
+    CHECK_FALSE(endpoint_is_local(ep));
+  }
+}
+
+TEST_CASE("mesh config protected mode: security none binds only loopback or ipc", "[config]") {
+  const std::string fix =
+      " is not; set security = \"curve\" with server_certificate and clients_dir (docs/security.md), or listen on "
+      "127.0.0.1";
+  const std::string text = two_bid_nodes();
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  CHECK(error_of(with("tcp://127.0.0.1:5555", "tcp://0.0.0.0:5555")) ==
+        "/etc/bidmesh/mesh.toml: node 'router'.listen: security = \"none\" may bind only loopback or ipc, and "
+        "tcp://0.0.0.0:5555" + fix);
+  CHECK(error_of(with("tcp://127.0.0.1:5562", "tcp://10.0.0.5:5562")) ==
+        "/etc/bidmesh/mesh.toml: node 'bid-2'.listen: security = \"none\" may bind only loopback or ipc, and "
+        "tcp://10.0.0.5:5562" + fix);
+  CHECK(error_of(with("tcp://127.0.0.1:5556", "tcp://*:5556")) ==
+        "/etc/bidmesh/mesh.toml: feed.publish: security = \"none\" may bind only loopback or ipc, and tcp://*:5556" + fix);
+  CHECK(error_of(with("tcp://127.0.0.1:5557", "tcp://eth0:5557")).find("feed.collect: security = \"none\"") !=
+        std::string::npos);
+  // With curve the same binds load.
+  const std::string curve = "security = \"curve\"\nserver_certificate = \"m.key_secret\"\nclients_dir = \"c\"\n";
+  CHECK(error_of(curve + with("tcp://127.0.0.1:5555", "tcp://0.0.0.0:5555")).empty());
+  // ipc and loopback of every kind load without it.
+  CHECK(error_of(with("tcp://127.0.0.1:5555", "ipc:///run/bidmesh/requests.sock")).empty());
+  CHECK(error_of(with("tcp://127.0.0.1:5561", "tcp://[::1]:5561")).empty());
+}
+
 TEST_CASE("slot hash is CRC16/XMODEM mod 16384", "[slot_map]") {
   CHECK(crc16_xmodem("123456789") == 0x31C3);  // the standard check value
   CHECK(slot_of("foo") == 12182);               // same slot as Redis Cluster's CLUSTER KEYSLOT foo

@@ -43,6 +43,34 @@ std::optional<std::string> str_field(const msgpack::object& map, std::string_vie
 
 }  // namespace
 
+std::optional<PeerCredentials> parse_peer_credentials(std::string_view peer_address) {
+  // The address before the fields may hold colons itself: read from the end.
+  uint32_t fields[3] = {};
+  std::string_view rest = peer_address;
+  for (int i = 2; i >= 0; --i) {
+    const auto colon = rest.rfind(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    const std::string_view digits = rest.substr(colon + 1);
+    if (digits.empty() || digits.size() > 10) return std::nullopt;
+    uint64_t v = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (v > UINT32_MAX) return std::nullopt;
+    fields[i] = static_cast<uint32_t>(v);
+    rest = rest.substr(0, colon);
+  }
+  return PeerCredentials{fields[0], fields[1], fields[2]};
+}
+
+std::optional<std::string> control_refusal(const std::optional<PeerCredentials>& peer, uint32_t own_uid) {
+  const std::string who = own_uid == 0 ? "only root" : "only uid " + std::to_string(own_uid) + " and root";
+  if (!peer) return "refused: the sender's uid is unknown (no SO_PEERCRED on this connection); " + who + " may control this supervisor";
+  if (peer->uid == own_uid || peer->uid == 0) return std::nullopt;
+  return "refused: uid " + std::to_string(peer->uid) + " may not control this supervisor (" + who + "; SO_PEERCRED)";
+}
+
 std::string encode_ctl_request(const CtlRequest& r) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);

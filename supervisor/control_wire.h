@@ -71,6 +71,24 @@ using ControlFrame = std::variant<CtlRequest, NodeMessage>;
 std::optional<ControlFrame> decode_control_frame(std::string_view frame);
 std::optional<CtlReply> decode_ctl_reply(std::string_view frame);
 
+// The sender of a frame on the ipc control socket. libzmq (4.3, built with SO_PEERCRED) reads
+// the unix socket's peer credentials when the connection is accepted and appends
+// ":<uid>:<gid>:<pid>" to the connection's "Peer-Address" metadata property, which every
+// message from it carries. The kernel fills them in, so a peer cannot forge them.
+struct PeerCredentials {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t pid = 0;
+};
+// nullopt when `peer_address` does not end in three decimal ":uid:gid:pid" fields.
+std::optional<PeerCredentials> parse_peer_credentials(std::string_view peer_address);
+
+// Whether the supervisor running as `own_uid` takes commands from `peer`: only from its own uid
+// and root. nullopt when it does; else the reply's message, e.g. "refused: uid 65534 may not
+// control this supervisor (only uid 1000 and root; SO_PEERCRED)". Without credentials (no
+// SO_PEERCRED on the connection) it refuses too.
+std::optional<std::string> control_refusal(const std::optional<PeerCredentials>& peer, uint32_t own_uid);
+
 // JSON for --json output (strings quoted with protocol/json.h).
 std::string status_to_json(const NodeStatus& s);
 std::string status_list_to_json(const std::vector<NodeStatus>& list);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -29,8 +30,8 @@ void write_all(int fd, const char* s) {
 }
 
 // The child, between fork and exec. Async-signal-safe calls only; never returns.
-[[noreturn]] void exec_child(const SpawnSpec& spec, char* const* argv, char* const* envp, int out_w,
-                             pid_t parent) {
+[[noreturn]] void exec_child(const SpawnSpec& spec, char* const* argv, char* const* envp,
+                             const rlimit* data_limit, int out_w, pid_t parent) {
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) _exit(1);  // the supervisor died before prctl took effect
@@ -52,6 +53,16 @@ void write_all(int fd, const char* s) {
   // node's business (they are close-on-exec already; this is a second fence).
   ::syscall(SYS_close_range, 3u, ~0u, 0u);
 
+  // setrlimit is one system call (prlimit64) with no lock or allocation. A node that should run
+  // under a limit never runs without it.
+  if (data_limit != nullptr && ::setrlimit(RLIMIT_DATA, data_limit) != 0) {
+    const char* desc = strerrordesc_np(errno);
+    write_all(2, "bidmesh-supervisor: cannot set RLIMIT_DATA: ");
+    write_all(2, desc != nullptr ? desc : "error");
+    write_all(2, "\n");
+    _exit(127);
+  }
+
   ::execve(spec.path.c_str(), argv, envp);
   const int err = errno;
   write_all(2, "bidmesh-supervisor: cannot execute ");
@@ -72,6 +83,15 @@ std::optional<Spawned> spawn_process(const SpawnSpec& spec, std::string& error) 
   std::vector<char*> envp;
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  rlimit data_limit{};
+  if (spec.max_data_bytes != 0) {
+    rlimit now{};
+    if (::getrlimit(RLIMIT_DATA, &now) != 0) {
+      error = std::string("getrlimit: ") + std::strerror(errno);
+      return std::nullopt;
+    }
+    data_limit.rlim_cur = data_limit.rlim_max = std::min<rlim_t>(spec.max_data_bytes, now.rlim_max);
+  }
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
@@ -88,7 +108,7 @@ std::optional<Spawned> spawn_process(const SpawnSpec& spec, std::string& error) 
   }
   if (pid == 0) {
     ::close(fds[0]);
-    exec_child(spec, argv.data(), envp.data(), fds[1], parent);
+    exec_child(spec, argv.data(), envp.data(), spec.max_data_bytes != 0 ? &data_limit : nullptr, fds[1], parent);
   }
   ::setpgid(pid, pid);  // also done by the child: whichever runs first wins, no race
   ::close(fds[1]);

@@ -6,11 +6,13 @@
 // the supervisor to copy into the node's log. Between fork and exec the child sets
 // PR_SET_PDEATHSIG(SIGKILL) and re-checks getppid(), so it never outlives the supervisor even if
 // the supervisor dies before the node's own code runs; it closes every other descriptor and
-// restores default signal dispositions. Only async-signal-safe calls run in the child: argv
-// and the environment are built before fork.
+// restores default signal dispositions, and sets RLIMIT_DATA when the spec asks for one. Only
+// async-signal-safe calls run in the child: argv, the environment and the limit are made
+// before fork.
 // Thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +26,9 @@ struct SpawnSpec {
   std::string path;                 // executable
   std::vector<std::string> argv;    // argv[0] included
   std::vector<std::string> env;     // the whole environment, "KEY=value"
+  // RLIMIT_DATA of the child (soft and hard), in bytes; 0: inherited. Clamped to the
+  // supervisor's own hard limit, which an unprivileged child could not exceed anyway.
+  uint64_t max_data_bytes = 0;
 };
 
 struct Spawned {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "protocol/control.h"
+#include "security/certificate.h"
 #include "supervisor/spawn.h"
 
 namespace bidmesh {
@@ -128,6 +129,8 @@ std::string node_fingerprint(const MeshConfig& cfg, const NodeConfig& n) {
   add("feed_collect", cfg.feed_collect);
   add("heartbeat_interval_ms", std::to_string(cfg.heartbeat_interval_ms));
   add("max_request_bytes", std::to_string(cfg.max_request_bytes));
+  add("security", std::string(security_name(cfg.security)));
+  add("server_certificate", cfg.server_certificate.string());
   if (n.kind == NodeKind::bid) {
     add("slots", slots_text(n.slots));
     add("map_size", std::to_string(n.map_size_bytes != 0 ? n.map_size_bytes : cfg.default_map_size_bytes));
@@ -136,13 +139,31 @@ std::string node_fingerprint(const MeshConfig& cfg, const NodeConfig& n) {
   } else {
     add("feed", n.feed ? "1" : "0");
     add("request_timeout_ms", std::to_string(cfg.request_timeout_ms));
+    add("router_memory_mb", std::to_string(cfg.router_memory_mb));
+    add("clients_dir", cfg.clients_dir.string());
+    add("feed_public", cfg.feed_public ? "1" : "0");
     for (const NodeConfig* b : cfg.bid_nodes()) add("bid:" + b->name, b->listen + "@" + slots_text(b->slots));
   }
   return f;
 }
 
+std::optional<std::string> check_security_files(const MeshConfig& cfg) {
+  if (cfg.security != Security::curve) return std::nullopt;
+  const std::string file = cfg.file.string();
+  auto certificate = read_secret_certificate(cfg.server_certificate);
+  if (const auto* error = std::get_if<std::string>(&certificate)) return file + ": server_certificate: " + *error;
+  // Listing it is what a router does on every SIGHUP.
+  std::error_code ec;
+  fs::directory_iterator it(cfg.clients_dir, ec);
+  if (ec) return file + ": clients_dir: " + cfg.clients_dir.string() + ": " + ec.message();
+  return std::nullopt;
+}
+
 Supervisor::Supervisor(SupervisorOptions options, MeshConfig config)
-    : options_(std::move(options)), cfg_(std::move(config)), params_(MachineParams::from_config(cfg_)) {}
+    : options_(std::move(options)),
+      cfg_(std::move(config)),
+      params_(MachineParams::from_config(cfg_)),
+      own_uid_(::geteuid()) {}
 
 Supervisor::~Supervisor() {
   // Normally every node has exited by now; after a failure in setup, make sure none is left.
@@ -263,6 +284,7 @@ pid_t Supervisor::spawn(std::string_view name, std::string& error) {
   SpawnSpec spec;
   spec.path = (n->cfg.kind == NodeKind::router ? options_.router_bin : options_.bid_node_bin).string();
   spec.argv = {spec.path, "--config", cfg_.file.string(), "--name", n->cfg.name};
+  if (n->cfg.kind == NodeKind::router) spec.max_data_bytes = uint64_t{cfg_.router_memory_mb} << 20;
   spec.env = make_child_env({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"},
                             {std::string(kEnvSupervisorEndpoint) + "=" + cfg_.control,
                              std::string(kEnvNodeName) + "=" + n->cfg.name,
@@ -274,7 +296,8 @@ pid_t Supervisor::spawn(std::string_view name, std::string& error) {
   }
   n->out_fd = child->out_fd;
   note(*n, "launched pid " + std::to_string(child->pid) + ": " + spec.path + " --config " + cfg_.file.string() +
-               " --name " + n->cfg.name);
+               " --name " + n->cfg.name +
+               (spec.max_data_bytes != 0 ? " (RLIMIT_DATA " + std::to_string(cfg_.router_memory_mb) + " MiB)" : ""));
   return child->pid;
 }
 
@@ -354,11 +377,21 @@ void Supervisor::handle_control() {
       frames.push_back(std::move(part));
     }
     if (frames.size() != 2) continue;  // [routing id, body] from a DEALER; anything else is noise
+    // Who sent it, before a byte of it is decoded.
+    std::optional<PeerCredentials> peer;
+    try {
+      peer = parse_peer_credentials(frames[1].gets("Peer-Address"));
+    } catch (const zmq::error_t&) {
+      // no such property: the credentials are unknown, and control_refusal refuses
+    }
+    if (auto refusal = control_refusal(peer, own_uid_)) {
+      if (refused_uids_.insert(peer ? peer->uid : UINT32_MAX).second) say(*refusal + " (logged once per uid)");
+      send_reply(frames[0], refuse(*refusal));
+      continue;
+    }
     const auto decoded = decode_control_frame(frames[1].to_string_view());
     if (!decoded) {
-      const std::string reply = encode_ctl_reply(refuse("malformed control frame"));
-      (void)control_->send(frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-      (void)control_->send(zmq::buffer(reply), zmq::send_flags::dontwait);
+      send_reply(frames[0], refuse("malformed control frame"));
       continue;
     }
     if (const auto* m = std::get_if<NodeMessage>(&*decoded)) {
@@ -377,11 +410,15 @@ void Supervisor::handle_control() {
       }
       continue;
     }
-    const CtlReply reply = handle_request(std::get<CtlRequest>(*decoded));
-    const std::string body = encode_ctl_reply(reply);
-    (void)control_->send(frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    (void)control_->send(zmq::buffer(body), zmq::send_flags::dontwait);
+    send_reply(frames[0], handle_request(std::get<CtlRequest>(*decoded)));
   }
+}
+
+void Supervisor::send_reply(const zmq::message_t& routing_id, const CtlReply& reply) {
+  const std::string body = encode_ctl_reply(reply);
+  (void)control_->send(zmq::buffer(routing_id.data(), routing_id.size()),
+                       zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  (void)control_->send(zmq::buffer(body), zmq::send_flags::dontwait);
 }
 
 NodeStatus Supervisor::status_of(const Node& n, SteadyTime now) const {
@@ -496,11 +533,15 @@ CtlReply Supervisor::reload() {
   if (next.data_dir != cfg_.data_dir || next.control != cfg_.control) {
     return refuse("reload refused: data_dir and control cannot change while running; restart the supervisor");
   }
+  if (auto error = check_security_files(next)) {
+    say("reload refused: " + *error);
+    return refuse("reload refused, config unchanged: " + *error);
+  }
   const auto now = std::chrono::steady_clock::now();
   const MeshConfig prev = std::move(cfg_);
   cfg_ = std::move(next);
   params_ = MachineParams::from_config(cfg_);
-  std::vector<std::string> added, removed, changed;
+  std::vector<std::string> added, removed, changed, signalled;
   for (auto& n : nodes_) {
     n->machine->set_params(params_);
     n->log->set_limits(cfg_.log_max_bytes, cfg_.log_keep);
@@ -520,6 +561,18 @@ CtlReply Supervisor::reload() {
       // Apply the new config to a node that runs; one that is down stays down.
       const NodeState s = n->machine->state();
       if (s != NodeState::stopped && s != NodeState::failed) n->machine->restart(now);
+      n->hup_pid = 0;  // the new process reads everything afresh
+      continue;
+    }
+    // Unchanged: it keeps running and re-reads clients_dir. A process that has not said
+    // `ready` may not have its SIGHUP handler yet (the default action ends it): it is told
+    // once it runs. One that is stopping, or not started yet, reads the folder when it starts.
+    if (n->machine->state() == NodeState::running) {
+      send_reload_signal(*n);
+      signalled.push_back(n->cfg.name);
+    } else if (n->machine->state() == NodeState::starting && n->machine->pid() > 0) {
+      n->hup_pid = n->machine->pid();
+      signalled.push_back(n->cfg.name + "(once ready)");
     }
   }
   // Added nodes, in config order; bid nodes start at once, routers after the bid nodes.
@@ -548,9 +601,28 @@ CtlReply Supervisor::reload() {
     return s.empty() ? std::string("none") : s;
   };
   const std::string summary = "reloaded: added " + join(added) + "; removed " + join(removed) + "; changed " +
-                              join(changed);
+                              join(changed) + "; SIGHUP to " + join(signalled);
   say(summary);
   return accept(summary);
+}
+
+void Supervisor::send_reload_signal(Node& n) {
+  const pid_t pid = n.machine->pid();
+  n.hup_pid = 0;
+  // The node alone, not its group: SIGHUP ends a process that has no handler for it.
+  if (pid <= 0 || ::kill(pid, SIGHUP) != 0) return;
+  note(n, "SIGHUP sent: the config was reloaded (re-read clients_dir)");
+}
+
+void Supervisor::deliver_pending_reload_signals() {
+  for (auto& n : nodes_) {
+    if (n->hup_pid == 0) continue;
+    if (n->machine->pid() != n->hup_pid) {
+      n->hup_pid = 0;  // that process is gone; its successor reads the folder when it starts
+    } else if (n->machine->state() == NodeState::running) {
+      send_reload_signal(*n);
+    }
+  }
 }
 
 void Supervisor::begin_shutdown(const std::string& why) {
@@ -705,6 +777,7 @@ void Supervisor::turn() {
   handle_control();
   tick_nodes();
   advance_group_stop();
+  deliver_pending_reload_signals();
   log_transitions();
   check_ready();
   watchdog();

@@ -12,6 +12,18 @@
 // settled (running, failed or stopped) or the start gate bound passes. Shutdown, `stop all`
 // and `restart all` stop the routers first, then the bid nodes.
 //
+// Reload (`bidmesh-ctl reload` or SIGHUP): the config is read again; added nodes start,
+// removed ones stop, nodes whose fingerprint changed restart, and every other node that runs
+// gets SIGHUP (nodes re-read clients_dir on it), so a changed allow list reaches the routers
+// without a restart. A node still starting gets its SIGHUP once it is running (it may have
+// read the folder before the change); a node that starts or restarts in the reload gets none.
+//
+// Control plane: a command is taken only from the supervisor's own uid or root, as the kernel
+// reports the sender on the ipc socket (SO_PEERCRED, see control_refusal); anyone else is
+// answered with the refusal and nothing of the frame is decoded.
+//
+// Routers run under RLIMIT_DATA = router_memory_mb (docs/configuration.md).
+//
 // Readiness: when every node is running for the first time, one line goes to stdout:
 //   bidmesh: mesh ready: requests <router endpoints>, feed <feed publish>, control <control>
 // and READY=1 to $NOTIFY_SOCKET when systemd set it (WATCHDOG=1 too, when WatchdogSec= is set).
@@ -48,11 +60,18 @@ bool node_runs_on(const NodeConfig& node, const std::string& host);
 
 // What of the config a node's process depends on, as a canonical string: two configs giving a
 // node the same fingerprint need no restart of it on reload. Its own NodeConfig (but the
-// restart policy, applied without a restart), the feed endpoints, heartbeat interval and
-// request size bound; for a bid node also its effective map size and batch bound; for a
-// router also its request timeout and every bid node's name, endpoint and slots (its routing
-// table).
+// restart policy, applied without a restart), the feed endpoints, heartbeat interval, request
+// size bound, security mode and server certificate path; for a bid node also its effective map
+// size and batch bound; for a router also its request timeout, memory limit, clients_dir,
+// feed_public and every bid node's name, endpoint and slots (its routing table). The contents
+// of clients_dir are not in it: SIGHUP applies them.
 std::string node_fingerprint(const MeshConfig& cfg, const NodeConfig& node);
+
+// With security = "curve": the server certificate reads as a secret certificate (refused when
+// group or others may read it) and clients_dir is a folder the supervisor can list. nullopt
+// when both hold, and always with security = "none"; else one line "<config>: <key>: reason".
+// Checked at start (bidmesh-supervisor exits 100) and on reload (the reload is refused).
+std::optional<std::string> check_security_files(const MeshConfig& cfg);
 
 class Supervisor : private ProcessOps {
  public:
@@ -73,6 +92,7 @@ class Supervisor : private ProcessOps {
     int out_fd = -1;         // the current child's stdout/stderr pipe
     bool removed = false;    // dropped from the config by a reload: erased once stopped
     NodeState last_state = NodeState::stopped;
+    pid_t hup_pid = 0;       // a reload came while this process was starting: SIGHUP it once running
   };
   // An ordered stop: routers first, then bid nodes; then maybe start them again or exit.
   struct GroupStop {
@@ -95,6 +115,9 @@ class Supervisor : private ProcessOps {
   CtlReply handle_request(const CtlRequest& r);
   CtlReply reload();
   void add_node(const NodeConfig& cfg);
+  void send_reload_signal(Node& n);
+  void deliver_pending_reload_signals();
+  void send_reply(const zmq::message_t& routing_id, const CtlReply& reply);
   void start_all();
   void begin_shutdown(const std::string& why);
   void begin_group_stop(bool then_start, bool then_exit);
@@ -120,6 +143,8 @@ class Supervisor : private ProcessOps {
   bool shutting_down_ = false;
   bool exit_now_ = false;
   bool announced_ready_ = false;
+  const uint32_t own_uid_;
+  std::set<uint32_t> refused_uids_;  // logged once each
   std::chrono::microseconds watchdog_every_{0};
   SteadyTime next_watchdog_{};
 };

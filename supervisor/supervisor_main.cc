@@ -1,7 +1,8 @@
 // bidmesh-supervisor: runs the nodes of one host of a mesh config (docs/supervisor.md).
 //   bidmesh-supervisor --config FILE [--host NAME] [--bid-node-bin PATH] [--router-bin PATH]
-// Exit codes: 0 after a shutdown (SIGTERM, SIGINT or `bidmesh-ctl shutdown`), 100 bad usage or
-// a config that does not load, 111 system failure (control endpoint, another supervisor).
+// Exit codes: 0 after a shutdown (SIGTERM, SIGINT or `bidmesh-ctl shutdown`), 100 bad usage, a
+// config that does not load, or (security = "curve") a server certificate or clients_dir that
+// cannot be read, 111 system failure (control endpoint, another supervisor).
 #include <climits>
 #include <cstdio>
 #include <filesystem>
@@ -51,6 +52,11 @@ int main(int argc, char** argv) {
     cfg = bidmesh::load_mesh_config(config);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bidmesh-supervisor: %s\n", e.what());
+    return 100;
+  }
+  // Keys that would stop every router are refused here, as a config error.
+  if (const auto error = bidmesh::check_security_files(cfg)) {
+    std::fprintf(stderr, "bidmesh-supervisor: %s\n", error->c_str());
     return 100;
   }
   bidmesh::SupervisorOptions options;

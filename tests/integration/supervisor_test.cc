@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +27,7 @@
 
 #include "protocol/messages.h"
 #include "protocol/slot_map.h"
+#include "security/certificate.h"
 #include "supervisor/control_wire.h"
 #include "supervisor/ctl_client.h"
 #include "supervisor/rotating_log.h"
@@ -86,6 +88,13 @@ class SupervisedMesh {
   ~SupervisedMesh() { stop(); }
 
   const fs::path& config() const { return config_; }
+  fs::path dir() const { return dir_.path(); }
+  // Rewrites the config with `extra` as its top lines and runs `bidmesh-ctl reload`.
+  RunResult reload_with(std::string extra) {
+    extra_ = std::move(extra);
+    write_config();
+    return ctl({"reload"});
+  }
   std::vector<NodeSpec>& nodes() { return nodes_; }
   const std::string& request_endpoint() const { return nodes_[0].listen; }
   fs::path data_dir() const { return dir_.path() / "data"; }
@@ -156,6 +165,11 @@ class SupervisedMesh {
     return s ? static_cast<pid_t>(s->pid) : 0;
   }
 
+  // The supervisor run to completion (for configs it refuses).
+  RunResult run_supervisor() {
+    return test::run_program({test::program_path("bidmesh-supervisor"), "--config", config_.string()}, 20s);
+  }
+
   RunResult ctl(std::vector<std::string> args, std::chrono::milliseconds timeout = 20s) {
     std::vector<std::string> argv{test::program_path("bidmesh-ctl"), "--config", config_.string()};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -199,6 +213,30 @@ std::vector<int64_t> launch_times_ms(const fs::path& log) {
   return times;
 }
 
+// "Max data size" of a process (RLIMIT_DATA) from /proc/PID/limits: "SOFT HARD", e.g.
+// "268435456 268435456" or "unlimited unlimited"; "" when the process is gone.
+std::string max_data_size(pid_t pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/limits"));
+  const std::string label = "Max data size";
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(label, 0) != 0) continue;
+    std::istringstream fields(line.substr(label.size()));
+    std::string soft, hard;
+    fields >> soft >> hard;
+    return soft + " " + hard;
+  }
+  return "";
+}
+
+// How many times `text` occurs in `file`.
+int count_in(const fs::path& file, const std::string& text) {
+  const std::string all = read_file(file);
+  int n = 0;
+  for (auto p = all.find(text); p != std::string::npos; p = all.find(text, p + 1)) ++n;
+  return n;
+}
+
 // REQUIRE(wait_until(...)) that prints the supervisor's output and the node logs on failure.
 #define REQUIRE_WAIT(mesh, cond, deadline)                       \
   do {                                                           \
@@ -207,6 +245,15 @@ std::vector<int64_t> launch_times_ms(const fs::path& log) {
     }                                                            \
   } while (0)
 
+// A reload with `extra` (a key of the router's alone) restarts the router and tells the bid
+// nodes; waits until the new router runs.
+void reload_restarting_router(SupervisedMesh& mesh, const std::string& extra) {
+  const pid_t old = mesh.pid_of("router");
+  const auto out = mesh.reload_with(extra);
+  CHECK(out.exit_code == 0);
+  CHECK(out.out.find("changed router; SIGHUP to bid-1,bid-2") != std::string::npos);
+  REQUIRE_WAIT(mesh, mesh.node_is("router", "running") && mesh.pid_of("router") != old, 20s);
+}
 
 }  // namespace
 
@@ -597,4 +644,170 @@ TEST_CASE("supervisor restart-to-serving after kill -9, 20 runs", "[.supervisor-
               (ready_ms[9] + ready_ms[10]) / 2, ready_ms.back());
   std::printf("supervisor: kill -9 -> serving through the router, 20 runs: median %.1f ms, worst %.1f ms\n",
               (ms[9] + ms[10]) / 2, ms.back());
+}
+
+TEST_CASE("control plane credentials: parse_peer_credentials and control_refusal", "[supervisor]") {
+  // libzmq's "Peer-Address" on an ipc connection: "<address>:<uid>:<gid>:<pid>".
+  auto p = parse_peer_credentials("localhost:65534:65533:4242");
+  REQUIRE(p);
+  CHECK(p->uid == 65534);
+  CHECK(p->gid == 65533);
+  CHECK(p->pid == 4242);
+  CHECK(parse_peer_credentials("a:b:c::1:0:0:7"));  // colons in the address part
+  for (const char* bad : {"", "localhost", "localhost:1:2", "localhost:1:2:", "localhost:x:2:3", "1:2:3",
+                          "localhost:4294967296:0:1", "localhost:-1:0:1"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_peer_credentials(bad));
+  }
+  CHECK_FALSE(control_refusal(PeerCredentials{1000, 1000, 1}, 1000));
+  CHECK_FALSE(control_refusal(PeerCredentials{0, 0, 1}, 1000));
+  CHECK(control_refusal(PeerCredentials{65534, 65534, 1}, 1000) ==
+        "refused: uid 65534 may not control this supervisor (only uid 1000 and root; SO_PEERCRED)");
+  CHECK(control_refusal(PeerCredentials{65534, 65534, 1}, 0) ==
+        "refused: uid 65534 may not control this supervisor (only root; SO_PEERCRED)");
+  CHECK(control_refusal(std::nullopt, 0)->rfind("refused: the sender's uid is unknown (no SO_PEERCRED", 0) == 0);
+}
+
+TEST_CASE("supervisor takes commands only from its own uid and root (SO_PEERCRED)", "[supervisor]") {
+  if (::geteuid() != 0) {
+    WARN("skipped: needs root, to run bidmesh-ctl as uid 65534");
+    return;
+  }
+  SupervisedMesh mesh;
+  mesh.start_ready();
+  // Let uid 65534 reach the socket: the folders on the way become searchable and the socket
+  // writable by others, so that only the supervisor's own check stands in the way.
+  const fs::path sock = mesh.data_dir() / "control" / "supervisor.sock";
+  for (const fs::path& d : {mesh.dir(), mesh.data_dir(), sock.parent_path()}) {
+    fs::permissions(d, fs::perms::others_exec, fs::perm_options::add);
+  }
+  fs::permissions(sock, fs::perms::others_read | fs::perms::others_write, fs::perm_options::add);
+  auto as_nobody = [&](const std::string& command) {
+    return test::run_program({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              test::program_path("bidmesh-ctl"), "--control", mesh.control(), command});
+  };
+  const std::string refused =
+      "bidmesh-ctl: refused: uid 65534 may not control this supervisor (only root; SO_PEERCRED)\n";
+  auto out = as_nobody("status");
+  CHECK(out.exit_code == 1);
+  CHECK(out.out == refused);
+  out = as_nobody("shutdown");
+  CHECK(out.exit_code == 1);
+  CHECK(out.out == refused);
+  // Root's commands work, and nothing was done for the refused ones.
+  out = mesh.ctl({"status"});
+  CHECK(out.exit_code == 0);
+  CHECK(out.out.find("running") != std::string::npos);
+  CHECK(mesh.process().running());
+  CHECK(mesh.ready_lines() == 1);
+  CHECK(count_in(mesh.out_file(), "refused: uid 65534 may not control this supervisor") == 1);  // once per uid
+}
+
+TEST_CASE("supervisor runs each router under RLIMIT_DATA = router_memory_mb, bid nodes without it", "[supervisor]") {
+  SupervisedMesh mesh("router_memory_mb = 256");
+  mesh.start_ready();
+  CHECK(max_data_size(mesh.pid_of("router")) == std::to_string(256ull << 20) + " " + std::to_string(256ull << 20));
+  // A bid node keeps the supervisor's limit, which it has from this test.
+  CHECK(max_data_size(mesh.pid_of("bid-1")) == max_data_size(::getpid()));
+  CHECK(count_in(mesh.log_file("router"), "(RLIMIT_DATA 256 MiB)") == 1);
+
+  // A new limit restarts the routers under it.
+  const pid_t bid = mesh.pid_of("bid-1");
+  reload_restarting_router(mesh, "router_memory_mb = 320");
+  CHECK(max_data_size(mesh.pid_of("router")) == std::to_string(320ull << 20) + " " + std::to_string(320ull << 20));
+  CHECK(mesh.pid_of("bid-1") == bid);
+}
+
+TEST_CASE("supervisor reload sends SIGHUP to the nodes it keeps, not to one it restarts", "[supervisor]") {
+  SupervisedMesh mesh;
+  mesh.start_ready();
+  const pid_t bid1 = mesh.pid_of("bid-1"), bid2 = mesh.pid_of("bid-2");
+  // request_timeout_ms is the router's alone: the router restarts, the bid nodes stay.
+  reload_restarting_router(mesh, "request_timeout_ms = 1500");
+  const std::string sent = "SIGHUP sent: the config was reloaded";
+  CHECK(count_in(mesh.log_file("bid-1"), sent) == 1);
+  CHECK(count_in(mesh.log_file("bid-2"), sent) == 1);
+  CHECK(count_in(mesh.log_file("router"), sent) == 0);
+  // The bid nodes took it as a reload, not as the end (SIGHUP's default action): the same
+  // processes run, and no exit was recorded.
+  CHECK(mesh.pid_of("bid-1") == bid1);
+  CHECK(mesh.pid_of("bid-2") == bid2);
+  CHECK_FALSE(process_gone(bid1));
+  CHECK(mesh.node("bid-1")->last_exit.empty());
+
+  // Nothing changed: every node is told.
+  const auto again = mesh.ctl({"reload"});
+  CHECK(again.out.find("changed none; SIGHUP to router,bid-1,bid-2") != std::string::npos);
+  CHECK(count_in(mesh.log_file("router"), sent) == 1);
+  CHECK(count_in(mesh.log_file("bid-1"), sent) == 2);
+}
+
+TEST_CASE("protected mode: a mesh binding beyond loopback without CURVE does not start, exit 100", "[supervisor]") {
+  SupervisedMesh mesh;
+  const std::string open_endpoint = "tcp://0.0.0.0:" + std::to_string(test::free_tcp_port());
+  mesh.nodes()[0].listen = open_endpoint;
+  mesh.write_config();
+  const std::string line = mesh.config().string() + ": node 'router'.listen: security = \"none\" may bind only loopback or ipc, and " +
+                           open_endpoint +
+                           " is not; set security = \"curve\" with server_certificate and clients_dir (docs/security.md), "
+                           "or listen on 127.0.0.1";
+  const auto out = mesh.run_supervisor();
+  CHECK(out.exit_code == 100);
+  CHECK(out.out == "bidmesh-supervisor: " + line + "\n");
+  // The nodes refuse the file on their own too.
+  for (const char* program : {"bidmesh-router", "bidmesh-bid-node"}) {
+    const char* name = std::string(program) == "bidmesh-router" ? "router" : "bid-1";
+    const auto node = test::run_program({test::program_path(program), "--config", mesh.config().string(), "--name", name});
+    INFO(program << ": " << node.out);
+    CHECK(node.exit_code == 100);
+    CHECK(node.out.find(line) != std::string::npos);
+  }
+}
+
+TEST_CASE("supervisor with security = curve checks its keys at start and on reload", "[supervisor]") {
+  SupervisedMesh mesh("security = \"curve\"\nserver_certificate = \"keys/mesh.key_secret\"\nclients_dir = \"clients\"");
+  const fs::path keys = mesh.dir() / "keys", clients = mesh.dir() / "clients";
+  const std::string prefix = "bidmesh-supervisor: " + mesh.config().string() + ": ";
+
+  auto out = mesh.run_supervisor();  // no certificate yet
+  CHECK(out.exit_code == 100);
+  CHECK(out.out.rfind(prefix + "server_certificate: " + (keys / "mesh.key_secret").string() + ": ", 0) == 0);
+
+  fs::create_directories(keys);
+  REQUIRE_FALSE(write_certificate_pair(keys, "mesh", {}));
+  out = mesh.run_supervisor();  // no clients_dir
+  CHECK(out.exit_code == 100);
+  CHECK(out.out == prefix + "clients_dir: " + clients.string() + ": No such file or directory\n");
+
+  fs::create_directories(clients);
+  REQUIRE(::chmod((keys / "mesh.key_secret").c_str(), 0640) == 0);
+  out = mesh.run_supervisor();  // the group may read the secret key
+  CHECK(out.exit_code == 100);
+  CHECK(out.out.rfind(prefix + "server_certificate: ", 0) == 0);
+  CHECK(out.out.find("chmod 600") != std::string::npos);
+  CHECK(std::count(out.out.begin(), out.out.end(), '\n') == 1);
+
+  REQUIRE(::chmod((keys / "mesh.key_secret").c_str(), 0600) == 0);
+  mesh.start_ready();
+  std::map<std::string, pid_t> before;
+  for (const auto& s : mesh.status()) before[s.name] = static_cast<pid_t>(s.pid);
+  REQUIRE(before.size() == 3);
+  // A reload that would hand the routers an unreadable key changes nothing.
+  REQUIRE(::chmod((keys / "mesh.key_secret").c_str(), 0644) == 0);
+  auto reload = mesh.ctl({"reload"});
+  CHECK(reload.exit_code == 1);
+  CHECK(reload.out.rfind("bidmesh-ctl: reload refused, config unchanged: " + mesh.config().string() +
+                             ": server_certificate: ",
+                         0) == 0);
+  for (const auto& s : mesh.status()) CHECK(before[s.name] == static_cast<pid_t>(s.pid));
+  // With the key mended and a client added, the reload reaches the router by SIGHUP: it reads
+  // the folder again and says so in its log.
+  REQUIRE(::chmod((keys / "mesh.key_secret").c_str(), 0600) == 0);
+  REQUIRE_FALSE(write_certificate_pair(keys, "alice", {{"roles", "bidder"}}));
+  fs::copy_file(keys / "alice.key", clients / "alice.key");
+  reload = mesh.ctl({"reload"});
+  CHECK(reload.exit_code == 0);
+  CHECK(reload.out.find("SIGHUP to router,bid-1,bid-2") != std::string::npos);
+  REQUIRE_WAIT(mesh, count_in(mesh.log_file("router"), "reloaded 1 clients from " + clients.string()) == 1, 20s);
+  for (const auto& s : mesh.status()) CHECK(before[s.name] == static_cast<pid_t>(s.pid));
 }

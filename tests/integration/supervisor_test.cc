@@ -312,6 +312,98 @@ TEST_CASE("supervisor restarts a bid node killed with SIGKILL, data intact, clie
   CHECK(g->u64("bids") == kBids);
 }
 
+// "Peak memory" (VmHWM) of a process in kB, 0 when it is gone.
+uint64_t peak_rss_kb(pid_t pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6));
+  return 0;
+}
+
+// libzmq holds a message until its last frame (ZMQ_MAXMSGSIZE bounds each frame, not the count),
+// so an allowed client can grow the router with one message of many frames. The router runs
+// under RLIMIT_DATA = router_memory_mb. At the limit libzmq 4.3's decoder gets ENOMEM, drops
+// that connection and frees the message; if instead any allocation of the router fails, it
+// exits and the supervisor restarts it. Either way clients retry by id and nothing
+// acknowledged may be lost; the recovery is printed.
+TEST_CASE("a message of many frames stops at the router's memory limit; nothing acknowledged is lost",
+          "[supervisor][hostile]") {
+  SupervisedMesh mesh("router_memory_mb = 128");
+  mesh.start_ready();
+  const std::string item = item_in_slots(8192, 16383);
+  {
+    Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
+    auto r = c.call(make_request(Op::open, item));
+    REQUIRE(r);
+    REQUIRE(r->ok);
+  }
+  const pid_t old_pid = mesh.pid_of("router");
+  REQUIRE(old_pid > 0);
+
+  // A bidder keeps going through it all; each bid is retried by id until it is answered.
+  constexpr uint64_t kBids = 200;
+  std::atomic<uint64_t> done{0};
+  std::atomic<uint64_t> acknowledged{0};
+  std::thread bidder([&] {
+    Client c(mesh.ctx(), mesh.request_endpoint(), 250, 80);
+    for (uint64_t a = 1; a <= kBids; ++a) {
+      auto r = c.call(make_bid(item, "alice", a));
+      if (r && r->ok) acknowledged = a;
+      ++done;
+    }
+  });
+  struct Join {
+    std::thread& t;
+    ~Join() { if (t.joinable()) t.join(); }
+  } join{bidder};
+  REQUIRE(wait_until([&] { return done >= 20; }, 20s));
+
+  // 4,000 frames of 60,000 bytes (each under the 64 KiB frame limit): 240 MB in one message,
+  // well past the limit of 128 MiB.
+  const auto sent_at = std::chrono::steady_clock::now();
+  zmq::socket_t attacker(mesh.ctx(), zmq::socket_type::dealer);
+  attacker.set(zmq::sockopt::linger, 0);
+  attacker.connect(mesh.request_endpoint());
+  const std::string part(60000, 'm');
+  bool queued = true;
+  for (int i = 0; i < 4000; ++i) queued = queued && attacker.send(zmq::buffer(part), zmq::send_flags::sndmore);
+  REQUIRE((queued && attacker.send(zmq::buffer(part), zmq::send_flags::none)));
+  // The router gets the attack in full (or dies of it): wait until it has grown to its limit or
+  // been replaced.
+  const bool hit_limit = wait_until(
+      [&] { return mesh.pid_of("router") != old_pid || peak_rss_kb(old_pid) > 64 * 1024; }, 30s, 5ms);
+  // Recovery: from the attack to the first ping answered by the router after it.
+  const bool serving = wait_until(
+      [&] {
+        Client probe(mesh.ctx(), mesh.request_endpoint(), 200, 0);
+        auto r = probe.call(make_request(Op::ping, ""));
+        return r && r->ok;
+      },
+      20s, 1ms);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent_at);
+  bidder.join();
+  const pid_t new_pid = mesh.pid_of("router");
+  auto st = mesh.node("router");
+  REQUIRE(st);
+  std::printf("hostile input: one message of 4000 x 60000-byte frames against RLIMIT_DATA 128 MiB: %s; serving "
+              "%lld ms after the attack began; peak RSS %llu kB\n",
+              new_pid == old_pid ? "the router refused it (ENOMEM, connection dropped) and kept running"
+                                 : ("the router exited (" + st->last_exit + ") and was restarted").c_str(),
+              static_cast<long long>(took.count()), static_cast<unsigned long long>(peak_rss_kb(new_pid)));
+  CHECK(hit_limit);
+  REQUIRE(serving);
+  CHECK(peak_rss_kb(new_pid) <= 128 * 1024);
+  // Every bid was answered in the end (retries by id), and what was acknowledged is there.
+  CHECK(acknowledged == kBids);
+  Client c(mesh.ctx(), mesh.request_endpoint(), 2000, 3);
+  auto g = c.call(make_request(Op::get, item));
+  REQUIRE(g);
+  REQUIRE(g->ok);
+  CHECK(g->u64("max") == kBids);
+  CHECK(g->u64("bids") == kBids);
+}
+
 TEST_CASE("supervisor marks a node that exits at once failed after the intensity, with backoff",
           "[supervisor]") {
   // bid-2's port is held by the test: it cannot bind and exits on every start.

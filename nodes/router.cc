@@ -151,7 +151,8 @@ std::optional<std::string> Router::bind() {
     node.socket.set(zmq::sockopt::sndhwm, options_.node_hwm);
     node.socket.set(zmq::sockopt::rcvhwm, options_.node_hwm);
     node.socket.set(zmq::sockopt::linger, 0);
-    set_peer_limits(node.socket, options_, static_cast<int64_t>(kTransportMaxBytes));
+    // Replies are larger than requests: a `history` of 1000 events is about 200 KB.
+    set_peer_limits(node.socket, options_, kMaxNodeReplyBytes);
     if (security_ && !endpoint_is_local(n->listen))
       make_curve_client(node.socket, security_->mesh, security_->mesh.public_key);
     // A restarted node is found again within kNodeReconnectMs (libzmq's default is 100 ms, which

@@ -113,6 +113,10 @@ class PendingTable {
   std::deque<uint64_t> order_;
 };
 
+// Largest frame a router takes from a bid node (ZMQ_MAXMSGSIZE of its DEALERs): far above the
+// largest reply (a `history` of 1000 events with 64-byte identifiers, about 200 KB).
+inline constexpr int64_t kMaxNodeReplyBytes = 16 * 1024 * 1024;
+
 // Interval of the DEALERs' reconnect tries to a bid node that is down (kill -9 and restart).
 inline constexpr int kNodeReconnectMs = 5;
 

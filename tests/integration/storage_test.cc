@@ -28,7 +28,7 @@
 #include "protocol/messages.h"
 #include "tests/support/mesh.h"
 #include "tests/support/requests.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 using namespace bidmesh;
 using namespace bidmesh::test;
@@ -384,7 +384,9 @@ TEST_CASE("stale locks: a bid node killed -9 under write and read load recovers 
 
     const auto t0 = std::chrono::steady_clock::now();
     mesh.start_node(node);
-    REQUIRE(mesh.wait_node_serving(0, 20s));
+    const bool serving = mesh.wait_node_serving(0, 20s);
+    INFO("kill " << kill << ": not serving after the restart\n" << mesh.log_tail(node) << mesh.log_tail("router"));
+    REQUIRE(serving);
     const long ms = static_cast<long>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
     restart_ms.push_back(ms);

@@ -21,11 +21,12 @@
 #include <CLI/CLI.hpp>
 #include <zmq.hpp>
 
+#include "client/client.h"
+#include "client/feed_watcher.h"
 #include "protocol/json.h"
 #include "protocol/clock.h"
 #include "protocol/messages.h"
-#include "tools/client.h"
-#include "tools/feed_watcher.h"
+#include "tools/cli_args.h"
 
 namespace {
 

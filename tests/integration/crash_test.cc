@@ -18,7 +18,7 @@
 #include "tests/reliability/scenarios.h"
 #include "tests/support/mesh.h"
 #include "tests/support/requests.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 using namespace bidmesh;
 using namespace bidmesh::test;

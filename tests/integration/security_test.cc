@@ -19,7 +19,7 @@
 #include "protocol/messages.h"
 #include "tests/support/mesh.h"
 #include "tests/support/requests.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 using namespace bidmesh;
 using namespace bidmesh::test;

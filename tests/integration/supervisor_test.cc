@@ -33,7 +33,7 @@
 #include "supervisor/rotating_log.h"
 #include "tests/support/mesh.h"
 #include "tests/support/requests.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 using namespace bidmesh;
 using namespace std::chrono_literals;

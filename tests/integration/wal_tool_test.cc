@@ -12,7 +12,7 @@
 #include "storage/log_format.h"
 #include "tests/support/mesh.h"
 #include "tests/support/requests.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 using namespace bidmesh;
 using namespace bidmesh::test;

@@ -18,7 +18,7 @@
 
 #include "protocol/messages.h"
 #include "supervisor/ctl_client.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 namespace bidmesh::rel {
 

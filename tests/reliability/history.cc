@@ -11,7 +11,7 @@
 
 #include "protocol/messages.h"
 #include "tests/reliability/harness.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 namespace bidmesh::rel {
 

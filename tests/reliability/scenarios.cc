@@ -17,8 +17,8 @@
 #include "protocol/messages.h"
 #include "storage/log_format.h"
 #include "tests/reliability/harness.h"
-#include "tools/client.h"
-#include "tools/feed_watcher.h"
+#include "client/client.h"
+#include "client/feed_watcher.h"
 
 namespace bidmesh::rel {
 

@@ -9,7 +9,7 @@
 #include <zmq.hpp>
 
 #include "security/certificate.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 namespace bidmesh::test {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "tests/support/process.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 namespace bidmesh::test {
 

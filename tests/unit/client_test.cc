@@ -1,5 +1,5 @@
-// Unit tests of the client library (tools/): parse_u64, the Lazy Pirate Client, the bench's
-// LatencyHistogram and the FeedWatcher, against in-process fakes of the router (a ROUTER socket on a thread) and of the
+// Unit tests of the client library (client/: the Lazy Pirate Client and the FeedWatcher), the
+// tools' parse_u64 and the bench's LatencyHistogram, against in-process fakes of the router (a ROUTER socket on a thread) and of the
 // feed (an XPUB on the test thread, so the test knows when the subscription is live).
 #include <atomic>
 #include <cmath>
@@ -16,10 +16,11 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "bench/histogram.h"
+#include "client/client.h"
+#include "client/feed_watcher.h"
 #include "protocol/messages.h"
-#include "tools/bench_histogram.h"
-#include "tools/client.h"
-#include "tools/feed_watcher.h"
+#include "tools/cli_args.h"
 
 using namespace bidmesh;
 using namespace std::chrono_literals;

@@ -21,6 +21,8 @@
 //
 // Thread-safety: NOT thread-safe; one thread owns a FeedWatcher (it owns a SUB socket and, when a
 // request endpoint is given, a Client with a REQ socket). The context must outlive it.
+//
+// Part of bidmesh_client (installed as bidmesh::client, docs/client-library.md).
 #pragma once
 
 #include <chrono>
@@ -38,7 +40,7 @@
 #include <zmq_addon.hpp>
 
 #include "protocol/messages.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 namespace bidmesh {
 

@@ -1,5 +1,5 @@
 // bidmesh-bench load generator (see bench_driver.h).
-#include "tools/bench_driver.h"
+#include "bench/driver.h"
 
 #include <sys/timerfd.h>
 #include <time.h>
@@ -21,8 +21,8 @@
 
 #include "protocol/clock.h"
 #include "protocol/messages.h"
-#include "tools/client.h"
-#include "tools/feed_watcher.h"
+#include "client/client.h"
+#include "client/feed_watcher.h"
 
 namespace bidmesh {
 namespace {

@@ -1,7 +1,5 @@
 // Client: Lazy Pirate over one REQ socket (see client.h).
-#include "tools/client.h"
-
-#include "security/certificate.h"
+#include "client/client.h"
 
 #include <algorithm>
 #include <thread>
@@ -10,7 +8,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -26,32 +23,6 @@ std::string make_client_id_prefix() {
   char tail[40];
   std::snprintf(tail, sizeof tail, "-%ld-%08x", static_cast<long>(getpid()), static_cast<unsigned>(rd()));
   return h + tail;
-}
-
-std::optional<uint64_t> parse_u64(std::string_view text) {
-  if (text.empty()) return std::nullopt;
-  for (char c : text)
-    if (c < '0' || c > '9') return std::nullopt;
-  uint64_t v = 0;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
-  return v;
-}
-
-void apply_curve_keys(zmq::socket_t& socket, const CurveKeys& keys) {
-  socket.set(zmq::sockopt::curve_serverkey, keys.server_public_key);
-  socket.set(zmq::sockopt::curve_publickey, keys.public_key);
-  socket.set(zmq::sockopt::curve_secretkey, keys.secret_key);
-}
-
-std::variant<CurveKeys, std::string> load_curve_keys(const std::filesystem::path& client_secret,
-                                                      const std::filesystem::path& server_public) {
-  auto own = read_secret_certificate(client_secret);
-  if (auto* error = std::get_if<std::string>(&own)) return *error;
-  auto server = read_certificate(server_public);
-  if (auto* error = std::get_if<std::string>(&server)) return *error;
-  const Certificate& mine = std::get<Certificate>(own);
-  return CurveKeys{std::get<Certificate>(server).public_key, mine.public_key, mine.secret_key};
 }
 
 Client::Client(zmq::context_t& ctx, std::string endpoint, int timeout_ms, int retries, std::string id_prefix,

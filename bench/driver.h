@@ -34,8 +34,8 @@
 
 #include <zmq.hpp>
 
-#include "tools/bench_histogram.h"
-#include "tools/client.h"
+#include "bench/histogram.h"
+#include "client/client.h"
 
 namespace bidmesh {
 

@@ -1,5 +1,5 @@
 // bidmesh-bench restart (see bench_restart.h).
-#include "tools/bench_restart.h"
+#include "bench/restart.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -16,7 +16,7 @@
 #include "protocol/clock.h"
 #include "protocol/config.h"
 #include "protocol/messages.h"
-#include "tools/client.h"
+#include "client/client.h"
 
 namespace bidmesh {
 namespace {

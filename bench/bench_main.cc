@@ -18,8 +18,8 @@
 #include <zmq.hpp>
 
 #include "protocol/messages.h"
-#include "tools/bench_driver.h"
-#include "tools/bench_restart.h"
+#include "bench/driver.h"
+#include "bench/restart.h"
 
 namespace {
 

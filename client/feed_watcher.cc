@@ -1,5 +1,5 @@
 // FeedWatcher: ordered, de-duplicated, gap-repaired feed reading (see feed_watcher.h).
-#include "tools/feed_watcher.h"
+#include "client/feed_watcher.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -12,25 +12,28 @@
 // 40 bytes, so an id stays within the 64 bytes of the contract) unless the caller names one;
 // a request that carries its own `id` keeps it.
 //
+// Errors: no exceptions for what the mesh or the network does: a lost reply is nullopt, a refusal
+// is a Reply with ok false, an undecodable reply is kClientBadReply. zmq::error_t escapes only
+// for misuse (a malformed endpoint at construction, a terminated context).
+//
 // Thread-safety: NOT thread-safe. A Client owns one ZeroMQ socket; use it from one thread only
 // (ZeroMQ sockets must not be shared). Several Clients may share the process's one context.
 // Ownership: the context must outlive the Client. Replies are returned by value.
 //
-// Also here: parse_u64, the strict integer parser of the client tools.
+// Part of bidmesh_client (installed as bidmesh::client, docs/client-library.md).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <variant>
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "client/curve_keys.h"
 #include "protocol/messages.h"
 
 namespace bidmesh {
@@ -45,25 +48,6 @@ inline constexpr int64_t kClientMaxReplyBytes = 16 * 1024 * 1024;
 
 // "<hostname>-<pid>-<8 random hex digits>", at most 40 bytes (the hostname is cut to 20).
 std::string make_client_id_prefix();
-
-// Strict decimal unsigned 64-bit parse: one or more ASCII digits, nothing else (no sign, no
-// space, no fraction, no exponent); nullopt on anything else or on overflow.
-std::optional<uint64_t> parse_u64(std::string_view text);
-
-// CurveZMQ keys of a client of a mesh with security = "curve" (docs/security.md), all in Z85 (40
-// characters): the mesh's public key (its server certificate's) and the client's own keypair.
-struct CurveKeys {
-  std::string server_public_key;
-  std::string public_key;
-  std::string secret_key;
-};
-// Makes `socket` a CurveZMQ client with `keys`. REQUIRES: called before connect.
-void apply_curve_keys(zmq::socket_t& socket, const CurveKeys& keys);
-// Reads the client's secret certificate (NAME.key_secret: refused when others may read it) and
-// the mesh's public certificate (the server's .key file), ZPL files as bidmesh-keygen and pyzmq
-// write them. Failure: a one-line reason naming the file.
-std::variant<CurveKeys, std::string> load_curve_keys(const std::filesystem::path& client_secret,
-                                                      const std::filesystem::path& server_public);
 
 class Client {
  public:

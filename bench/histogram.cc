@@ -4,7 +4,7 @@
 // keeps its S+1 leading bits: shift = m - S, mantissa = v >> shift in [2^S, 2^(S+1)), and the
 // bucket is 2^S + shift * 2^S + (mantissa - 2^S). The bucket covers [mantissa << shift,
 // ((mantissa + 1) << shift) - 1].
-#include "tools/bench_histogram.h"
+#include "bench/histogram.h"
 
 #include <algorithm>
 #include <bit>

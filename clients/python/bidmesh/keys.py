@@ -6,7 +6,6 @@ secret file and the mesh's public file (the `.key` of the mesh's server_certific
 """
 
 import os
-import stat
 from dataclasses import dataclass
 
 import zmq
@@ -33,19 +32,15 @@ class CurveKeys:
 def load_curve_keys(client_secret_file, server_public_file):
     """Reads the client's secret certificate and the mesh's public one; returns CurveKeys.
 
-    Refused with CertificateError, as the mesh's own tools refuse them: a secret file that group
-    or others may access (mode & 077: `chmod 600 FILE`), a secret file without a secret key or
-    whose secret key does not belong to its public key, a file zmq.auth cannot read.
+    Refused with CertificateError: a secret file without a secret key or whose secret key does
+    not belong to its public key, a file zmq.auth cannot read. The secret file's mode is not
+    checked: pyzmq's create_certificates writes it with the umask's mode (0644), and such keys
+    must work unchanged (only the mesh refuses a readable server certificate; docs/security.md).
     """
     client_secret_file = os.fspath(client_secret_file)
     server_public_file = os.fspath(server_public_file)
-    try:
-        mode = os.stat(client_secret_file).st_mode
-    except OSError as e:
-        raise CertificateError("%s: cannot read it: %s" % (client_secret_file, e.strerror)) from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise CertificateError("%s: group or others may access this secret certificate (mode %04o); "
-                               "run: chmod 600 %s" % (client_secret_file, stat.S_IMODE(mode), client_secret_file))
+    if not os.path.isfile(client_secret_file):
+        raise CertificateError("%s: cannot read it: no such file" % client_secret_file)
     public, secret = _load(client_secret_file)
     if not secret:
         raise CertificateError("%s: holds no secret-key; a client needs its NAME.key_secret file" % client_secret_file)

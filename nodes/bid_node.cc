@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <iterator>
 #include <variant>
@@ -19,8 +20,9 @@ namespace bidmesh {
 
 namespace {
 constexpr auto kFailureLogInterval = std::chrono::seconds(5);
-// [router identity, token, principal, body]; the reply is [router identity, token, reply].
-constexpr std::size_t kRequestFrames = 4;
+// [router identity, token, config digest, principal, body]; the reply is [router identity, token,
+// reply].
+constexpr std::size_t kRequestFrames = 5;
 constexpr std::size_t kReplyEnvelopeFrames = 2;
 
 // A signal may interrupt a ZeroMQ call (EINTR, thrown by cppzmq): the call is simply made again,
@@ -49,6 +51,8 @@ BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
       listen_(node.listen),
       security_(cfg.security),
       server_certificate_(cfg.server_certificate),
+      config_digest_(cfg.digest()),
+      config_digest_hex_(cfg.digest_hex()),
       feed_collect_(cfg.feed_collect),
       data_dir_(cfg.node_data_dir(node.name)),
       map_size_bytes_(node.map_size_bytes > 0 ? node.map_size_bytes : cfg.default_map_size_bytes),
@@ -64,6 +68,20 @@ BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
       link_(ctx_, node.name) {}
 
 BidNode::~BidNode() = default;
+
+std::string BidNode::digest_mismatch_message(uint64_t router_digest) {
+  char theirs[17];
+  std::snprintf(theirs, sizeof theirs, "%016llx", static_cast<unsigned long long>(router_digest));
+  const std::string message = "bid node " + name_ + " runs mesh config digest " + config_digest_hex_ +
+                              " but the router's is " + theirs +
+                              ": the hosts' configs differ (slot map, endpoints or security); not applied";
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_digest_log_ >= kFailureLogInterval) {  // at most one line per interval
+    log("refusing requests: " + message);
+    last_digest_log_ = now;
+  }
+  return message;
+}
 
 void BidNode::log(const std::string& line) const { std::cerr << "bid node " << name_ << ": " << line << std::endl; }
 
@@ -115,7 +133,7 @@ std::optional<std::string> BidNode::start() {
   }
 
   const ItemStore::ReplayStats& replayed = store_->replay_stats();
-  log("serving on " + listen_ + ", data " + data_dir_.string() + ", " + std::to_string(store_->item_count()) +
+  log("serving on " + listen_ + ", mesh config digest " + config_digest_hex_ + ", data " + data_dir_.string() + ", " + std::to_string(store_->item_count()) +
       " items, map " + std::to_string(store_->map_size_bytes()) + " bytes, feed " + feed_collect_ + "; log replayed " +
       std::to_string(replayed.records) + " batches (" + std::to_string(replayed.writes) + " writes, " +
       std::to_string(replayed.bytes) + " bytes) in " + std::to_string(replayed.micros / 1000) + " ms from " +
@@ -182,11 +200,19 @@ void BidNode::drain() {
     });
     if (!got) break;
     if (in.frames.size() != kRequestFrames) continue;  // not a router's request: dropped
-    const auto principal = decode_principal(in.frames[2].to_string_view());
-    if (!principal) continue;
+    const auto principal = decode_principal(in.frames[3].to_string_view());
+    if (!principal || in.frames[2].size() != sizeof(uint64_t)) continue;
     in.request.reset();
+    uint64_t router_digest = 0;
+    std::memcpy(&router_digest, in.frames[2].data(), sizeof router_digest);
     auto decoded = decode_request(in.frames.back().to_string_view(), decode_now, max_request_bytes_);
-    if (auto* err = std::get_if<DecodeError>(&decoded)) {
+    if (router_digest != config_digest_) {
+      // Another slot map may own this item: nothing is applied, and the client may retry once
+      // the operator has made the configs agree.
+      in.reply = encode_error(std::holds_alternative<Request>(decoded) ? std::optional<std::string>(std::get<Request>(decoded).id)
+                                                                       : std::get<DecodeError>(decoded).id,
+                              ErrorCode::unavailable, digest_mismatch_message(router_digest));
+    } else if (auto* err = std::get_if<DecodeError>(&decoded)) {
       in.reply = encode_error(*err);
     } else if (auto forbidden = authorize(*principal, std::get<Request>(decoded))) {
       // Judged after the fields and before anything of the item; not remembered.

@@ -4,8 +4,10 @@
 // DEALER; a PUB connected to the feed's XSUB (`feed_collect`), high-water mark kPubHwm so a slow
 // feed drops events instead of slowing bids (subscribers repair gaps by `seq`).
 //
-// Framing: a router's DEALER sends [token, principal, body]; the ROUTER here receives [router
-// identity, token, principal, body] (any other shape: dropped). The principal (protocol/access.h)
+// Framing: a router's DEALER sends [token, config digest, principal, body]; the ROUTER here
+// receives [router identity, token, digest, principal, body] (any other shape: dropped). A
+// digest other than this node's own MeshConfig::digest() is answered `unavailable` and nothing
+// is applied (the hosts' configs differ: two slot maps must never both own an item). The principal (protocol/access.h)
 // is the client as the router authenticated it; a decoded request it may not make is answered
 // `forbidden` and not remembered. The reply is [router identity, token, reply]. Replies go out with dontwait: a gone
 // router just loses them (it has answered `unavailable` by then).
@@ -76,12 +78,17 @@ class BidNode {
   void checkpoint();
   std::chrono::milliseconds poll_timeout() const;
   void log(const std::string& line) const;
+  // The `unavailable` message for a request from a router whose config digest differs; logs it
+  // at most once per kFailureLogInterval.
+  std::string digest_mismatch_message(uint64_t router_digest);
   void report_failure(const std::string& failure);
 
   const std::string name_;
   const std::string listen_;
   const Security security_;
   const std::filesystem::path server_certificate_;
+  const uint64_t config_digest_;         // MeshConfig::digest(): routers must send the same
+  const std::string config_digest_hex_;
   const std::string feed_collect_;
   const std::filesystem::path data_dir_;
   const uint64_t map_size_bytes_;
@@ -122,6 +129,7 @@ class BidNode {
 
   // Operator log of write failures: one line per kFailureLogInterval at most.
   std::chrono::steady_clock::time_point last_failure_log_{};
+  std::chrono::steady_clock::time_point last_digest_log_{};
   uint64_t failures_unlogged_ = 0;
   bool failing_ = false;
   bool fatal_ = false;  // the store's log failed: answer the batch, then exit 111

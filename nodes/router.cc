@@ -115,6 +115,7 @@ Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& sel
       timeout_(cfg.request_timeout_ms),
       pending_(options.max_pending),
       security_(std::move(security)),
+      config_digest_(cfg.digest()),
       framing_error_reply_(encode_error(std::nullopt, ErrorCode::bad_request,
                                         "a request is one frame after an empty delimiter frame")),
       full_reply_message_("router " + self.name + " has too many requests in flight") {}
@@ -304,6 +305,7 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   // With ZMQ_IMMEDIATE the first part fails (EAGAIN) when the node is not connected or its queue
   // is full; once it is queued, libzmq queues the rest of the message with it.
   if (!node.socket.send(zmq::const_buffer(&token, sizeof token), kMore) ||
+      !node.socket.send(zmq::const_buffer(&config_digest_, sizeof config_digest_), kMore) ||
       !node.socket.send(zmq::const_buffer(principal_frame_.data(), principal_frame_.size()), kMore) ||
       !node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast)) {
     pending_.release(entry);

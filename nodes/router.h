@@ -14,8 +14,11 @@
 // current allow list, so a key revoked by a reload gets `forbidden` even on an open connection.
 //
 // Wire, bid node side (internal): one DEALER per bid node, connected to the node's `listen`.
-//   router -> node: [token, principal, request]   token: 8 opaque bytes chosen by the router;
-//                                                 principal: protocol/access.h encode_principal
+//   router -> node: [token, digest, principal, request]
+//                   token: 8 opaque bytes chosen by the router; digest: the router's
+//                   MeshConfig::digest() (8 bytes, host order), so that a node whose config
+//                   differs refuses the request (`unavailable`) instead of applying it;
+//                   principal: protocol/access.h encode_principal
 //   node -> router: [token, reply]                the node echoes the token unchanged
 // A reply whose token is unknown (its request already timed out) is dropped. With security on,
 // a link to a node that is not on this machine is a CurveZMQ client of the mesh's own key.
@@ -212,6 +215,7 @@ class Router {
   PendingTable pending_;
   std::vector<zmq_pollitem_t> poll_items_;
   std::optional<RouterSecurity> security_;
+  const uint64_t config_digest_;
   std::string principal_frame_;   // of the request being handled; reused
   uint64_t client_messages_ = 0;
   // Buffers reused for every message, so receiving allocates only what libzmq must.

@@ -88,7 +88,8 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
   bidmesh::SupervisorLink link(ctx, self.name);
   link.ready();
   std::cerr << who << "serving clients on " << router.client_endpoint() << ", "
-            << cfg.bid_nodes().size() << " bid node(s), timeout " << cfg.request_timeout_ms << " ms";
+            << cfg.bid_nodes().size() << " bid node(s), timeout " << cfg.request_timeout_ms << " ms, mesh config digest "
+            << cfg.digest_hex();
   if (feed) std::cerr << "; feed " << cfg.feed_collect << " -> " << cfg.feed_publish;
   if (security) {
     std::cerr << "; security curve, " << security->clients->size() << " allowed clients from "

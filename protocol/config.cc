@@ -4,6 +4,7 @@
 #include "protocol/config.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -189,6 +190,41 @@ const NodeConfig* MeshConfig::find(std::string_view name) const {
   for (const NodeConfig& n : nodes)
     if (n.name == name) return &n;
   return nullptr;
+}
+
+uint64_t MeshConfig::digest() const {
+  // Canonical text: one field a line, so no two configs that differ in a field give the same text.
+  std::string text = "bidmesh-config-digest-v1\n";
+  auto line = [&text](std::string_view key, std::string_view value) {
+    text.append(key).append("=").append(value).append("\n");
+  };
+  line("feed.publish", feed_publish);
+  line("feed.collect", feed_collect);
+  line("security", security_name(security));
+  line("feed_public", feed_public ? "true" : "false");
+  line("max_request_bytes", std::to_string(max_request_bytes));
+  for (const NodeConfig& n : nodes) {
+    line("node", n.name);
+    line("kind", node_kind_name(n.kind));
+    line("host", n.host);
+    line("listen", n.listen);
+    line("feed", n.feed ? "true" : "false");
+    for (const SlotRange& r : n.slots) line("slots", std::to_string(r.first) + "-" + std::to_string(r.last));
+  }
+  // FNV-1a, 64 bits: an agreement check between the mesh's own processes, not a defence against
+  // forgery (the links that carry it are authenticated).
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string MeshConfig::digest_hex() const {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(digest()));
+  return buf;
 }
 
 std::vector<const NodeConfig*> MeshConfig::bid_nodes() const {

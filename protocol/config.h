@@ -98,6 +98,14 @@ struct MeshConfig {
   std::vector<NodeConfig> nodes;     // in file order
 
   const NodeConfig* find(std::string_view name) const;
+  // What every host of the mesh must agree on, as one 64-bit digest (FNV-1a over a canonical
+  // text; printed as 16 hex digits): every node's name, kind, host, listen endpoint, slots and
+  // feed flag in file order, the feed endpoints, `security`, `feed_public` and
+  // `max_request_bytes`. Host-local settings (data_dir, control, map sizes, timeouts, logs, key
+  // paths) are left out, so hosts may differ in them. A router refuses to route to a bid node
+  // whose digest differs from its own: two slot maps can never both own an item.
+  uint64_t digest() const;
+  std::string digest_hex() const;
   // The bid nodes, in file order: index i here is owner index i of slot_map().
   std::vector<const NodeConfig*> bid_nodes() const;
   std::vector<const NodeConfig*> routers() const;

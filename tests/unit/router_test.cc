@@ -285,14 +285,16 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     CHECK(parts[0].size() == 0);
     return decode(parts[1]);
   };
-  // The node's next request: [router identity, token, principal, body]; with security off the
-  // principal is empty (every role).
+  // The node's next request: [router identity, token, config digest, principal, body]; with
+  // security off the principal is empty (every role).
   auto node_receive = [&]() {
     std::vector<zmq::message_t> parts;
     REQUIRE(zmq::recv_multipart(node, std::back_inserter(parts)));
-    REQUIRE(parts.size() == 4);
+    REQUIRE(parts.size() == 5);
     CHECK(parts[1].size() == 8);
-    CHECK(parts[2].size() == 0);
+    const uint64_t digest = cfg.digest();
+    CHECK(str(parts[2]) == std::string(reinterpret_cast<const char*>(&digest), sizeof digest));
+    CHECK(parts[3].size() == 0);
     return parts;
   };
   auto node_reply = [&](std::vector<zmq::message_t>& req, const std::string& body) {
@@ -311,7 +313,7 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     const std::string body = request(Op::get, "g1", "lot-7");
     send(body);
     auto req = node_receive();
-    CHECK(str(req[3]) == body);
+    CHECK(str(req[4]) == body);
     node_reply(req, encode_ok("g1", {{"item", std::string("lot-7")}}));
     Reply r = receive();
     CHECK(r.ok);
@@ -434,11 +436,13 @@ TEST_CASE("router drops connections that do not speak ZMTP or stall in the hands
     CHECK(http.closed_within(3000ms));
   }
   SECTION("a peer that never finishes the handshake is dropped after the handshake timeout") {
+    const auto start = Clock::now();
     RawConnection silent(router.endpoint());
     REQUIRE(silent.connected());
-    const auto start = Clock::now();
     CHECK(silent.closed_within(5000ms));
-    CHECK(Clock::now() - start >= 300ms);
+    // Not before the timeout; libzmq's timers run on a coarse millisecond clock and were seen
+    // firing up to 0.7 ms early, hence the margin.
+    CHECK(Clock::now() - start >= 290ms);
   }
   ping(client, "after");  // the well-behaved client was served throughout
 }

@@ -227,38 +227,20 @@ TEST_CASE("slot map gives each slot its owner", "[slot_map]") {
 }
 
 TEST_CASE("mesh config digest: the same for host-local differences, another for the mesh's shape", "[config]") {
-  const std::string base = R"(
-[feed]
-publish = "tcp://127.0.0.1:5556"
-collect = "tcp://127.0.0.1:5557"
-[[node]]
-name = "router"
-kind = "router"
-listen = "tcp://127.0.0.1:5555"
-feed = true
-[[node]]
-name = "bid-1"
-kind = "bid"
-listen = "tcp://127.0.0.1:5561"
-slots = ["0-8191"]
-[[node]]
-name = "bid-2"
-kind = "bid"
-listen = "tcp://127.0.0.1:5562"
-slots = ["8192-16383"]
-)";
-  auto digest = [](const std::string& text) { return bidmesh::parse_mesh_config(text, "/tmp/d.toml").digest(); };
-  const uint64_t d = digest("data_dir = \"a\"\n" + base);
-  CHECK(bidmesh::parse_mesh_config("data_dir = \"a\"\n" + base, "/tmp/d.toml").digest_hex().size() == 16);
+  // kHeader sets data_dir = "data"; a later key of the same name would be a TOML error, so the
+  // host-local keys go after it by replacing it.
+  auto digest = [](const std::string& text) { return parse_mesh_config(text, "/tmp/d.toml").digest(); };
+  const std::string base = two_bid_nodes();
+  const uint64_t d = digest(base);
+  CHECK(parse_mesh_config(base, "/tmp/d.toml").digest_hex().size() == 16);
   // Host-local: data dir, timeouts, map size.
-  CHECK(digest("data_dir = \"b\"\nrequest_timeout_ms = 700\nmap_size_mb = 64\n" + base) == d);
-  // The mesh's shape: slots, an endpoint, security limits.
-  std::string moved = base;
-  moved.replace(moved.find("0-8191"), 6, "0-8190");
-  moved.replace(moved.find("8192-16383"), 10, "8191-16383");
-  CHECK(digest("data_dir = \"a\"\n" + moved) != d);
+  std::string local = base;
+  local.replace(local.find("data_dir = \"data\""), 17, "data_dir = \"b\"\nrequest_timeout_ms = 700\nmap_size_mb = 64");
+  CHECK(digest(local) == d);
+  // The mesh's shape: slots, an endpoint, the request limit.
+  CHECK(digest(two_bid_nodes(R"(["0-8190"])", R"(["8191-16383"])")) != d);
   std::string endpoint = base;
   endpoint.replace(endpoint.find("5562"), 4, "5563");
-  CHECK(digest("data_dir = \"a\"\n" + endpoint) != d);
-  CHECK(digest("data_dir = \"a\"\nmax_request_bytes = 8192\n" + base) != d);
+  CHECK(digest(endpoint) != d);
+  CHECK(digest("max_request_bytes = 8192\n" + base) != d);
 }

@@ -11,8 +11,8 @@ feed subscriber in the root namespace. In order:
    too_low; a reader's open/bid/close and a bidder's bid in another's name are forbidden
    (judged at the bid node across the lab); the subscriber sees every event of those items
    once, in seq order, with the replies' seqs.
-2. partition under load: bidders on b's items (4 threads) and on c's items (1 thread) through
-   router-a; c's cable is unplugged for --window-s, then plugged again. While it is out every
+2. partition under load: bidders on b's items (4 threads) and on c's items (1 thread, 50
+   bids/s) through router-a; c's cable is unplugged for --window-s, then plugged again. While it is out every
    request to c answers `unavailable` within request_timeout_ms + 300 ms; b's acknowledged
    bids per second during the cut stay at least --min-ratio of before (the issue asks 0.8;
    the test asserts 0.5, since the 2 cores here are shared with builds, and prints the ratio;
@@ -141,12 +141,14 @@ class Bidder(threading.Thread):
     (t_sent, t_answered, item, amount, outcome) with outcome "ok", an error code, or "noreply".
     retries > 0: Lazy Pirate retries by id (the same request after a lost reply)."""
 
-    def __init__(self, mesh, keys, items, router="a", name="load", retries=0, start_amount=1000):
+    def __init__(self, mesh, keys, items, router="a", name="load", retries=0, start_amount=1000, pace_s=0.0):
         super().__init__(daemon=True, name=name)
+        self.pace_s = pace_s  # at most one bid per pace_s
         self.client = mesh.client(keys, router, timeout=TRY_TIMEOUT_S if not retries else 0.5, retries=retries)
         self.items = items
         self.amount = {i: start_amount for i in items}
         self.records = []
+        self.retried = 0  # calls answered only after more than one try
         self.stopping = False
         self.error = None
 
@@ -161,13 +163,17 @@ class Bidder(threading.Thread):
                 try:
                     r = self.client.call({"op": "bid", "item": item, "bidder": self.name, "amount": self.amount[item]})
                     outcome = "ok" if r.get("ok") else r.get("error")
+                    self.retried += self.client.last_attempts > 1
                     if outcome == "too_low":
                         self.amount[item] = r["max"]
                 except bidmesh.NoReply:
                     outcome = "noreply"
-                self.records.append((t0, time.monotonic(), item, self.amount[item], outcome))
+                t1 = time.monotonic()
+                self.records.append((t0, t1, item, self.amount[item], outcome))
                 if outcome not in ("ok", "too_low"):
                     time.sleep(0.005)
+                elif self.pace_s > t1 - t0:
+                    time.sleep(self.pace_s - (t1 - t0))
         except Exception as e:
             self.error = e
         finally:
@@ -202,7 +208,9 @@ def partition(mesh, keys, lab, window_s, min_ratio):
     c_items = [mesh.item_on("bid-c1", "part") for _ in range(2)]
     open_items(mesh, keys["house"], b_items + c_items)
     b_load = [Bidder(mesh, keys["house"], [i], name="pb%d" % k) for k, i in enumerate(b_items)]
-    c_load = Bidder(mesh, keys["house"], c_items, name="pc")
+    # c's bidder is paced (50 bids/s): the load threads share one interpreter, so an unpaced one
+    # that slows down during the cut would hand its CPU to b's and flatter b's figure.
+    c_load = Bidder(mesh, keys["house"], c_items, name="pc", pace_s=0.02)
     for t in b_load + [c_load]:
         t.start()
     try:
@@ -300,7 +308,8 @@ def host_crash(mesh, keys, lab):
         n += len(acked)
         check_history(reader, item, acked, "after the host crash")
     reader.shutdown()
-    log("crash: %d acknowledged bids on c (outcomes %s), none lost, none doubled" % (n, outcomes))
+    log("crash: %d acknowledged bids on c (outcomes %s, %d answered after a retry by id), none lost, none doubled"
+        % (n, outcomes, load.retried))
 
 
 # --- 4. two routers ------------------------------------------------------------------------------

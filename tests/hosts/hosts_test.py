@@ -13,7 +13,7 @@ feed subscriber in the root namespace. In order:
    once, in seq order, with the replies' seqs.
 2. partition under load: bidders on b's items (4 threads) and on c's items (1 thread, 50
    bids/s) through router-a; c's cable is unplugged for --window-s, then plugged again. While it is out every
-   request to c answers `unavailable` within request_timeout_ms + 300 ms; b's acknowledged
+   request to c answers `unavailable` within request_timeout_ms + 500 ms; b's acknowledged
    bids per second during the cut stay at least --min-ratio of before (the issue asks 0.8;
    the test asserts 0.5, since the 2 cores here are shared with builds, and prints the ratio;
    --min-ratio 0.8 --window-s 10 is the strict run); no request goes unanswered (each try
@@ -26,7 +26,7 @@ feed subscriber in the root namespace. In order:
 4. two routers: router-a and router-d bid on the same items of b and c at the same time; both
    acknowledge, and each item's history holds every acknowledged bid once.
 
-Exit code: 0 passed, 1 a check failed, 77 skipped (not root, or no `ip netns`): ctest's
+Exit code: 0 passed, 1 a check failed, 77 skipped (not root, or no network namespace can be made): ctest's
 SKIP_RETURN_CODE. Cleanup (supervisors, the lab, the temp dir) at exit, also on SIGTERM.
 """
 
@@ -43,7 +43,7 @@ import lab as L  # noqa: E402
 from lab import bidmesh, log, wait_until  # noqa: E402
 
 TRY_TIMEOUT_S = 2.0  # a try without a reply in this long counts as a hang
-UNAVAILABLE_SLACK_MS = 300
+UNAVAILABLE_SLACK_MS = 500  # the router's timer and the client's own scheduling, on a loaded machine
 RUN_DEADLINE_S = 150
 
 

@@ -59,9 +59,14 @@ def skip_unless_possible():
         why = "needs root (network namespaces)"
     elif shutil.which("ip") is None:
         why = "no ip command (iproute2)"
-    elif subprocess.run(["ip", "netns", "list"], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL).returncode != 0:
-        why = "'ip netns' does not work here"
+    else:
+        probe = "bidmesh-probe-%d" % os.getpid()  # can this machine make a namespace at all?
+        r = subprocess.run(["ip", "netns", "add", probe], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", probe], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+        if r.returncode != 0:
+            why = "'ip netns add' does not work here: %s" % r.stdout.strip()
     if why:
         log("SKIPPED: %s" % why)
         sys.exit(SKIP)

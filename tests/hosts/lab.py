@@ -1,6 +1,7 @@
 """A mesh across the hosts of a tools/hosts lab: the harness of tests/hosts (docs/deployment.md).
 
-Lab: `tools/hosts up` under a name of this run, so runs never share a lab; `down` at exit.
+Lab: `tools/hosts up` under a name of this run, so runs never share a lab, owned by this process;
+`down` at exit, and `prune` first (the labs of runs that were killed before they could clean up).
 HostMesh: ONE mesh config, the same bytes on every host, as an operator would copy it:
 - host a: the router `router-a` with the feed; host d (if the lab has 4 hosts): `router-d`;
 - host b: bid nodes `bid-b1` and `bid-b2`; host c: `bid-c1` (the slot ranges below);
@@ -78,7 +79,9 @@ class Lab:
     def __init__(self, hosts):
         self.name = "h%05x" % (os.getpid() & 0xFFFFF)
         self.up = False
-        r = subprocess.run([HOSTS_TOOL, "up", "--name", self.name, "--hosts", str(hosts)],
+        # Labs of runs that ended without cleaning up (SIGKILL) would each hold a /24 of the range.
+        subprocess.run([HOSTS_TOOL, "prune"], stdin=subprocess.DEVNULL, timeout=120)
+        r = subprocess.run([HOSTS_TOOL, "up", "--name", self.name, "--hosts", str(hosts), "--owner", str(os.getpid())],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
         self.up = True  # also after a failed up: down is safe either way
         if r.returncode != 0:

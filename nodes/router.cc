@@ -97,12 +97,13 @@ void discard_rest(zmq::socket_t& socket, zmq::message_t& scratch, bool more) {
 
 }  // namespace
 
-void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes) {
+void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes,
+                     std::chrono::milliseconds heartbeat_interval, std::chrono::milliseconds heartbeat_timeout) {
   socket.set(zmq::sockopt::maxmsgsize, max_message_bytes);
   socket.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
-  socket.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(options.heartbeat_interval.count()));
-  socket.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(options.heartbeat_timeout.count()));
-  socket.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(options.heartbeat_timeout.count()));
+  socket.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(heartbeat_interval.count()));
+  socket.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(heartbeat_timeout.count()));
+  socket.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(heartbeat_timeout.count()));
 }
 
 Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& self, RouterOptions options,
@@ -131,7 +132,8 @@ std::optional<std::string> Router::bind() {
   client_.set(zmq::sockopt::sndhwm, options_.client_hwm);
   client_.set(zmq::sockopt::rcvhwm, options_.client_read_hwm);
   client_.set(zmq::sockopt::linger, 0);
-  set_peer_limits(client_, options_, static_cast<int64_t>(kTransportMaxBytes));
+  set_peer_limits(client_, options_, static_cast<int64_t>(kTransportMaxBytes), options_.heartbeat_interval,
+                  options_.heartbeat_timeout);
   if (security_) make_curve_server(client_, security_->mesh, kZapDomainClients);
   try {
     client_.bind(self_.listen);
@@ -153,12 +155,16 @@ std::optional<std::string> Router::bind() {
     node.socket.set(zmq::sockopt::rcvhwm, options_.node_hwm);
     node.socket.set(zmq::sockopt::linger, 0);
     // Replies are larger than requests: a `history` of 1000 events is about 200 KB.
-    set_peer_limits(node.socket, options_, kMaxNodeReplyBytes);
+    set_peer_limits(node.socket, options_, kMaxNodeReplyBytes, options_.node_heartbeat_interval,
+                    options_.node_heartbeat_timeout);
     if (security_ && !endpoint_is_local(n->listen))
       make_curve_client(node.socket, security_->mesh, security_->mesh.public_key);
     // A restarted node is found again within kNodeReconnectMs (libzmq's default is 100 ms, which
     // alone would miss the restart target of docs/benchmarks.md); refused connects are cheap.
     node.socket.set(zmq::sockopt::reconnect_ivl, kNodeReconnectMs);
+    // A connect whose SYNs are lost (the link is cut) is given up and tried afresh, so the link
+    // comes back within about this much of the network healing, not at TCP's next SYN backoff.
+    node.socket.set(zmq::sockopt::connect_timeout, kNodeConnectTimeoutMs);
     try {
       node.socket.connect(n->listen);
     } catch (const zmq::error_t& e) {

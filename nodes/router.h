@@ -120,6 +120,9 @@ class PendingTable {
 // largest reply (a `history` of 1000 events with 64-byte identifiers, about 200 KB).
 inline constexpr int64_t kMaxNodeReplyBytes = 16 * 1024 * 1024;
 
+// A router's connect attempt to a bid node is abandoned (and tried again) after this long.
+inline constexpr int kNodeConnectTimeoutMs = 1000;
+
 // Interval of the DEALERs' reconnect tries to a bid node that is down (kill -9 and restart).
 inline constexpr int kNodeReconnectMs = 5;
 
@@ -133,6 +136,11 @@ struct RouterOptions {
   // ZMTP heartbeats: a PING after this much silence; no traffic for heartbeat_timeout closes.
   std::chrono::milliseconds heartbeat_interval{10000};
   std::chrono::milliseconds heartbeat_timeout{30000};
+  // The same on the links to the bid nodes, shorter: after a network cut heals, TCP alone would
+  // resume only at its next retransmission (seconds, growing with the cut), while a dropped link
+  // reconnects at once (kNodeReconnectMs) and discards what was queued for the cut-off node.
+  std::chrono::milliseconds node_heartbeat_interval{1000};
+  std::chrono::milliseconds node_heartbeat_timeout{3000};
   int node_hwm = 10000;               // per bid node, each way
   // Linger of the client socket at close: time to flush the last replies. Bounded, so a client
   // that stopped reading cannot hold the process.
@@ -149,7 +157,8 @@ struct RouterSecurity {
 
 // The socket options every endpoint that peers reach gets: ZMQ_MAXMSGSIZE, heartbeats and the
 // handshake timeout.
-void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes);
+void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes,
+                     std::chrono::milliseconds heartbeat_interval, std::chrono::milliseconds heartbeat_timeout);
 
 class Router {
  public:

@@ -1,12 +1,8 @@
 #include "nodes/process.h"
 
-#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <unistd.h>
-#include <sys/prctl.h>
-
-#include <msgpack.hpp>
 
 #include "protocol/control.h"
 
@@ -28,12 +24,11 @@ void install_node_signal_handlers() {
   sa.sa_handler = on_reload_signal;
   sigaction(SIGHUP, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
-  if (std::getenv(kEnvSupervisorEndpoint) != nullptr) {
-    // Die with the supervisor; if it died before this line ran, the parent is now init.
-    const pid_t parent = getppid();
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (parent == 1) _exit(1);
-  }
+  // The supervisor's death is handled once, in supervisor/spawn.cc: between fork and exec the
+  // child sets PR_SET_PDEATHSIG(SIGKILL) and compares getppid() with the pid taken before fork.
+  // Only there is that pid known for certain (after exec, a node adopted by a subreaper cannot
+  // tell it from a live supervisor), and the setting survives execve of these binaries (not
+  // set-user-ID), so doing it again here would add nothing.
 }
 
 bool stop_requested() { return g_stop != 0; }
@@ -60,17 +55,9 @@ SupervisorLink::SupervisorLink(zmq::context_t& ctx, std::string node_name) : nam
 
 void SupervisorLink::send(std::string_view type) {
   if (!socket_) return;
-  msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(3);
-  pk.pack("type");
-  pk.pack(type);
-  pk.pack("name");
-  pk.pack(name_);
-  pk.pack("pid");
-  pk.pack(static_cast<uint64_t>(getpid()));
+  const std::string frame = encode_node_message({std::string(type), name_, static_cast<uint64_t>(getpid())});
   // Dropped when the supervisor is not there yet: the next beat says the same.
-  (void)socket_->send(zmq::buffer(buf.data(), buf.size()), zmq::send_flags::dontwait);
+  (void)socket_->send(zmq::buffer(frame), zmq::send_flags::dontwait);
 }
 
 void SupervisorLink::ready() {

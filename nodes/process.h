@@ -2,8 +2,9 @@
 //
 // Signals: SIGTERM and SIGINT only set a flag (stop_requested()); the node's loop polls with a
 // bounded timeout, sees the flag, drains and exits. SIGHUP (sent by the supervisor on reload)
-// sets another (take_reload_request()): a router then re-reads its clients_dir. PR_SET_PDEATHSIG is set when a supervisor
-// launched the process, so a node never outlives it.
+// sets another (take_reload_request()): a router then re-reads its clients_dir. A node never
+// outlives the supervisor that launched it: the supervisor sets PR_SET_PDEATHSIG(SIGKILL) in the
+// child before exec (supervisor/spawn.cc), so nothing here does it again.
 //
 // SupervisorLink: when the environment names a supervisor (BIDMESH_SUPERVISOR, set by the
 // supervisor), sends `ready` once and a `heartbeat` every interval from the serving loop, so a
@@ -21,8 +22,7 @@
 
 namespace bidmesh {
 
-// Installs the SIGTERM/SIGINT flag handlers and, under a supervisor, PR_SET_PDEATHSIG(SIGKILL)
-// with a getppid() re-check (exits at once if the parent is already gone).
+// Installs the SIGTERM/SIGINT stop flag, the SIGHUP reload flag, and ignores SIGPIPE.
 void install_node_signal_handlers();
 bool stop_requested();
 // True once per SIGHUP received since the last call.

@@ -5,10 +5,16 @@
 // Node -> supervisor (DEALER, identity = node name; endpoint and name from the environment):
 //   {"type": "ready", "name": N, "pid": P}       sockets bound, LMDB open: serving
 //   {"type": "heartbeat", "name": N, "pid": P}   every heartbeat interval, from the serving loop
+//   Encoded and decoded here only (encode_node_message, decode_node_message): nodes/process.cc
+//   sends it, supervisor/control_wire.cc receives it.
 // CLI -> supervisor (DEALER): {"cmd": C, "args": [strings]}; reply {"ok": bool, "message": S,
-//   "data": <command-specific>}.
+//   "data": <command-specific>} (supervisor/control_wire.h).
+// Thread-safe: pure functions.
 #pragma once
 
+#include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 
 namespace bidmesh {
@@ -20,5 +26,21 @@ inline constexpr const char* kEnvHeartbeatMs = "BIDMESH_HEARTBEAT_MS";
 
 inline constexpr std::string_view kMsgReady = "ready";
 inline constexpr std::string_view kMsgHeartbeat = "heartbeat";
+
+// The largest node message decode_node_message accepts (a real one is under 100 bytes: node
+// names have at most 64 characters).
+inline constexpr std::size_t kMaxNodeMessageBytes = 1024;
+
+struct NodeMessage {
+  std::string type;  // kMsgReady or kMsgHeartbeat (the decoder passes other types through)
+  std::string name;
+  uint64_t pid = 0;
+};
+
+std::string encode_node_message(const NodeMessage& m);
+// The frame as a node message: one map, consumed whole, with a string "type", a string "name"
+// and a non-negative integer "pid" (other keys are ignored). nullopt for anything else,
+// including a frame over kMaxNodeMessageBytes; the frame is untrusted (unpacked under limits).
+std::optional<NodeMessage> decode_node_message(std::string_view frame);
 
 }  // namespace bidmesh

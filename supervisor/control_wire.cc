@@ -1,6 +1,7 @@
 #include "supervisor/control_wire.h"
 
 #include "protocol/json.h"
+#include "protocol/msgpack_map.h"
 
 #include <cstdio>
 
@@ -25,19 +26,9 @@ std::optional<msgpack::object_handle> unpack_frame(std::string_view frame) {
   }
 }
 
-const msgpack::object* field(const msgpack::object& map, std::string_view key) {
-  for (uint32_t i = 0; i < map.via.map.size; ++i) {
-    const auto& kv = map.via.map.ptr[i];
-    if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key) {
-      return &kv.val;
-    }
-  }
-  return nullptr;
-}
-
 std::optional<std::string> str_field(const msgpack::object& map, std::string_view key) {
-  const msgpack::object* v = field(map, key);
-  if (v == nullptr || v->type != msgpack::type::STR) return std::nullopt;
+  const msgpack::object* v = map_str_field(map, key);
+  if (v == nullptr) return std::nullopt;
   return std::string(v->via.str.ptr, v->via.str.size);
 }
 
@@ -82,19 +73,6 @@ std::string encode_ctl_request(const CtlRequest& r) {
   return {buf.data(), buf.size()};
 }
 
-std::string encode_node_message(const NodeMessage& m) {
-  msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(3);
-  pk.pack("type");
-  pk.pack(m.type);
-  pk.pack("name");
-  pk.pack(m.name);
-  pk.pack("pid");
-  pk.pack(m.pid);
-  return {buf.data(), buf.size()};
-}
-
 std::string encode_ctl_reply(const CtlReply& r) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
@@ -121,7 +99,7 @@ std::optional<ControlFrame> decode_control_frame(std::string_view frame) {
   if (auto cmd = str_field(map, "cmd")) {
     CtlRequest r;
     r.cmd = std::move(*cmd);
-    if (const msgpack::object* args = field(map, "args")) {
+    if (const msgpack::object* args = map_field(map, "args")) {
       if (args->type != msgpack::type::ARRAY) return std::nullopt;
       for (uint32_t i = 0; i < args->via.array.size; ++i) {
         const msgpack::object& a = args->via.array.ptr[i];
@@ -131,16 +109,7 @@ std::optional<ControlFrame> decode_control_frame(std::string_view frame) {
     }
     return ControlFrame{std::move(r)};
   }
-  if (auto type = str_field(map, "type")) {
-    NodeMessage m;
-    m.type = std::move(*type);
-    auto name = str_field(map, "name");
-    const msgpack::object* pid = field(map, "pid");
-    if (!name || pid == nullptr || pid->type != msgpack::type::POSITIVE_INTEGER) return std::nullopt;
-    m.name = std::move(*name);
-    m.pid = pid->via.u64;
-    return ControlFrame{std::move(m)};
-  }
+  if (auto m = decode_node_message(frame)) return ControlFrame{std::move(*m)};
   return std::nullopt;
 }
 
@@ -149,11 +118,11 @@ std::optional<CtlReply> decode_ctl_reply(std::string_view frame) {
   if (!oh) return std::nullopt;
   const msgpack::object& map = oh->get();
   CtlReply r;
-  const msgpack::object* ok = field(map, "ok");
+  const msgpack::object* ok = map_field(map, "ok");
   if (ok == nullptr || ok->type != msgpack::type::BOOLEAN) return std::nullopt;
   r.ok = ok->via.boolean;
   r.message = str_field(map, "message").value_or("");
-  if (const msgpack::object* data = field(map, "data")) {
+  if (const msgpack::object* data = map_field(map, "data")) {
     try {
       if (data->type == msgpack::type::STR) {
         r.data = std::string(data->via.str.ptr, data->via.str.size);

@@ -2,6 +2,7 @@
 // MessagePack encoding, and the JSON that `bidmesh-ctl --json` prints.
 //
 //   node -> supervisor   {"type": "ready"|"heartbeat", "name": N, "pid": P}
+//                        (encoded and decoded by protocol/control.h; passed through here)
 //   CLI  -> supervisor   {"cmd": C, "args": [S, ...]}
 //   supervisor -> CLI    {"ok": B, "message": S, "data": D}
 //       D is nil, a string (`logfile`: the log's path), or for `status` an array of maps with
@@ -22,6 +23,8 @@
 
 #include <msgpack.hpp>
 
+#include "protocol/control.h"
+
 namespace bidmesh {
 
 inline constexpr std::size_t kMaxControlFrameBytes = 1 << 20;
@@ -29,12 +32,6 @@ inline constexpr std::size_t kMaxControlFrameBytes = 1 << 20;
 struct CtlRequest {
   std::string cmd;
   std::vector<std::string> args;
-};
-
-struct NodeMessage {
-  std::string type;  // kMsgReady or kMsgHeartbeat
-  std::string name;
-  uint64_t pid = 0;
 };
 
 // One node as `status` reports it.
@@ -63,11 +60,10 @@ struct CtlReply {
 
 std::string encode_ctl_request(const CtlRequest& r);
 std::string encode_ctl_reply(const CtlReply& r);
-std::string encode_node_message(const NodeMessage& m);
 
 using ControlFrame = std::variant<CtlRequest, NodeMessage>;
-// A frame that reached the supervisor: a CLI request (has "cmd") or a node message (has
-// "type"). nullopt for anything else.
+// A frame that reached the supervisor: a CLI request (has "cmd") or else a node message
+// (decode_node_message). nullopt for anything else.
 std::optional<ControlFrame> decode_control_frame(std::string_view frame);
 std::optional<CtlReply> decode_ctl_reply(std::string_view frame);
 

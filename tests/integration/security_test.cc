@@ -216,7 +216,7 @@ TEST_CASE("security: protected mode refuses a mesh without CURVE that binds beyo
   CHECK(r.out.find("curve") != std::string::npos);
 }
 
-TEST_CASE("security: a bid node off loopback admits only the mesh's key; the feed only allowed clients",
+TEST_CASE("security: a bid node off loopback admits only the mesh's key, and the feed only allowed clients",
           "[integration][security]") {
   const auto address = non_loopback_ipv4();
   if (!address) FAIL("this machine has no IPv4 address beyond loopback; the test needs one");

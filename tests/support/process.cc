@@ -109,8 +109,23 @@ std::string read_file(const std::filesystem::path& p) {
 
 std::string program_path(const std::string& name) { return std::string(BIDMESH_BIN_DIR) + "/" + name; }
 
+double time_scale() {
+  static const double scale = [] {
+    const char* v = std::getenv("BIDMESH_TEST_TIME_SCALE");
+    if (v == nullptr) return 1.0;
+    char* end = nullptr;
+    const double d = std::strtod(v, &end);
+    return end != v && *end == '\0' && d >= 1.0 && d <= 100.0 ? d : 1.0;
+  }();
+  return scale;
+}
+
+std::chrono::milliseconds scaled(std::chrono::milliseconds d) {
+  return std::chrono::milliseconds(static_cast<int64_t>(static_cast<double>(d.count()) * time_scale()));
+}
+
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline, std::chrono::milliseconds step) {
-  const auto end = std::chrono::steady_clock::now() + deadline;
+  const auto end = std::chrono::steady_clock::now() + scaled(deadline);
   while (true) {
     if (cond()) return true;
     if (std::chrono::steady_clock::now() >= end) return cond();

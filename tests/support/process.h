@@ -52,7 +52,15 @@ std::string read_file(const std::filesystem::path& p);
 // Absolute path of a program of this build tree (bidmesh-router, bidmesh-bid-node, ...).
 std::string program_path(const std::string& name);
 
-// Polls `cond` every `step` until it is true or `deadline` passes. Returns its last value.
+// How many times slower than the Release build the programs under test may run: the number in
+// BIDMESH_TEST_TIME_SCALE (tools/sanitize sets it: the sanitizers slow everything down), 1 when
+// unset or not a number >= 1. wait_until stretches every deadline by it (and so
+// Process::wait_exit and run_program); a test that asserts how long something took compares
+// against scaled(bound).
+double time_scale();
+std::chrono::milliseconds scaled(std::chrono::milliseconds d);
+
+// Polls `cond` every `step` until it is true or scaled(deadline) passes. Returns its last value.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline,
                 std::chrono::milliseconds step = std::chrono::milliseconds(10));
 

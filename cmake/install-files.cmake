@@ -1,8 +1,9 @@
 # Run by `cmake --install` (cmake/install.cmake sets the BIDMESH_* variables): writes the installed
 # files that name absolute paths, for the prefix of this install, and installs them.
 #   runtime: <sysconfdir>/bidmesh/mesh.toml (tools/local-mesh.toml with data_dir set to
-#            <localstatedir>/lib/bidmesh), that data dir (mode 0750), and the systemd unit
-#            (supervisor/bidmesh-supervisor.service.in) naming the installed supervisor and config.
+#            <localstatedir>/lib/bidmesh), that data dir (mode 0750), and the systemd units
+#            bidmesh-supervisor.service and bidmesh@.service (both from
+#            supervisor/bidmesh-supervisor.service.in) naming the installed supervisor and config.
 #   dev:     <libdir>/pkgconfig/bidmesh.pc (cmake/bidmesh.pc.in).
 # Paths follow GNUInstallDirs, applied to the prefix given at install time: with prefix /usr the
 # config is /etc/bidmesh/mesh.toml and the data /var/lib/bidmesh; with /usr/local (the default),
@@ -39,6 +40,10 @@ if(BIDMESH_SYSTEMD_UNIT_DIR)
 else()
   bidmesh_full_dir(unit_dir "lib/systemd/system" plain)
 endif()
+# One stage folder per destination, so that two installs of this tree into different places at
+# the same time (two tests) never read each other's files.
+string(MD5 stage_key "$ENV{DESTDIR}|${CMAKE_INSTALL_PREFIX}|${BIDMESH_INSTALL_PART}")
+set(BIDMESH_STAGE_DIR "${BIDMESH_STAGE_DIR}/${stage_key}")
 file(MAKE_DIRECTORY "${BIDMESH_STAGE_DIR}")
 
 if(BIDMESH_INSTALL_PART STREQUAL "dev")
@@ -88,6 +93,22 @@ file(MAKE_DIRECTORY "${BIDMESH_STAGE_DIR}/data/bidmesh")
 file(INSTALL DESTINATION "${BIDMESH_LOCALSTATEDIR}/lib" TYPE DIRECTORY FILES "${BIDMESH_STAGE_DIR}/data/bidmesh"
      DIR_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE)
 
-configure_file("${BIDMESH_SOURCE_DIR}/supervisor/bidmesh-supervisor.service.in"
-               "${BIDMESH_STAGE_DIR}/bidmesh-supervisor.service" @ONLY)
-file(INSTALL DESTINATION "${unit_dir}" TYPE FILE FILES "${BIDMESH_STAGE_DIR}/bidmesh-supervisor.service")
+# Two units from one source, so they share every setting: bidmesh-supervisor.service runs this
+# machine's nodes by its hostname; the template bidmesh@.service runs `--host <instance>`. Both
+# use the config's data_dir, so each conflicts with the other.
+foreach(unit bidmesh-supervisor.service bidmesh@.service)
+  if(unit STREQUAL "bidmesh@.service")
+    set(BIDMESH_UNIT_DESCRIPTION "bidmesh supervisor of mesh host %i (live auction mesh nodes)")
+    set(BIDMESH_UNIT_HOST_ARG " --host %i")
+    set(BIDMESH_UNIT_CONFLICTS "Conflicts=bidmesh-supervisor.service")
+    set(BIDMESH_UNIT_EXAMPLE "bidmesh@HOST (HOST: a `host` of the config)")
+  else()
+    set(BIDMESH_UNIT_DESCRIPTION "bidmesh supervisor (live auction mesh nodes of this host)")
+    set(BIDMESH_UNIT_HOST_ARG "")
+    set(BIDMESH_UNIT_CONFLICTS "")
+    set(BIDMESH_UNIT_EXAMPLE "bidmesh-supervisor")
+  endif()
+  configure_file("${BIDMESH_SOURCE_DIR}/supervisor/bidmesh-supervisor.service.in"
+                 "${BIDMESH_STAGE_DIR}/${unit}" @ONLY)
+  file(INSTALL DESTINATION "${unit_dir}" TYPE FILE FILES "${BIDMESH_STAGE_DIR}/${unit}")
+endforeach()

@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include <arpa/inet.h>
+
 #include <toml++/toml.h>
 
 #include "protocol/messages.h"
@@ -136,7 +138,65 @@ void check_protected_mode(const Reader& rd, const std::string& key, const std::s
                    "(docs/security.md), or listen on 127.0.0.1");
 }
 
+// Splits "HOST:PORT" / "[V6]:PORT" into the host (without brackets), the port and whether it
+// was bracketed; false when the shape is wrong.
+bool split_metrics_address(std::string_view address, std::string_view& host, std::string_view& port, bool& v6) {
+  v6 = !address.empty() && address.front() == '[';
+  std::size_t colon;
+  if (v6) {
+    const auto close = address.find(']');
+    if (close == std::string_view::npos || close + 1 >= address.size() || address[close + 1] != ':') return false;
+    host = address.substr(1, close - 1);
+    colon = close + 1;
+  } else {
+    colon = address.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host = address.substr(0, colon);
+  }
+  port = address.substr(colon + 1);
+  return true;
+}
+
+// A metrics address: valid, and loopback under protected mode. Metrics carry no item, bidder
+// or key, only counts under fixed labels, but the endpoint is plain HTTP that CURVE does not
+// cover: a mesh that may bind only loopback serves its metrics there too, and a mesh with
+// curve may serve them beyond it, for a Prometheus on another host (docs/operations.md).
+void check_metrics_address(const Reader& rd, const std::string& key, const std::string& address, Security security) {
+  if (const auto problem = metrics_address_problem(address)) rd.fail(key, *problem);
+  if (security == Security::none && !metrics_address_is_local(address))
+    rd.fail(key, "security = \"none\" may serve metrics only on loopback, and " + address +
+                     " is not; use 127.0.0.1:PORT (or [::1]:PORT), or set security = \"curve\" (docs/operations.md)");
+}
+
 }  // namespace
+
+std::optional<std::string> metrics_address_problem(std::string_view address) {
+  const std::string shown = "'" + std::string(address) + "'";
+  std::string_view host, port;
+  bool v6 = false;
+  if (!split_metrics_address(address, host, port, v6))
+    return "must be HOST:PORT (an IPv4 address, or an IPv6 one in brackets), got " + shown;
+  const std::string host_text(host);
+  unsigned char buf[16];
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, host_text.c_str(), buf) != 1)
+    return std::string("the host of ") + shown + " must be an " + (v6 ? "IPv6" : "IPv4") +
+           " address (the metrics server binds an address, not a name)";
+  uint32_t p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9' || p > 65535) return "the port of " + shown + " must be a number from 1 to 65535";
+    p = p * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (port.empty() || p < 1 || p > 65535) return "the port of " + shown + " must be a number from 1 to 65535";
+  return std::nullopt;
+}
+
+bool metrics_address_is_local(std::string_view address) {
+  std::string_view host, port;
+  bool v6 = false;
+  if (!split_metrics_address(address, host, port, v6)) return false;
+  if (v6) return host == "::1";
+  return endpoint_is_local("tcp://" + std::string(host) + ":" + std::string(port));
+}
 
 std::string_view security_name(Security s) { return s == Security::curve ? "curve" : "none"; }
 
@@ -278,7 +338,7 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
                      "heartbeat_interval_ms", "heartbeat_timeout_ms", "stop_timeout_ms", "restart_intensity",
                      "restart_period_ms", "log_max_bytes", "log_keep", "checkpoint_interval_ms", "checkpoint_kb",
                      "wal_segment_mb", "security", "server_certificate", "clients_dir", "feed_public",
-                     "router_memory_mb", "feed", "node"});
+                     "router_memory_mb", "supervisor_metrics", "feed", "node"});
 
   MeshConfig cfg;
   cfg.file = file;
@@ -320,6 +380,9 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
     rd.fail("control", "the ipc socket path is longer than 107 bytes; set a shorter 'control' endpoint");
 
   read_security(rd, root, cfg);
+  cfg.supervisor_metrics = rd.read_string(root, "", "supervisor_metrics", false).value_or("");
+  if (!cfg.supervisor_metrics.empty())
+    check_metrics_address(rd, "supervisor_metrics", cfg.supervisor_metrics, cfg.security);
 
   const toml::table* feed = root["feed"].as_table();
   if (feed == nullptr) rd.fail("feed", "a [feed] table with 'publish' and 'collect' endpoints is required");
@@ -346,10 +409,13 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
     else if (kind == "bid") n.kind = NodeKind::bid;
     else rd.fail(named + ".kind", "must be \"router\" or \"bid\", got \"" + kind + "\"");
     if (n.kind == NodeKind::router)
-      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "feed", "restart"});
+      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "feed", "restart", "metrics"});
     else
-      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "slots", "map_size_mb", "durability", "restart"});
+      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "slots", "map_size_mb", "durability", "restart",
+                                    "metrics"});
     n.host = rd.read_string(*t, named, "host", false).value_or("");
+    n.metrics = rd.read_string(*t, named, "metrics", false).value_or("");
+    if (!n.metrics.empty()) check_metrics_address(rd, named + ".metrics", n.metrics, cfg.security);
     n.listen = *rd.read_string(*t, named, "listen", true);
     rd.check_endpoint(named + ".listen", n.listen);
     if (n.kind == NodeKind::router && n.listen.rfind("inproc://", 0) == 0)
@@ -387,6 +453,21 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
       }
     }
     cfg.nodes.push_back(std::move(n));
+  }
+
+  // Two processes that may run on one host cannot serve metrics on one address; every host's
+  // supervisor serves supervisor_metrics. A node with no host may run on any host.
+  for (std::size_t i = 0; i < cfg.nodes.size(); ++i) {
+    const NodeConfig& a = cfg.nodes[i];
+    if (a.metrics.empty()) continue;
+    if (a.metrics == cfg.supervisor_metrics)
+      rd.fail("node '" + a.name + "'.metrics", "address " + a.metrics + " is also supervisor_metrics");
+    for (std::size_t j = 0; j < i; ++j) {
+      const NodeConfig& b = cfg.nodes[j];
+      if (b.metrics == a.metrics && (a.host.empty() || b.host.empty() || a.host == b.host))
+        rd.fail("node '" + a.name + "'.metrics", "address " + a.metrics + " is also used by node '" + b.name +
+                                                     "', which may run on the same host");
+    }
   }
 
   if (cfg.security == Security::none) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -37,6 +38,13 @@ std::string_view security_name(Security s);
 // Thread-safe: a pure function.
 bool endpoint_is_local(std::string_view endpoint);
 
+// A metrics address (`metrics`, `supervisor_metrics`): "HOST:PORT" with HOST an IPv4 literal or
+// a bracketed IPv6 literal ("[::1]:9101"; the HTTP server binds addresses, not names) and PORT
+// 1-65535. nullopt when it reads so, else the reason. Thread-safe: a pure function.
+std::optional<std::string> metrics_address_problem(std::string_view address);
+// Whether a valid metrics address is a loopback one (127.x.x.x or [::1]).
+bool metrics_address_is_local(std::string_view address);
+
 // The default router_memory_mb: the router's bounds (nodes/router.h) at their worst, with
 // libzmq's per-message costs, plus the process's own needs (docs/configuration.md):
 //   4096 client connections x (8 KiB in + 8 KiB out batch buffers + one 64 KiB frame in flight
@@ -65,6 +73,7 @@ struct NodeConfig {
   bool unsafe_no_sync = false;       // bid only: commits without fsync; refused unless said in plain words
   bool feed = false;                 // router only: this router process runs the feed forwarder
   RestartPolicy restart = RestartPolicy::permanent;
+  std::string metrics;               // HOST:PORT of its Prometheus endpoint; "" = none (host-local, not in the digest)
 };
 
 struct MeshConfig {
@@ -72,6 +81,7 @@ struct MeshConfig {
   std::filesystem::path data_dir;    // absolute
   std::string feed_publish;          // XPUB, subscribers connect (PROTOCOL.md: tcp://127.0.0.1:5556)
   std::string feed_collect;          // XSUB, bid nodes' PUB sockets connect
+  std::string supervisor_metrics;    // HOST:PORT of each supervisor's Prometheus endpoint; "" = none
   std::string control;               // supervisor control endpoint, ipc:// (default <data_dir>/control/supervisor.sock)
   Security security = Security::none;
   std::filesystem::path server_certificate;  // curve: the mesh's secret certificate (ZPL .key_secret), absolute
@@ -102,7 +112,7 @@ struct MeshConfig {
   // text; printed as 16 hex digits): every node's name, kind, host, listen endpoint, slots and
   // feed flag in file order, the feed endpoints, `security`, `feed_public` and
   // `max_request_bytes`. Host-local settings (data_dir, control, map sizes, timeouts, logs, key
-  // paths) are left out, so hosts may differ in them. A router refuses to route to a bid node
+  // paths, metrics addresses) are left out, so hosts may differ in them. A router refuses to route to a bid node
   // whose digest differs from its own: two slot maps can never both own an item.
   uint64_t digest() const;
   std::string digest_hex() const;

@@ -1,13 +1,20 @@
 #include "nodes/feed.h"
 
 #include <cstdint>
+#include <cstring>
 #include <utility>
+
+#include "nodes/connection_counter.h"
 
 namespace bidmesh {
 
 namespace {
 // The proxy's command to return (libzmq zmq_proxy_steerable).
 constexpr std::string_view kTerminate = "TERMINATE";
+// ... and to answer with its counters: 8 frames of uint64 (frontend messages and bytes in and
+// out, then the backend's); the frontend is the XSUB, so its first is the events taken in.
+constexpr std::string_view kStatistics = "STATISTICS";
+constexpr int kStatisticsFrames = 8;
 }  // namespace
 
 FeedForwarder::FeedForwarder(zmq::context_t& ctx, std::string collect_endpoint, std::string publish_endpoint,
@@ -44,6 +51,24 @@ void FeedForwarder::stop() {
   (void)control_.send(zmq::buffer(kTerminate), zmq::send_flags::dontwait);
   thread_.join();
   control_.close();
+}
+
+std::optional<uint64_t> FeedForwarder::forwarded_events(std::chrono::milliseconds timeout) {
+  zmq::message_t frame;
+  while (control_.recv(frame, zmq::recv_flags::dontwait)) {
+  }  // a late answer to an earlier call
+  if (!control_.send(zmq::buffer(kStatistics), zmq::send_flags::dontwait)) return std::nullopt;
+  std::optional<uint64_t> events;
+  for (int i = 0; i < kStatisticsFrames; ++i) {
+    zmq::pollitem_t item{control_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, timeout) == 0 || !control_.recv(frame, zmq::recv_flags::dontwait)) return std::nullopt;
+    if (i == 0 && frame.size() == sizeof(uint64_t)) {
+      uint64_t v;
+      std::memcpy(&v, frame.data(), sizeof v);
+      events = v;
+    }
+  }
+  return events;
 }
 
 std::optional<std::string> FeedForwarder::failure() const {
@@ -104,6 +129,12 @@ void FeedForwarder::thread_main(std::promise<std::optional<std::string>>* bound)
     xpub.bind(publish_endpoint_);
   } catch (const zmq::error_t& e) {
     bound->set_value("cannot bind feed publish endpoint " + publish_endpoint_ + ": " + e.what());
+    return;
+  }
+  try {
+    subscriber_monitor_ = ConnectionCounter::start_monitor(xpub);
+  } catch (const zmq::error_t& e) {
+    bound->set_value(std::string("cannot monitor the feed's subscribers: ") + e.what());
     return;
   }
   bound->set_value(std::nullopt);

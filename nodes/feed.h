@@ -11,10 +11,13 @@
 //
 // Threads: the forwarder runs zmq::proxy_steerable on a thread of its own, which owns the XSUB
 // and XPUB sockets. start() and stop() are called by one other thread (the owner), which steers
-// the proxy over an inproc PAIR. failed() and failure() may be called from any thread.
+// the proxy over an inproc PAIR; forwarded_events() is the owner's too. failed() and failure()
+// may be called from any thread.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -59,6 +62,15 @@ class FeedForwarder {
   // Stops forwarding and joins the thread. Events in flight are dropped. Idempotent.
   void stop();
 
+  // Events taken from the bid nodes since start (libzmq's proxy statistics; a multi-frame
+  // event counts once), or nullopt when the proxy does not answer within `timeout` (then a
+  // late answer is discarded by the next call). REQUIRES: start() succeeded, not stopped.
+  std::optional<uint64_t> forwarded_events(std::chrono::milliseconds timeout);
+
+  // The inproc endpoint of libzmq's monitor of the publish socket (for a ConnectionCounter of
+  // the subscribers). REQUIRES: start() succeeded.
+  const std::string& subscriber_monitor() const { return subscriber_monitor_; }
+
   // Why the forwarder ended on its own (the proxy failed), or nullopt while it runs or after a
   // clean stop. The process should then exit so its supervisor restarts it.
   std::optional<std::string> failure() const;
@@ -76,6 +88,7 @@ class FeedForwarder {
   const std::string control_endpoint_;   // inproc, unique per forwarder
   zmq::socket_t control_;                // the owner's end of the steering PAIR
   std::thread thread_;
+  std::string subscriber_monitor_;       // set by the thread before start() returns
 
   std::atomic<bool> failed_{false};
   mutable std::mutex mu_;

@@ -8,6 +8,8 @@
 // certificate that others may read, a clients_dir that does not load), 111 for a
 // system failure (an endpoint cannot be bound, the feed forwarder failed). Every failure is one
 // line on stderr.
+#include <chrono>
+#include <cstdint>
 #include <exception>
 #include <iostream>
 #include <optional>
@@ -17,6 +19,8 @@
 #include <CLI/CLI.hpp>
 #include <zmq.hpp>
 
+#include "metrics/metrics.h"
+#include "nodes/connection_counter.h"
 #include "nodes/feed.h"
 #include "nodes/process.h"
 #include "nodes/router.h"
@@ -29,6 +33,9 @@ namespace {
 
 constexpr int kExitUsage = 100;
 constexpr int kExitSystem = 111;
+// How often the feed's counters are read into its metrics, and how long the proxy may take.
+constexpr std::chrono::seconds kFeedMetricsEvery{1};
+constexpr std::chrono::milliseconds kFeedStatisticsTimeout{100};
 
 // With security = "curve": the mesh's keypair and the allowed clients, or a one-line reason
 // (the program then exits 100: a config the operator must mend).
@@ -47,6 +54,9 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
   const std::string who = "bidmesh-router " + self.name + ": ";
   // Declared first, so every socket below is closed before the context terminates.
   zmq::context_t ctx(1);
+  // Kept and counted whether or not they are served (metrics/metrics.h).
+  bidmesh::MetricsRegistry metrics;
+  bidmesh::FeedMetrics feed_metrics(metrics.registry());
 
   std::optional<bidmesh::RouterSecurity> security;
   std::optional<bidmesh::ZapHandler> zap;
@@ -84,6 +94,12 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
       return kExitSystem;
     }
   }
+  std::optional<bidmesh::ConnectionCounter> subscribers;
+  if (feed) subscribers.emplace(ctx, feed->subscriber_monitor(), feed_metrics.subscribers);
+  // A metrics port that cannot be bound costs the metrics, not the auction: the router serves on.
+  if (!self.metrics.empty()) {
+    if (auto error = metrics.serve(self.metrics)) std::cerr << who << *error << "; serving without metrics" << std::endl;
+  }
 
   bidmesh::SupervisorLink link(ctx, self.name);
   link.ready();
@@ -91,6 +107,7 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
             << cfg.bid_nodes().size() << " bid node(s), timeout " << cfg.request_timeout_ms << " ms, mesh config digest "
             << cfg.digest_hex();
   if (feed) std::cerr << "; feed " << cfg.feed_collect << " -> " << cfg.feed_publish;
+  if (metrics.serving()) std::cerr << "; metrics on " << self.metrics;
   if (security) {
     std::cerr << "; security curve, " << security->clients->size() << " allowed clients from "
               << cfg.clients_dir.string();
@@ -101,7 +118,20 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
 
   // SIGHUP (the supervisor's reload): the allow list is read again. A list that does not load
   // leaves the previous one in force, so a typo never opens or closes the mesh by accident.
-  const auto reload = [&] {
+  uint64_t feed_events = 0;
+  auto feed_metrics_due = std::chrono::steady_clock::now();
+  const auto update_feed_metrics = [&] {
+    if (!feed || std::chrono::steady_clock::now() < feed_metrics_due) return;
+    feed_metrics_due = std::chrono::steady_clock::now() + kFeedMetricsEvery;
+    subscribers->poll();
+    if (const auto events = feed->forwarded_events(kFeedStatisticsTimeout); events && *events >= feed_events) {
+      feed_metrics.events.Increment(static_cast<double>(*events - feed_events));
+      feed_events = *events;
+    }
+  };
+  // Every loop turn: the feed's metrics when due, and SIGHUP (the supervisor's reload).
+  const auto each_turn = [&] {
+    update_feed_metrics();
     if (!bidmesh::take_reload_request() || !security) return;
     auto clients = bidmesh::load_allow_list(cfg.clients_dir);
     if (auto* error = std::get_if<std::string>(&clients)) {
@@ -113,7 +143,7 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
     router.set_allowed_clients(list);
     std::cerr << who << "reloaded " << list->size() << " clients from " << cfg.clients_dir.string() << std::endl;
   };
-  router.run(link, [&feed] { return bidmesh::stop_requested() || (feed && feed->failed()); }, reload);
+  router.run(link, [&feed] { return bidmesh::stop_requested() || (feed && feed->failed()); }, each_turn);
 
   std::cerr << who << "stopped; read " << router.client_messages() << " client messages";
   if (zap) std::cerr << ", refused " << zap->refused() << " handshakes";

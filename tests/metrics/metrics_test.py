@@ -1,0 +1,342 @@
+#!/usr/bin/python3
+"""bidmesh metrics end to end: a real mesh with metrics on, scraped by a real Prometheus.
+
+Starts bidmesh-supervisor on a temp config (one router with the feed, two bid nodes, every
+process and the supervisor serving metrics on free loopback ports), bids through the router, and:
+  (a) fetches every endpoint and runs `promtool check metrics` on each, and checks the families
+      of docs/operations.md are there;
+  (b) starts `prometheus` with a temp config scraping every endpoint each 500 ms, waits (with a
+      deadline) until its HTTP API reports a bid rate above 0, SIGKILLs bid node bid-1, and waits
+      until the API reports bid-1's restart by the supervisor.
+Everything it starts is stopped and its temp dir removed, also on failure. Deadlines are
+multiplied by BIDMESH_TEST_TIME_SCALE (sanitizer builds).
+
+Exit 77 (skip) only when prometheus or promtool is absent: tools/setup installs both.
+
+Run: /usr/bin/python3 tests/metrics/metrics_test.py --bin-dir build/bin
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import msgpack
+import zmq
+
+SCALE = float(os.environ.get("BIDMESH_TEST_TIME_SCALE", "1") or "1")
+READY_S = 30 * SCALE
+PROMETHEUS_S = 60 * SCALE
+HTTP_TIMEOUT_S = 5 * SCALE
+SKIP = 77
+
+# Families every endpoint must show (docs/operations.md); names as exposed (a histogram by its
+# _count series).
+EXPECTED = {
+    "router": ["bidmesh_router_requests_total", "bidmesh_router_requests_in_flight",
+               "bidmesh_router_request_timeouts_total", "bidmesh_router_client_connections",
+               "bidmesh_feed_events_total", "bidmesh_feed_subscribers"],
+    "bid-1": ["bidmesh_node_requests_total", "bidmesh_node_batch_requests_count",
+              "bidmesh_node_apply_seconds_count", "bidmesh_node_log_sync_seconds_count",
+              "bidmesh_node_checkpoint_seconds_count", "bidmesh_node_log_written_bytes_total",
+              "bidmesh_node_log_bytes", "bidmesh_node_log_segments", "bidmesh_node_store_used_bytes",
+              "bidmesh_node_store_size_bytes", "bidmesh_node_items_open", "bidmesh_node_auto_closes_total",
+              "bidmesh_node_idempotency_records", "bidmesh_node_events_published_total"],
+    "supervisor": ["bidmesh_supervisor_node_state", "bidmesh_supervisor_node_restarts_total",
+                   "bidmesh_supervisor_node_last_exit_code", "bidmesh_supervisor_node_last_exit_signal"],
+}
+EXPECTED["bid-2"] = EXPECTED["bid-1"]
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_for(what, deadline_s, check, interval=0.2):
+    """Calls check() until it returns something true, or fails naming `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    last = None
+    while True:
+        try:
+            got = check()
+            if got:
+                return got
+        except Exception as e:  # not there yet: a refused connection, an empty answer
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: not within %.0f s (last error: %r)" % (what, deadline_s, last))
+        time.sleep(interval)  # poll interval, bounded by the deadline above
+
+
+def http_get(url):
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
+        return r.read().decode()
+
+
+class Run:
+    def __init__(self, bin_dir, prometheus, promtool):
+        self.bin_dir = bin_dir
+        self.prometheus_bin = prometheus
+        self.promtool = promtool
+        self.dir = tempfile.mkdtemp(prefix="bidmesh-metrics-")
+        self.procs = []
+        self.ctx = zmq.Context()
+        self.stop_bidding = threading.Event()
+        self.bids_ok = 0
+        self.bid_error = None
+
+    # -- the mesh -------------------------------------------------------------------------------
+
+    def start_mesh(self):
+        p = free_ports(10)
+        self.endpoint = "tcp://127.0.0.1:%d" % p[0]
+        self.metrics = {"router": p[5], "bid-1": p[6], "bid-2": p[7], "supervisor": p[8]}
+        self.prometheus_port = p[9]
+        self.config = os.path.join(self.dir, "mesh.toml")
+        with open(self.config, "w") as f:
+            f.write(
+                'data_dir = "data"\n'
+                'supervisor_metrics = "127.0.0.1:%d"\n'
+                "request_timeout_ms = 2000\n"
+                "restart_intensity = 100\n"
+                "[feed]\n"
+                'publish = "tcp://127.0.0.1:%d"\n'
+                'collect = "tcp://127.0.0.1:%d"\n'
+                "[[node]]\n"
+                'name = "router"\nkind = "router"\nlisten = "%s"\nfeed = true\nmetrics = "127.0.0.1:%d"\n'
+                "[[node]]\n"
+                'name = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n'
+                'metrics = "127.0.0.1:%d"\n'
+                "[[node]]\n"
+                'name = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n'
+                'metrics = "127.0.0.1:%d"\n'
+                % (self.metrics["supervisor"], p[1], p[2], self.endpoint, self.metrics["router"],
+                   p[3], self.metrics["bid-1"], p[4], self.metrics["bid-2"]))
+        self.supervisor_out = os.path.join(self.dir, "supervisor.out")
+        with open(self.supervisor_out, "w") as out:
+            self.supervisor = subprocess.Popen(
+                [os.path.join(self.bin_dir, "bidmesh-supervisor"), "--config", self.config],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir)
+        self.procs.append(self.supervisor)
+
+        def ready():
+            if self.supervisor.poll() is not None:
+                raise SystemExit("supervisor exited with %s\n%s" % (self.supervisor.returncode, self.logs()))
+            with open(self.supervisor_out) as f:
+                return "mesh ready" in f.read()
+        wait_for("the mesh's ready line", READY_S, ready, 0.05)
+
+    def request(self, req):
+        s = self.ctx.socket(zmq.REQ)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.endpoint)
+        try:
+            s.send(msgpack.packb(req))
+            if not s.poll(int(HTTP_TIMEOUT_S * 1000), zmq.POLLIN):
+                return None
+            return msgpack.unpackb(s.recv(), raw=False)
+        finally:
+            s.close()
+
+    def bid_forever(self):
+        """Bids on ten items until told to stop: the rate Prometheus must see."""
+        try:
+            items = ["metrics-item-%d" % i for i in range(10)]
+            for i, item in enumerate(items):
+                rep = wait_for("open " + item, READY_S,
+                               lambda: self.request({"op": "open", "id": "o%d" % i, "item": item}))
+                if not (rep.get("ok") or rep.get("error") == "exists"):
+                    raise AssertionError("open %s: %r" % (item, rep))
+            n = 0
+            while not self.stop_bidding.is_set():
+                n += 1
+                rep = self.request({"op": "bid", "id": "b%d" % n, "item": items[n % 10], "bidder": "alice",
+                                    "amount": n + 1})
+                if rep and rep.get("ok"):
+                    self.bids_ok += 1
+                if not rep:
+                    time.sleep(0.01)  # the owner is restarting: retry soon, without spinning
+        except Exception as e:
+            self.bid_error = e
+
+    # -- (a) every endpoint, and promtool -------------------------------------------------------
+
+    def check_endpoints(self):
+        for who, port in self.metrics.items():
+            url = "http://127.0.0.1:%d/metrics" % port
+            text = wait_for("%s's metrics with a bid counted" % who, READY_S,
+                            lambda: self.scrape_after_bids(url, who))
+            check = subprocess.run([self.promtool, "check", "metrics"], input=text, capture_output=True,
+                                   text=True, timeout=60 * SCALE)
+            if check.returncode != 0:
+                raise AssertionError("promtool check metrics failed on %s (%s):\n%s%s"
+                                     % (who, url, check.stdout, check.stderr))
+            names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+            missing = [m for m in EXPECTED[who] if m not in names]
+            if missing:
+                raise AssertionError("%s (%s) lacks %s" % (who, url, missing))
+            print("ok: %s serves %d series, promtool check metrics passes" % (who, len(text.splitlines())))
+
+    def scrape_after_bids(self, url, who):
+        text = http_get(url)
+        if who.startswith("bid-"):
+            # Each node owns some of the ten items: its ok bids show once it has served one.
+            line = [l for l in text.splitlines()
+                    if l.startswith('bidmesh_node_requests_total{op="bid",outcome="ok"}')]
+            return text if line and float(line[0].split()[-1]) > 0 else None
+        return text
+
+    # -- (b) a real Prometheus -----------------------------------------------------------------
+
+    def start_prometheus(self):
+        pdir = os.path.join(self.dir, "prometheus")
+        os.makedirs(pdir)
+        cfg = os.path.join(pdir, "prometheus.yml")
+        targets = ", ".join('"127.0.0.1:%d"' % p for p in self.metrics.values())
+        with open(cfg, "w") as f:
+            f.write("global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n"
+                    "scrape_configs:\n  - job_name: bidmesh\n    static_configs:\n"
+                    "      - targets: [%s]\n" % targets)
+        self.prometheus_out = os.path.join(pdir, "prometheus.out")
+        with open(self.prometheus_out, "w") as out:
+            self.prometheus = subprocess.Popen(
+                [self.prometheus_bin, "--config.file=" + cfg, "--storage.tsdb.path=" + os.path.join(pdir, "data"),
+                 "--web.listen-address=127.0.0.1:%d" % self.prometheus_port, "--log.level=warn"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=pdir)
+        self.procs.append(self.prometheus)
+        self.api = "http://127.0.0.1:%d" % self.prometheus_port
+
+        def ready():
+            if self.prometheus.poll() is not None:
+                raise SystemExit("prometheus exited with %s:\n%s" % (self.prometheus.returncode,
+                                                                     open(self.prometheus_out).read()))
+            return "Ready" in http_get(self.api + "/-/ready")
+        wait_for("prometheus ready", PROMETHEUS_S, ready)
+
+    def query(self, expr):
+        """The values of an instant query, as {labels-json: float}."""
+        body = json.loads(http_get(self.api + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
+        if body.get("status") != "success":
+            raise AssertionError("query %s: %r" % (expr, body))
+        return {json.dumps(r["metric"], sort_keys=True): float(r["value"][1]) for r in body["data"]["result"]}
+
+    def check_prometheus(self):
+        rate = 'sum(rate(bidmesh_node_requests_total{op="bid",outcome="ok"}[5s]))'
+        got = wait_for("a bid rate above 0 in Prometheus", PROMETHEUS_S,
+                       lambda: [v for v in self.query(rate).values() if v > 0])
+        print("ok: Prometheus reports %.1f bids/s" % got[0])
+        up = self.query("up")
+        if len(up) != 4 or min(up.values()) != 1:
+            raise AssertionError("not every endpoint is up in Prometheus: %r" % up)
+
+        restarts = 'bidmesh_supervisor_node_restarts_total{node="bid-1"}'
+        before = self.query(restarts)
+        if list(before.values()) != [0]:
+            raise AssertionError("bid-1 restarted before the kill: %r" % before)
+        pid = self.pid_of("bid-1")
+        os.kill(pid, signal.SIGKILL)
+        print("killed bid-1 (pid %d)" % pid)
+        wait_for("bid-1's restart in Prometheus", PROMETHEUS_S,
+                 lambda: [v for v in self.query(restarts).values() if v >= 1])
+        wait_for("bid-1 running again in Prometheus", PROMETHEUS_S,
+                 lambda: self.query('bidmesh_supervisor_node_state{node="bid-1",state="running"} == 1'))
+        sig = self.query('bidmesh_supervisor_node_last_exit_signal{node="bid-1"}')
+        if list(sig.values()) != [signal.SIGKILL]:
+            raise AssertionError("bid-1's last exit signal is %r, not SIGKILL" % sig)
+        print("ok: Prometheus reports bid-1 restarted once, last ended by signal 9")
+
+    def pid_of(self, name):
+        """The pid of the node process the supervisor runs as `name` (its command line)."""
+        want = ["--config", self.config, "--name", name]
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    args = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if args[-len(want) - 1:-1] == want or args[-len(want):] == want:
+                if int(entry) != self.supervisor.pid:
+                    return int(entry)
+        raise AssertionError("no process of node %s" % name)
+
+    # -- cleanup --------------------------------------------------------------------------------
+
+    def logs(self):
+        out = []
+        for root, _, files in os.walk(self.dir):
+            for f in files:
+                if f.endswith(".log") or f.endswith(".out"):
+                    with open(os.path.join(root, f), errors="replace") as fh:
+                        out.append("----- %s -----\n%s" % (f, fh.read()[-4000:]))
+        return "\n".join(out)
+
+    def stop(self):
+        self.stop_bidding.set()
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=20 * SCALE)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        self.ctx.destroy(linger=0)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    args = ap.parse_args()
+    prometheus = shutil.which("prometheus")
+    promtool = shutil.which("promtool")
+    if not prometheus or not promtool:
+        print("SKIPPED: metrics_prometheus needs `prometheus` and `promtool` (Debian package prometheus; "
+              "tools/setup installs it). THIS TEST DID NOT RUN.", file=sys.stderr)
+        return SKIP
+
+    run = Run(os.path.abspath(args.bin_dir), prometheus, promtool)
+    ok = False
+    try:
+        run.start_mesh()
+        bidder = threading.Thread(target=run.bid_forever, daemon=True)
+        bidder.start()
+        run.check_endpoints()
+        run.start_prometheus()
+        run.check_prometheus()
+        run.stop_bidding.set()
+        bidder.join(timeout=30 * SCALE)
+        if run.bid_error:
+            raise AssertionError("bidding failed: %r" % run.bid_error)
+        print("ok: %d bids accepted during the test" % run.bids_ok)
+        ok = True
+    except BaseException:
+        print(run.logs(), file=sys.stderr)
+        raise
+    finally:
+        run.stop()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,7 @@
 #include <zmq_addon.hpp>
 
 #include "protocol/access.h"
+#include "protocol/control.h"
 #include "protocol/messages.h"
 #include "security/zap.h"
 
@@ -21,7 +22,7 @@ namespace bidmesh {
 namespace {
 constexpr auto kFailureLogInterval = std::chrono::seconds(5);
 // [router identity, token, config digest, principal, body]; the reply is [router identity, token,
-// reply].
+// reply], with this node's digest as a last frame when the router's differs.
 constexpr std::size_t kRequestFrames = 5;
 constexpr std::size_t kReplyEnvelopeFrames = 2;
 
@@ -44,6 +45,7 @@ struct BidNode::Incoming {
   std::vector<zmq::message_t> frames;
   std::optional<std::size_t> request;  // index in the batch's requests, when it decoded
   std::string reply;                   // set at once when it did not decode
+  bool digest_refused = false;         // the router's config digest differs from ours
 };
 
 BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
@@ -80,6 +82,9 @@ std::string BidNode::digest_mismatch_message(uint64_t router_digest) {
     log("refusing requests: " + message);
     last_digest_log_ = now;
   }
+  last_digest_refusal_ = now;
+  link_.set_note(std::string("refusing requests of a router whose mesh config digest is ") + theirs + " (this node: " +
+                 config_digest_hex_ + ")");
   return message;
 }
 
@@ -149,6 +154,10 @@ int BidNode::serve() {
   link_.ready();
   try {
     while (!stop_requested()) {
+      if (last_digest_refusal_ && std::chrono::steady_clock::now() - *last_digest_refusal_ > kDigestNoteHold) {
+        link_.set_note("");
+        last_digest_refusal_.reset();
+      }
       link_.tick();
       zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
       try {
@@ -206,7 +215,8 @@ void BidNode::drain() {
     uint64_t router_digest = 0;
     std::memcpy(&router_digest, in.frames[2].data(), sizeof router_digest);
     auto decoded = decode_request(in.frames.back().to_string_view(), decode_now, max_request_bytes_);
-    if (router_digest != config_digest_) {
+    in.digest_refused = router_digest != config_digest_;
+    if (in.digest_refused) {
       // Another slot map may own this item: nothing is applied, and the client may retry once
       // the operator has made the configs agree.
       in.reply = encode_error(std::holds_alternative<Request>(decoded) ? std::optional<std::string>(std::get<Request>(decoded).id)
@@ -266,7 +276,15 @@ void BidNode::commit_batch() {
     for (std::size_t i = 0; i < kReplyEnvelopeFrames; ++i) {
       retry_eintr([&] { return router_.send(in->frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
     }
-    retry_eintr([&] { return router_.send(zmq::buffer(reply), zmq::send_flags::dontwait); });
+    if (!in->digest_refused) {
+      retry_eintr([&] { return router_.send(zmq::buffer(reply), zmq::send_flags::dontwait); });
+      continue;
+    }
+    // The router shows which node refused it and why (bidmesh-ctl status on its host).
+    retry_eintr([&] { return router_.send(zmq::buffer(reply), zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
+    retry_eintr([&] {
+      return router_.send(zmq::const_buffer(&config_digest_, sizeof config_digest_), zmq::send_flags::dontwait);
+    });
   }
   for (const FeedMessage& m : result.events) {
     // PUB drops past its high-water mark; seq lets subscribers see and repair the gap.

@@ -7,7 +7,9 @@
 // Framing: a router's DEALER sends [token, config digest, principal, body]; the ROUTER here
 // receives [router identity, token, digest, principal, body] (any other shape: dropped). A
 // digest other than this node's own MeshConfig::digest() is answered `unavailable` and nothing
-// is applied (the hosts' configs differ: two slot maps must never both own an item). The principal (protocol/access.h)
+// is applied (the hosts' configs differ: two slot maps must never both own an item); that reply
+// carries this node's digest as a last frame, and the supervisor is shown a note of the refusal
+// until kDigestNoteHold after the last one. The principal (protocol/access.h)
 // is the client as the router authenticated it; a decoded request it may not make is answered
 // `forbidden` and not remembered. The reply is [router identity, token, reply]. Replies go out with dontwait: a gone
 // router just loses them (it has answered `unavailable` by then).
@@ -130,6 +132,8 @@ class BidNode {
   // Operator log of write failures: one line per kFailureLogInterval at most.
   std::chrono::steady_clock::time_point last_failure_log_{};
   std::chrono::steady_clock::time_point last_digest_log_{};
+  // The last request refused for its router's digest, while the supervisor is shown a note of it.
+  std::optional<std::chrono::steady_clock::time_point> last_digest_refusal_;
   uint64_t failures_unlogged_ = 0;
   bool failing_ = false;
   bool fatal_ = false;  // the store's log failed: answer the batch, then exit 111

@@ -55,7 +55,7 @@ SupervisorLink::SupervisorLink(zmq::context_t& ctx, std::string node_name) : nam
 
 void SupervisorLink::send(std::string_view type) {
   if (!socket_) return;
-  const std::string frame = encode_node_message({std::string(type), name_, static_cast<uint64_t>(getpid())});
+  const std::string frame = encode_node_message({std::string(type), name_, static_cast<uint64_t>(getpid()), note_});
   // Dropped when the supervisor is not there yet: the next beat says the same.
   (void)socket_->send(zmq::buffer(frame), zmq::send_flags::dontwait);
 }
@@ -63,6 +63,12 @@ void SupervisorLink::send(std::string_view type) {
 void SupervisorLink::ready() {
   send(kMsgReady);
   next_beat_ = std::chrono::steady_clock::now() + interval_;
+}
+
+void SupervisorLink::set_note(std::string note) {
+  if (note == note_) return;
+  note_ = std::move(note);
+  next_beat_ = {};  // the next tick says it
 }
 
 void SupervisorLink::tick() {

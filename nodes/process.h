@@ -38,12 +38,16 @@ class SupervisorLink {
   void ready();
   // Call on every loop turn: sends a heartbeat when one is due. Never blocks.
   void tick();
+  // A short line the supervisor shows for this node in `bidmesh-ctl status` ("" = none): sent
+  // with every heartbeat, and by the next tick() when it changed.
+  void set_note(std::string note);
   // The longest a loop may wait before calling tick() again.
   std::chrono::milliseconds max_wait() const { return interval_; }
 
  private:
   void send(std::string_view type);
   std::string name_;
+  std::string note_;
   std::unique_ptr<zmq::socket_t> socket_;  // null when no supervisor
   std::chrono::milliseconds interval_{500};
   std::chrono::steady_clock::time_point next_beat_{};

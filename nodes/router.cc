@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <utility>
 #include <variant>
 
 #include "protocol/access.h"
+#include "protocol/control.h"
 #include "protocol/errors.h"
 #include "protocol/messages.h"
 #include "security/zap.h"
@@ -208,10 +211,41 @@ void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop,
       }
     }
     expire(Clock::now());
+    if (note_due_ && Clock::now() >= next_note_check_) update_note(link, Clock::now());
     link.tick();
     if (each_turn) each_turn();
   }
   close();
+}
+
+void Router::update_note(SupervisorLink& link, Clock::time_point now) {
+  std::string note;
+  bool holding = false;
+  for (Node& node : nodes_) {
+    if (!node.digest_refused_at) continue;
+    if (now - *node.digest_refused_at > kDigestNoteHold) {
+      node.digest_refused_at.reset();
+      continue;
+    }
+    holding = true;
+    char digests[80];
+    std::snprintf(digests, sizeof digests, "%016llx there, %016llx here",
+                  static_cast<unsigned long long>(node.their_digest), static_cast<unsigned long long>(config_digest_));
+    note += (note.empty() ? "" : "; ") + std::string("bid node ") + node.name +
+            " refuses this router: mesh config digest " + digests;
+  }
+  if (note != note_) {
+    std::cerr << "router " << self_.name << ": "
+              << (note.empty() ? std::string("every bid node accepts this router's mesh config digest again")
+                               : note + ": make the hosts' configs agree (docs/deployment.md)")
+              << std::endl;
+    note_ = note;
+    link.set_note(note);
+  }
+  // While a note is shown it is checked once a second, to clear it kDigestNoteHold after the
+  // last refusal.
+  note_due_ = holding;
+  next_note_check_ = now + std::chrono::seconds(1);
 }
 
 std::chrono::milliseconds Router::poll_timeout(Clock::time_point now, const SupervisorLink& link) {
@@ -327,7 +361,8 @@ bool Router::handle_node_message(std::size_t n) {
   Node& node = nodes_[n];
   if (!node.socket.recv(frame_, zmq::recv_flags::dontwait)) return false;
 
-  // Expected: [token (8 bytes), reply]. Anything else is a fault of the node: dropped.
+  // Expected: [token (8 bytes), reply], or [token, reply, the node's config digest (8 bytes)]
+  // when the node refused this router's digest. Anything else is a fault of the node: dropped.
   bool well_formed = frame_.size() == sizeof(uint64_t) && frame_.more();
   uint64_t token = 0;
   if (frame_.size() == sizeof token) std::memcpy(&token, frame_.data(), sizeof token);
@@ -336,7 +371,18 @@ bool Router::handle_node_message(std::size_t n) {
     (void)node.socket.recv(body_);
     more = body_.more();
   }
-  if (more) well_formed = false;
+  if (more) {
+    (void)node.socket.recv(frame_);
+    more = frame_.more();
+    if (frame_.size() == sizeof node.their_digest && !more) {
+      std::memcpy(&node.their_digest, frame_.data(), sizeof node.their_digest);
+      if (!node.digest_refused_at) next_note_check_ = {};  // a new refusal is shown at once
+      node.digest_refused_at = PendingTable::Clock::now();
+      note_due_ = true;
+    } else {
+      well_formed = false;
+    }
+  }
   discard_rest(node.socket, frame_, more);
   if (!well_formed) return true;
 

@@ -20,6 +20,7 @@
 //                   differs refuses the request (`unavailable`) instead of applying it;
 //                   principal: protocol/access.h encode_principal
 //   node -> router: [token, reply]                the node echoes the token unchanged
+//                   [token, reply, node digest]   its `unavailable` for a digest that differs
 // A reply whose token is unknown (its request already timed out) is dropped. With security on,
 // a link to a node that is not on this machine is a CurveZMQ client of the mesh's own key.
 //
@@ -198,6 +199,9 @@ class Router {
     std::string timeout_message;    // "bid node <name> did not answer within N ms"
     std::string refused_message;    // "bid node <name> is not reachable"
     zmq::socket_t socket;
+    // The last reply that refused this router's config digest, and the node's own digest.
+    std::optional<PendingTable::Clock::time_point> digest_refused_at = std::nullopt;
+    uint64_t their_digest = 0;
   };
 
   // Each reads and handles one message; false when the socket had none.
@@ -210,6 +214,9 @@ class Router {
   // Sends [client, "", body]; a gone client or a full queue drops it, as a ROUTER does.
   void reply_to_client(std::string_view client, std::string_view body);
   void expire(PendingTable::Clock::time_point now);
+  // Shows the supervisor (bidmesh-ctl status) and the log which bid nodes refused this router's
+  // config digest within kDigestNoteHold; clears the note after that.
+  void update_note(SupervisorLink& link, PendingTable::Clock::time_point now);
   std::chrono::milliseconds poll_timeout(PendingTable::Clock::time_point now, const SupervisorLink& link);
   void close();
 
@@ -231,6 +238,9 @@ class Router {
   zmq::message_t identity_;
   zmq::message_t frame_;
   zmq::message_t body_;
+  std::string note_;  // as last given to the supervisor
+  bool note_due_ = false;
+  PendingTable::Clock::time_point next_note_check_{};
   const std::string framing_error_reply_;
   const std::string full_reply_message_;
 };

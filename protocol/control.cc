@@ -1,6 +1,6 @@
 // The node-to-supervisor message (protocol/control.h): a MessagePack map of three keys,
-//   {"type": <str>, "name": <str>, "pid": <non-negative int>}
-// written in that order; readers take the keys in any order and ignore others.
+//   {"type": <str>, "name": <str>, "pid": <non-negative int>}, and a fourth, "note": <str>, when
+// there is a note; written in that order; readers take the keys in any order and ignore others.
 #include "protocol/control.h"
 
 #include <msgpack.hpp>
@@ -21,13 +21,17 @@ const msgpack::unpack_limit kNodeMessageLimits(/*array=*/16, /*map=*/16, /*str=*
 std::string encode_node_message(const NodeMessage& m) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(3);
+  pk.pack_map(m.note.empty() ? 3 : 4);
   pk.pack("type");
   pk.pack(m.type);
   pk.pack("name");
   pk.pack(m.name);
   pk.pack("pid");
   pk.pack(m.pid);
+  if (!m.note.empty()) {
+    pk.pack("note");
+    pk.pack(std::string_view(m.note).substr(0, kMaxNodeNoteBytes));
+  }
   return {buf.data(), buf.size()};
 }
 
@@ -46,8 +50,11 @@ std::optional<NodeMessage> decode_node_message(std::string_view frame) {
     if (type == nullptr || name == nullptr || pid == nullptr || pid->type != msgpack::type::POSITIVE_INTEGER) {
       return std::nullopt;
     }
+    const msgpack::object* note = map_field(map, "note");
+    if (note != nullptr && note->type != msgpack::type::STR) return std::nullopt;
     return NodeMessage{std::string(type->via.str.ptr, type->via.str.size),
-                       std::string(name->via.str.ptr, name->via.str.size), pid->via.u64};
+                       std::string(name->via.str.ptr, name->via.str.size), pid->via.u64,
+                       note ? std::string(note->via.str.ptr, note->via.str.size) : std::string()};
   } catch (const std::exception&) {
     return std::nullopt;
   }

@@ -5,6 +5,8 @@
 // Node -> supervisor (DEALER, identity = node name; endpoint and name from the environment):
 //   {"type": "ready", "name": N, "pid": P}       sockets bound, LMDB open: serving
 //   {"type": "heartbeat", "name": N, "pid": P}   every heartbeat interval, from the serving loop
+//   Either may carry "note": S, a short line about the node's peers that `bidmesh-ctl status`
+//   shows (a config digest that differs across hosts); absent or "" means none.
 //   Encoded and decoded here only (encode_node_message, decode_node_message): nodes/process.cc
 //   sends it, supervisor/control_wire.cc receives it.
 // CLI -> supervisor (DEALER): {"cmd": C, "args": [strings]}; reply {"ok": bool, "message": S,
@@ -12,6 +14,7 @@
 // Thread-safe: pure functions.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,19 +30,25 @@ inline constexpr const char* kEnvHeartbeatMs = "BIDMESH_HEARTBEAT_MS";
 inline constexpr std::string_view kMsgReady = "ready";
 inline constexpr std::string_view kMsgHeartbeat = "heartbeat";
 
-// The largest node message decode_node_message accepts (a real one is under 100 bytes: node
-// names have at most 64 characters).
+// The largest node message decode_node_message accepts (a real one is under 100 bytes without a
+// note: node names have at most 64 characters).
 inline constexpr std::size_t kMaxNodeMessageBytes = 1024;
+// A note of a refused config digest (bid node and router alike) stays this long after the last
+// refusal, then the node clears it: long enough to be seen, short enough to show a fix.
+inline constexpr std::chrono::seconds kDigestNoteHold{30};
+// encode_node_message cuts a longer note to this many bytes, so the message stays under the limit.
+inline constexpr std::size_t kMaxNodeNoteBytes = 768;
 
 struct NodeMessage {
   std::string type;  // kMsgReady or kMsgHeartbeat (the decoder passes other types through)
   std::string name;
   uint64_t pid = 0;
+  std::string note = {};  // "" = none
 };
 
 std::string encode_node_message(const NodeMessage& m);
 // The frame as a node message: one map, consumed whole, with a string "type", a string "name"
-// and a non-negative integer "pid" (other keys are ignored). nullopt for anything else,
+// and a non-negative integer "pid", and "note" a string if present (other keys are ignored). nullopt for anything else,
 // including a frame over kMaxNodeMessageBytes; the frame is untrusted (unpacked under limits).
 std::optional<NodeMessage> decode_node_message(std::string_view frame);
 

@@ -155,6 +155,7 @@ std::string status_to_json(const NodeStatus& s) {
   str("reason", s.reason);
   str("policy", s.policy);
   str("host", s.host);
+  str("note", s.note);
   o += "\"backoff_ms\":[";
   for (std::size_t i = 0; i < s.backoff_ms.size(); ++i) o += (i ? "," : "") + std::to_string(s.backoff_ms[i]);
   o += "],\"log_tail\":[";

@@ -7,7 +7,7 @@
 //   supervisor -> CLI    {"ok": B, "message": S, "data": D}
 //       D is nil, a string (`logfile`: the log's path), or for `status` an array of maps with
 //       the fields of NodeStatus (name, kind, state, pid, restarts, uptime_ms, last_exit,
-//       reason, policy, host, backoff_ms, log_tail).
+//       reason, policy, host, backoff_ms, log_tail, note).
 //
 // Decoding never trusts the frame: it is unpacked under size and depth limits, must be consumed
 // whole, and every field is type-checked (a bad frame decodes to nullopt).
@@ -48,8 +48,9 @@ struct NodeStatus {
   std::string host;
   std::vector<uint64_t> backoff_ms;    // backoffs taken since the last stable run
   std::vector<std::string> log_tail;   // failed nodes: the last lines of the log
+  std::string note;        // what the running process says of its peers (a refused config digest)
   MSGPACK_DEFINE_MAP(name, kind, state, pid, restarts, uptime_ms, last_exit, reason, policy, host,
-                     backoff_ms, log_tail)
+                     backoff_ms, log_tail, note)
 };
 
 struct CtlReply {

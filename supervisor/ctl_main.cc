@@ -64,7 +64,8 @@ void print_table(const std::vector<NodeStatus>& list) {
   rows.push_back({"NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "REASON"});
   for (const auto& s : list) {
     rows.push_back({s.name, s.kind, s.state, s.pid ? std::to_string(s.pid) : "-", uptime_text(s.uptime_ms),
-                    std::to_string(s.restarts), s.last_exit.empty() ? "-" : s.last_exit, s.reason});
+                    std::to_string(s.restarts), s.last_exit.empty() ? "-" : s.last_exit,
+                    s.note.empty() ? s.reason : s.reason.empty() ? s.note : s.reason + "; " + s.note});
   }
   std::vector<std::size_t> width(rows[0].size(), 0);
   for (const auto& r : rows) {

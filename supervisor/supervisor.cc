@@ -415,6 +415,8 @@ void Supervisor::handle_control() {
       }
       if (n == nullptr || m->pid == 0 || m->pid > static_cast<uint64_t>(INT32_MAX)) continue;
       const auto pid = static_cast<pid_t>(m->pid);
+      n->note = m->note;
+      n->note_pid = pid;
       if (m->type == kMsgReady) {
         n->machine->on_ready(pid, now);
       } else if (m->type == kMsgHeartbeat) {
@@ -447,6 +449,7 @@ NodeStatus Supervisor::status_of(const Node& n, SteadyTime now) const {
   if (m.waiting_for_gate()) s.reason = "waiting for the bid nodes";
   s.policy = std::string(restart_policy_name(n.cfg.restart));
   s.host = n.cfg.host;
+  if (n.note_pid != 0 && n.note_pid == m.pid()) s.note = n.note;
   for (const Millis d : m.backoffs()) s.backoff_ms.push_back(static_cast<uint64_t>(d.count()));
   if (m.state() == NodeState::failed) s.log_tail = tail_lines(n.log->path(), 5);
   return s;

@@ -93,6 +93,8 @@ class Supervisor : private ProcessOps {
     bool removed = false;    // dropped from the config by a reload: erased once stopped
     NodeState last_state = NodeState::stopped;
     pid_t hup_pid = 0;       // a reload came while this process was starting: SIGHUP it once running
+    std::string note;        // the last note of process note_pid (NodeMessage::note)
+    pid_t note_pid = 0;
   };
   // An ordered stop: routers first, then bid nodes; then maybe start them again or exit.
   struct GroupStop {

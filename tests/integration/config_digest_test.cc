@@ -3,6 +3,7 @@
 // can never both own an item. Real router and bid node processes on loopback.
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <fstream>
 #include <regex>
 
@@ -10,6 +11,7 @@
 
 #include "client/client.h"
 #include "protocol/config.h"
+#include "protocol/slot_map.h"
 #include "tests/support/mesh.h"
 #include "tests/support/requests.h"
 
@@ -64,4 +66,100 @@ TEST_CASE("config digest: a bid node whose mesh config differs answers unavailab
   auto opened = c.call(make_request(Op::open, theirs));
   REQUIRE(opened);
   CHECK(opened->ok);
+}
+
+namespace {
+
+// Two hosts on one machine: supervisor "a" runs the router, supervisor "b" the bid nodes, each
+// from its own copy of the config (its own dir, so its own data and control socket).
+struct TwoHostConfigs {
+  TempDir dir;
+  std::string request = free_tcp_endpoint(), publish = free_tcp_endpoint(), collect = free_tcp_endpoint();
+  std::string bid1 = free_tcp_endpoint(), bid2 = free_tcp_endpoint();
+
+  std::filesystem::path write(const std::string& host, const std::string& bid1_slots, const std::string& bid2_slots) {
+    const auto d = dir.path() / host;
+    std::filesystem::create_directories(d);
+    std::ofstream(d / "mesh.toml") << "data_dir = \"data\"\nmap_size_mb = 64\nstop_timeout_ms = 3000\n"
+                                   << "request_timeout_ms = 1000\n"
+                                   << "[feed]\npublish = \"" << publish << "\"\ncollect = \"" << collect << "\"\n"
+                                   << "[[node]]\nname = \"router\"\nkind = \"router\"\nhost = \"a\"\nlisten = \""
+                                   << request << "\"\nfeed = true\n"
+                                   << "[[node]]\nname = \"bid-1\"\nkind = \"bid\"\nhost = \"b\"\nlisten = \"" << bid1
+                                   << "\"\nslots = [\"" << bid1_slots << "\"]\n"
+                                   << "[[node]]\nname = \"bid-2\"\nkind = \"bid\"\nhost = \"b\"\nlisten = \"" << bid2
+                                   << "\"\nslots = [\"" << bid2_slots << "\"]\n";
+    return d / "mesh.toml";
+  }
+};
+
+RunResult ctl(const std::filesystem::path& config, std::vector<std::string> args) {
+  std::vector<std::string> argv{program_path("bidmesh-ctl"), "--config", config.string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv);
+}
+
+}  // namespace
+
+TEST_CASE("config digest: bidmesh-ctl status shows the refusal on the router's host and on the bid node's",
+          "[integration][digest][supervisor]") {
+  TwoHostConfigs hosts;
+  const auto config_a = hosts.write("a", "0-8191", "8192-16383");
+  const auto config_b = hosts.write("b", "0-4095", "4096-16383");  // host b's copy differs
+  const std::string digest_a = load_mesh_config(config_a).digest_hex();
+  const std::string digest_b = load_mesh_config(config_b).digest_hex();
+  REQUIRE(digest_a != digest_b);
+
+  Process sup_a({program_path("bidmesh-supervisor"), "--config", config_a.string(), "--host", "a"},
+                hosts.dir.path() / "a.out");
+  Process sup_b({program_path("bidmesh-supervisor"), "--config", config_b.string(), "--host", "b"},
+                hosts.dir.path() / "b.out");
+  auto ready = [&](const char* host) {
+    return read_file(hosts.dir.path() / (std::string(host) + ".out")).find("bidmesh: mesh ready") != std::string::npos;
+  };
+  REQUIRE(wait_until([&] { return ready("a") && ready("b"); }, 30s));
+
+  zmq::context_t ctx;
+  Client c(ctx, hosts.request, 2000, 2);
+  std::string item;  // in bid-2's range on both copies, so the router sends it to bid-2
+  for (int k = 0; item.empty(); ++k) {
+    if (slot_of("digest-item-" + std::to_string(k)) >= 8192) item = "digest-item-" + std::to_string(k);
+  }
+  auto refused = c.call(make_request(Op::open, item));
+  REQUIRE(refused);
+  CHECK(refused->error == std::optional<std::string>("unavailable"));
+
+  // The router's host: which node refuses it, with both digests.
+  RunResult status_a;
+  const bool router_note = wait_until(
+      [&] {
+        status_a = ctl(config_a, {"status"});
+        return status_a.out.find("bid node bid-2 refuses this router: mesh config digest " + digest_b + " there, " +
+                                 digest_a + " here") != std::string::npos;
+      },
+      10s, 100ms);
+  INFO(status_a.out);
+  CHECK(router_note);
+  CHECK(status_a.exit_code == 0);
+  CHECK(read_file(hosts.dir.path() / "a" / "data" / "logs" / "router.log").find("refuses this router") !=
+        std::string::npos);
+  // The bid node's host.
+  RunResult status_b;
+  const bool node_note = wait_until(
+      [&] {
+        status_b = ctl(config_b, {"--json", "status", "bid-2"});
+        return status_b.out.find("\"note\":\"refusing requests of a router whose mesh config digest is " + digest_a +
+                                 " (this node: " + digest_b + ")\"") != std::string::npos;
+      },
+      10s, 100ms);
+  INFO(status_b.out);
+  CHECK(node_note);
+  // bid-1 refused nothing: its note is empty.
+  const RunResult bid1 = ctl(config_b, {"--json", "status", "bid-1"});
+  CHECK(bid1.out.find("\"note\":\"\"") != std::string::npos);
+
+  sup_a.signal(SIGTERM);
+  sup_b.signal(SIGTERM);
+  CHECK(sup_a.wait_exit(20s));
+  CHECK(sup_b.wait_exit(20s));
 }

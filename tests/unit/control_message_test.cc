@@ -34,6 +34,18 @@ TEST_CASE("node message round trips and refuses bad frames", "[protocol]") {
       CHECK(m->pid == 4242);
     }
   }
+  SECTION("a note round trips; none is the empty string; a long one is cut to fit") {
+    const auto with = decode_node_message(encode_node_message({"heartbeat", "router", 9, "bid-2 refuses: digest"}));
+    REQUIRE(with);
+    CHECK(with->note == "bid-2 refuses: digest");
+    const auto without = decode_node_message(encode_node_message({"heartbeat", "router", 9}));
+    REQUIRE(without);
+    CHECK(without->note.empty());
+    const auto cut = decode_node_message(encode_node_message({"heartbeat", "router", 9, std::string(4000, 'x')}));
+    REQUIRE(cut);
+    CHECK(cut->note == std::string(kMaxNodeNoteBytes, 'x'));
+    CHECK_FALSE(decode_node_message(Map(4).kv("type", "ready").kv("name", "a").kv("pid", uint64_t{1}).kv("note", 5).str()));
+  }
   SECTION("keys in any order, unknown keys ignored") {
     const auto m = decode_node_message(
         Map(4).kv("pid", uint64_t{7}).kv("extra", std::vector<int>{1, 2}).kv("name", "router").kv("type", "ready").str());

@@ -172,7 +172,14 @@ Supervisor::Supervisor(SupervisorOptions options, MeshConfig config)
     : options_(std::move(options)),
       cfg_(std::move(config)),
       params_(MachineParams::from_config(cfg_)),
-      own_uid_(::geteuid()) {}
+      own_uid_(::geteuid()),
+      node_metrics_(metrics_.registry(), [] {
+        std::vector<std::string> states;
+        for (NodeState s : {NodeState::starting, NodeState::running, NodeState::backoff, NodeState::stopping,
+                            NodeState::stopped, NodeState::failed})
+          states.emplace_back(node_state_name(s));
+        return states;
+      }()) {}
 
 Supervisor::~Supervisor() {
   // Normally every node has exited by now; after a failure in setup, make sure none is left.
@@ -244,6 +251,11 @@ int Supervisor::run() {
   for (const NodeConfig& n : cfg_.nodes) {
     if (node_runs_on(n, options_.host)) add_node(n);
   }
+  // A metrics port that cannot be bound costs the metrics, not the mesh.
+  if (!cfg_.supervisor_metrics.empty()) {
+    if (auto err = metrics_.serve(cfg_.supervisor_metrics)) say(*err + "; supervising without metrics");
+    else say("metrics on " + cfg_.supervisor_metrics);
+  }
   say("supervising " + std::to_string(nodes_.size()) + " node(s) of " + cfg_.file.string() + " (host \"" +
       options_.host + "\"), control " + cfg_.control);
   start_all();
@@ -258,6 +270,7 @@ void Supervisor::add_node(const NodeConfig& cfg) {
   n->cfg = cfg;
   n->machine = std::make_unique<NodeMachine>(cfg.name, cfg.restart, params_, static_cast<ProcessOps&>(*this));
   n->log = std::make_unique<RotatingLog>(cfg_.node_log_file(cfg.name), cfg_.log_max_bytes, cfg_.log_keep);
+  node_metrics_.add_node(cfg.name);
   nodes_.push_back(std::move(n));
 }
 
@@ -710,8 +723,19 @@ void Supervisor::tick_nodes() {
     close_output(*n);
     note(*n, "removed from the config");
     say(n->cfg.name + ": removed from the config");
+    node_metrics_.remove_node(n->cfg.name);
     return true;
   });
+}
+
+void Supervisor::update_metrics() {
+  for (auto& n : nodes_) {
+    const NodeMachine& m = *n->machine;
+    node_metrics_.set_state(n->cfg.name, node_state_name(m.state()));
+    for (; n->metered_restarts < m.restarts(); ++n->metered_restarts) node_metrics_.count_restart(n->cfg.name);
+    if (const ExitInfo* e = m.last_exit())
+      node_metrics_.set_last_exit(n->cfg.name, e->signaled ? 0 : e->value, e->signaled ? e->value : 0);
+  }
 }
 
 void Supervisor::log_transitions() {
@@ -794,6 +818,7 @@ void Supervisor::turn() {
   advance_group_stop();
   deliver_pending_reload_signals();
   log_transitions();
+  update_metrics();
   check_ready();
   watchdog();
 }

@@ -41,6 +41,7 @@
 
 #include <zmq.hpp>
 
+#include "metrics/metrics.h"
 #include "protocol/config.h"
 #include "supervisor/control_wire.h"
 #include "supervisor/node_machine.h"
@@ -93,6 +94,7 @@ class Supervisor : private ProcessOps {
     bool removed = false;    // dropped from the config by a reload: erased once stopped
     NodeState last_state = NodeState::stopped;
     pid_t hup_pid = 0;       // a reload came while this process was starting: SIGHUP it once running
+    uint32_t metered_restarts = 0;  // the machine's restarts already counted in the metrics
     std::string note;        // the last note of process note_pid (NodeMessage::note)
     pid_t note_pid = 0;
   };
@@ -126,6 +128,8 @@ class Supervisor : private ProcessOps {
   void advance_group_stop();
   void tick_nodes();
   void log_transitions();
+  // Brings the node metrics up to date with the machines (every turn: no per-request cost).
+  void update_metrics();
   void check_ready();
   void watchdog();
   std::chrono::milliseconds poll_timeout() const;
@@ -149,6 +153,8 @@ class Supervisor : private ProcessOps {
   std::set<uint32_t> refused_uids_;  // logged once each
   std::chrono::microseconds watchdog_every_{0};
   SteadyTime next_watchdog_{};
+  MetricsRegistry metrics_;            // served on supervisor_metrics when set
+  SupervisorMetrics node_metrics_;
 };
 
 }  // namespace bidmesh

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -22,8 +23,8 @@ namespace {
 
 constexpr std::string_view kMagic = "BMSLOTS1";
 
-// The records of one store for the items of a range, grouped by item.
-using ByItem = std::map<std::string, std::vector<Record>, std::less<>>;
+// The records of one store for the items of a range, grouped by item (pointers into a RangeData).
+using ByItem = std::map<std::string_view, std::vector<const Record*>>;
 
 Status lmdb_error(const std::filesystem::path& dir, const char* call, int rc) {
   return Status::io_error("the store " + dir.string() + ": " + call + ": " + mdb_strerror(rc));
@@ -72,15 +73,19 @@ Status walk_range(MDB_txn* txn, const LmdbEnv& env, const std::filesystem::path&
 
 ByItem group(const std::vector<Record>& records) {
   ByItem by;
-  for (const Record& r : records) by[std::string(RangeData::item_of(r))].push_back(r);
+  for (const Record& r : records) by[RangeData::item_of(r)].push_back(&r);
   return by;
 }
 
-bool has_state(const std::vector<Record>& records) {
-  for (const Record& r : records) {
-    if (r.tree != Tree::data) continue;
-    const auto end = fmt::data_key_item_end(r.key);
-    if (end && r.key[*end + 1] == fmt::kTagState) return true;
+bool same_records(const std::vector<const Record*>& a, const std::vector<const Record*>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const Record* x, const Record* y) { return *x == *y; });
+}
+
+bool has_state(const std::vector<const Record*>& records) {
+  for (const Record* r : records) {
+    if (r->tree != Tree::data) continue;
+    const auto end = fmt::data_key_item_end(r->key);
+    if (end && r->key[*end + 1] == fmt::kTagState) return true;
   }
   return false;
 }
@@ -235,15 +240,15 @@ Status LockedStore::import_range(const RangeData& data, uint64_t* imported, uint
   int64_t added = 0;
   for (const auto& [item, records] : group(data.records)) {
     if (auto it = here.find(item); it != here.end()) {
-      if (it->second != records)
-        return Status::invalid_argument("the destination " + dir_.string() + " already holds item '" + item +
+      if (!same_records(it->second, records))
+        return Status::invalid_argument("the destination " + dir_.string() + " already holds item '" + std::string(item) +
                                         "' with other records (" + std::to_string(it->second.size()) + " here, " +
                                         std::to_string(records.size()) + " moving): nothing imported");
       ++*already;
       continue;
     }
-    for (const Record& r : records)
-      if ((rc = w.put(tree_dbi(env_, r.tree), r.key, r.value)) != 0) return lmdb_error(dir_, w.failed_at, rc);
+    for (const Record* r : records)
+      if ((rc = w.put(tree_dbi(env_, r->tree), r->key, r->value)) != 0) return lmdb_error(dir_, w.failed_at, rc);
     ++*imported;
     if (has_state(records)) ++added;
   }
@@ -263,12 +268,12 @@ Status LockedStore::drop_range(const RangeData& data, uint64_t* dropped) {
   int rc = 0;
   for (const auto& [item, records] : group(here_data.records)) {
     auto it = wanted.find(item);
-    if (it == wanted.end() || it->second != records)
-      return Status::invalid_argument("the source " + dir_.string() + " holds records of item '" + item +
+    if (it == wanted.end() || !same_records(it->second, records))
+      return Status::invalid_argument("the source " + dir_.string() + " holds records of item '" + std::string(item) +
                                       "' that are not those exported (it changed after the export?): nothing dropped; "
                                       "export and import again");
-    for (const Record& r : records)
-      if ((rc = w.del(tree_dbi(env_, r.tree), r.key)) != 0) return lmdb_error(dir_, w.failed_at, rc);
+    for (const Record* r : records)
+      if ((rc = w.del(tree_dbi(env_, r->tree), r->key)) != 0) return lmdb_error(dir_, w.failed_at, rc);
     ++*dropped;
   }
   if ((rc = add_to_item_count(w, env_, -static_cast<int64_t>(here_data.items))) != 0) return lmdb_error(dir_, w.failed_at, rc);

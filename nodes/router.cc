@@ -115,6 +115,9 @@ Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& sel
       cfg_(cfg),
       self_(self),
       options_(options),
+      own_registry_(options.metrics ? nullptr : std::make_unique<MetricsRegistry>()),
+      own_metrics_(options.metrics ? nullptr : std::make_unique<RouterMetrics>(own_registry_->registry())),
+      metrics_(options.metrics ? *options.metrics : *own_metrics_),
       slot_map_(cfg.slot_map()),
       timeout_(cfg.request_timeout_ms),
       pending_(options.max_pending),
@@ -143,6 +146,7 @@ std::optional<std::string> Router::bind() {
   } catch (const zmq::error_t& e) {
     return "cannot bind client endpoint " + self_.listen + ": " + e.what();
   }
+  connections_.emplace(ctx_, ConnectionCounter::start_monitor(client_), metrics_.client_connections);
 
   nodes_.clear();
   for (const NodeConfig* n : cfg_.bid_nodes()) {  // index i is owner i of the slot map
@@ -211,6 +215,7 @@ void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop,
       }
     }
     expire(Clock::now());
+    update_gauges(Clock::now());
     if (note_due_ && Clock::now() >= next_note_check_) update_note(link, Clock::now());
     link.tick();
     if (each_turn) each_turn();
@@ -248,6 +253,13 @@ void Router::update_note(SupervisorLink& link, Clock::time_point now) {
   next_note_check_ = now + std::chrono::seconds(1);
 }
 
+void Router::update_gauges(Clock::time_point now) {
+  metrics_.in_flight.Set(static_cast<double>(pending_.size()));
+  if (now < next_connection_poll_) return;
+  next_connection_poll_ = now + kConnectionPollInterval;
+  connections_->poll();
+}
+
 std::chrono::milliseconds Router::poll_timeout(Clock::time_point now, const SupervisorLink& link) {
   std::chrono::milliseconds wait = std::min(options_.max_poll_wait, link.max_wait());
   if (auto deadline = pending_.next_deadline()) {
@@ -266,12 +278,14 @@ bool Router::handle_client_message(Clock::time_point now, bool stopping) {
   (void)client_.recv(frame_);
   if (frame_.size() != 0 || !frame_.more()) {
     discard_rest(client_, body_, frame_.more());
+    metrics_.requests.error(std::nullopt, ErrorCode::bad_request).Increment();
     reply_to_client(view(identity_), framing_error_reply_);
     return true;
   }
   (void)client_.recv(body_);
   if (body_.more()) {
     discard_rest(client_, frame_, true);
+    metrics_.requests.error(std::nullopt, ErrorCode::bad_request).Increment();
     reply_to_client(view(identity_), framing_error_reply_);
     return true;
   }
@@ -295,6 +309,7 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   const std::string_view client = view(identity_);
   const std::string_view body = view(body_);
   if (body.size() > cfg_.max_request_bytes) {
+    metrics_.requests.error(std::nullopt, ErrorCode::too_large).Increment();
     reply_to_client(client, encode_error(too_large_error(body.size(), cfg_.max_request_bytes)));
     return;
   }
@@ -307,6 +322,7 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   } else {
     auto route = peek_route(body, cfg_.max_request_bytes);
     if (const auto* err = std::get_if<DecodeError>(&route)) {
+      metrics_.requests.error(std::nullopt, err->code).Increment();
       reply_to_client(client, encode_error(*err));
       return;
     }
@@ -317,8 +333,10 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   if (info.op == Op::ping) {
     // ping has no fields beyond op and id, so the router judges it whole, `forbidden` included.
     if (allowed) {
+      metrics_.requests.ok(Op::ping).Increment();
       reply_to_client(client, encode_ok(info.id));
     } else {
+      metrics_.requests.error(Op::ping, ErrorCode::forbidden).Increment();
       Request ping;
       ping.op = Op::ping;
       reply_to_client(client, encode_error(std::string(info.id), ErrorCode::forbidden, *authorize(Principal{}, ping)));
@@ -328,6 +346,7 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   // A revoked key's other requests go on to the owner with no role at all, which answers
   // `forbidden` once it has judged the fields (the contract's order).
   if (!allowed) encode_principal_into(Principal{}, principal_frame_);
+  if (stopping || pending_.full()) metrics_.requests.error(info.op, ErrorCode::unavailable).Increment();
   if (stopping) {
     reply_to_client(client,
                     encode_error(std::string(info.id), ErrorCode::unavailable, "router " + self_.name + " is stopping"));
@@ -349,12 +368,14 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
       !node.socket.send(zmq::const_buffer(principal_frame_.data(), principal_frame_.size()), kMore) ||
       !node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast)) {
     pending_.release(entry);
+    metrics_.requests.error(info.op, ErrorCode::unavailable).Increment();
     reply_to_client(client, encode_error(std::string(info.id), ErrorCode::unavailable, node.refused_message));
     return;
   }
   entry.client.assign(client);  // assign, not move: the entry's buffers are reused
   entry.id.assign(info.id);
   entry.node = owner;
+  entry.op = info.op;
 }
 
 bool Router::handle_node_message(std::size_t n) {
@@ -389,6 +410,7 @@ bool Router::handle_node_message(std::size_t n) {
   PendingTable::Entry* entry = pending_.find(token);
   // Unknown: the request timed out and was answered `unavailable`; the late reply is dropped.
   if (entry == nullptr || entry->node != n) return true;
+  metrics_.requests.answered(entry->op).Increment();
   reply_to_client(entry->client, view(body_));
   pending_.release(*entry);
   return true;
@@ -404,6 +426,8 @@ void Router::reply_to_client(std::string_view client, std::string_view body) {
 
 void Router::expire(Clock::time_point now) {
   pending_.expire(now, [this](PendingTable::Entry& e) {
+    metrics_.timeouts.Increment();
+    metrics_.requests.error(e.op, ErrorCode::unavailable).Increment();
     reply_to_client(e.client, encode_error(e.id, ErrorCode::unavailable, nodes_[e.node].timeout_message));
   });
 }
@@ -413,6 +437,7 @@ void Router::close() {
   // worth flushing.
   client_.set(zmq::sockopt::linger, static_cast<int>(options_.close_linger.count()));
   client_.close();
+  connections_.reset();
   for (Node& n : nodes_) n.socket.close();
   poll_items_.clear();
 }

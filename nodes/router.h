@@ -33,6 +33,12 @@
 // (router_memory_mb); such a message kills the router, which is restarted, and clients retry by
 // id (docs/reliability.md).
 //
+// Metrics (RouterOptions::metrics): bidmesh_router_requests_total counts every client request
+// once, by op and outcome: the router's own answer (an error code, or ok for ping), or
+// `answered` when the owner's reply was passed on unread; timeouts also count in
+// request_timeouts_total. Per request that is one counter increment; the in-flight gauge is set
+// once per loop turn and the client connections every kConnectionPollInterval.
+//
 // Thread-compatible: a Router and its sockets belong to the thread that calls bind() and run().
 #pragma once
 
@@ -41,6 +47,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +56,8 @@
 
 #include <zmq.hpp>
 
+#include "metrics/metrics.h"
+#include "nodes/connection_counter.h"
 #include "nodes/process.h"
 #include "protocol/config.h"
 #include "protocol/slot_map.h"
@@ -74,6 +83,7 @@ class PendingTable {
     std::string client;            // the client connection's routing id on the client socket
     std::string id;                // the request's id, for the timeout reply
     std::size_t node = 0;          // index of the bid node it was forwarded to
+    Op op = Op::ping;              // the request's op, for the metrics of its answer
     Clock::time_point deadline{};
   };
 
@@ -127,6 +137,10 @@ inline constexpr int kNodeConnectTimeoutMs = 1000;
 // Interval of the DEALERs' reconnect tries to a bid node that is down (kill -9 and restart).
 inline constexpr int kNodeReconnectMs = 5;
 
+// How often the client socket's monitor events are read into the connections gauge: often
+// enough that libzmq's monitor queue (1000 events) holds a burst of connects between two reads.
+inline constexpr std::chrono::milliseconds kConnectionPollInterval{100};
+
 struct RouterOptions {
   std::size_t max_pending = 100000;   // requests in flight; past it: `unavailable` at once
   std::size_t burst = 256;            // messages read from one socket per loop turn
@@ -148,6 +162,10 @@ struct RouterOptions {
   std::chrono::milliseconds close_linger{1000};
   // Longest poll wait, so a stop signal that lands just before the poll is seen soon.
   std::chrono::milliseconds max_poll_wait{100};
+  // Where the router counts (docs/operations.md): the process's metrics, served by its main.
+  // Null: a registry of the Router's own, which nobody reads (unit tests, benchmarks).
+  // REQUIRES: outlives the Router.
+  RouterMetrics* metrics = nullptr;
 };
 
 // What the router needs when the mesh runs with security = "curve".
@@ -219,11 +237,19 @@ class Router {
   void update_note(SupervisorLink& link, PendingTable::Clock::time_point now);
   std::chrono::milliseconds poll_timeout(PendingTable::Clock::time_point now, const SupervisorLink& link);
   void close();
+  // Sets the gauges: in flight every turn, client connections when due.
+  void update_gauges(PendingTable::Clock::time_point now);
 
   zmq::context_t& ctx_;
   const MeshConfig& cfg_;
   const NodeConfig& self_;
   const RouterOptions options_;
+  // The private registry when options.metrics is null; metrics_ points at one or the other.
+  std::unique_ptr<MetricsRegistry> own_registry_;
+  std::unique_ptr<RouterMetrics> own_metrics_;
+  RouterMetrics& metrics_;
+  std::optional<ConnectionCounter> connections_;  // of client_, from bind() on
+  PendingTable::Clock::time_point next_connection_poll_{};
   const SlotMap slot_map_;
   const std::chrono::milliseconds timeout_;
   zmq::socket_t client_;

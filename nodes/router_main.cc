@@ -57,6 +57,7 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
   // Kept and counted whether or not they are served (metrics/metrics.h).
   bidmesh::MetricsRegistry metrics;
   bidmesh::FeedMetrics feed_metrics(metrics.registry());
+  bidmesh::RouterMetrics router_metrics(metrics.registry());
 
   std::optional<bidmesh::RouterSecurity> security;
   std::optional<bidmesh::ZapHandler> zap;
@@ -75,7 +76,9 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
     }
   }
 
-  bidmesh::Router router(ctx, cfg, self, {}, security);
+  bidmesh::RouterOptions router_options;
+  router_options.metrics = &router_metrics;
+  bidmesh::Router router(ctx, cfg, self, router_options, security);
   if (auto error = router.bind()) {
     std::cerr << who << *error << std::endl;
     return kExitSystem;

@@ -185,8 +185,13 @@ std::string format_event(const Event& e) {
     case EventKind::closed:
       if (e.bidder && e.amount)
         s += "closed: won by " + *e.bidder + " at " + std::to_string(*e.amount);
+      else if (e.reserve_met == false)
+        s += "closed: reserve not met, no winner";
       else
         s += "closed: no bids";
+      break;
+    case EventKind::extended:
+      s += "extended: closes at " + (e.closes_at ? std::to_string(*e.closes_at) : std::string("?")) + " (unix ms)";
       break;
   }
   return s;

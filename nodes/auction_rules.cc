@@ -1,6 +1,9 @@
 // The auction rules: see auction_rules.h.
 #include "nodes/auction_rules.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "protocol/errors.h"
 
 namespace bidmesh {
@@ -8,6 +11,8 @@ namespace bidmesh {
 namespace {
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+uint64_t saturating_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 std::optional<EventKind> judge_open(const Request& r, bool found, ItemState& s, std::string* reply) {
   if (found) {
@@ -19,6 +24,9 @@ std::optional<EventKind> judge_open(const Request& r, bool found, ItemState& s, 
   s.start = r.start;
   s.increment = r.increment;
   s.closes_at = r.closes_at;
+  s.reserve = r.reserve;
+  s.extend_ms = r.extend_ms;
+  s.has_details = !r.title.empty() || !r.description.empty() || !r.image_url.empty();
   *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}});
   return EventKind::open;
 }
@@ -54,19 +62,50 @@ std::optional<EventKind> judge_bid(const Request& r, bool found, ItemState& s, u
     *reply = encode_error(r.id, ErrorCode::too_low, message, {{"max", opt_value(s.max)}});
     return std::nullopt;
   }
+  // Proxy bidding (auction_rules.h). A v1 bid is a bid whose max is its amount; on a v1-only
+  // item it always leads and the price becomes its amount, as in v1.
+  const uint64_t bid_max = r.max.value_or(r.amount);
+  bool leading = true;
+  if (!s.max || s.bidder == r.bidder) {  // the first bid, or the leader raising its bid
+    s.max = r.amount;
+    s.leader_max = std::max(s.leader_max, bid_max);
+    if (!s.bidder) s.bidder = r.bidder;
+  } else if (bid_max > s.leader_max) {   // a new leader: the former leader's max is second
+    s.max = std::max(r.amount, std::min(saturating_add(s.leader_max, s.increment), bid_max));
+    s.leader_max = bid_max;
+    s.bidder = r.bidder;
+  } else {                               // the leader keeps the lead (ties too): this max is second
+    s.max = std::min(saturating_add(bid_max, s.increment), s.leader_max);
+    leading = false;
+  }
+  if (s.reserve && s.leader_max >= *s.reserve && *s.max < *s.reserve) s.max = *s.reserve;
   s.seq += 1;
   s.bids += 1;
-  s.max = r.amount;
-  s.bidder = r.bidder;
-  *reply = encode_ok(r.id, {{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq}});
+  // Soft close: a bid accepted less than extend_ms before the deadline moves it.
+  const bool extends = s.extend_ms != 0 && s.closes_at && *s.closes_at - now_ms < s.extend_ms;
+  if (extends) {
+    s.closes_at = now_ms + s.extend_ms;
+    s.seq += 1;
+  }
+  if (!r.max && leading && !extends) {  // the v1 reply, byte for byte
+    *reply = encode_ok(r.id, {{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq}});
+  } else {
+    std::vector<Field> fields{{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq},
+                              {"leading", leading}, {"price", *s.max}};
+    if (extends) fields.push_back({"closes_at", *s.closes_at});
+    *reply = encode_ok(r.id, fields);
+  }
   return EventKind::max;
 }
 
 std::optional<EventKind> judge_close(const Request& r, bool found, ItemState& s, std::string* reply) {
   if (refuse_unless_open(r, found, s, reply)) return std::nullopt;
   mark_closed(s);
-  *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}, {"winner", opt_value(s.bidder)},
-                            {"amount", opt_value(s.max)}});
+  const bool met = s.reserve_met();
+  std::vector<Field> fields{{"item", r.item}, {"seq", s.seq}, {"winner", met ? opt_value(s.bidder) : Value{Nil{}}},
+                            {"amount", met ? opt_value(s.max) : Value{Nil{}}}};
+  if (s.reserve) fields.push_back({"reserve_met", met});
+  *reply = encode_ok(r.id, fields);
   return EventKind::closed;
 }
 
@@ -106,23 +145,41 @@ Event change_event(std::string_view item, const ItemState& s, EventKind kind, ui
   e.item = std::string(item);
   e.seq = s.seq;
   e.ts = now_ms;
-  if (kind != EventKind::open) {
+  if (kind == EventKind::max) {
     e.amount = s.max;
     e.bidder = s.bidder;
+  } else if (kind == EventKind::closed) {
+    const bool met = s.reserve_met();
+    if (met) {
+      e.amount = s.max;
+      e.bidder = s.bidder;
+    }
+    if (s.reserve) e.reserve_met = met;
+  } else if (kind == EventKind::extended) {
+    e.closes_at = s.closes_at;
   }
   return e;
 }
 
-std::string get_reply(const Request& r, const ItemState& s) {
-  return encode_ok(r.id, {{"item", r.item},
-                          {"status", std::string(s.closed ? "closed" : "open")},
-                          {"max", opt_value(s.max)},
-                          {"bidder", opt_value(s.bidder)},
-                          {"seq", s.seq},
-                          {"bids", s.bids},
-                          {"start", s.start},
-                          {"increment", s.increment},
-                          {"closes_at", opt_value(s.closes_at)}});
+std::string get_reply(const Request& r, const ItemState& s, const ItemDetails* details) {
+  std::vector<Field> fields{{"item", r.item},
+                            {"status", std::string(s.closed ? "closed" : "open")},
+                            {"max", opt_value(s.max)},
+                            {"bidder", opt_value(s.bidder)},
+                            {"seq", s.seq},
+                            {"bids", s.bids},
+                            {"start", s.start},
+                            {"increment", s.increment},
+                            {"closes_at", opt_value(s.closes_at)}};
+  // v2 fields only for items that use them: a v1 item's reply is v1's.
+  if (s.reserve) fields.push_back({"reserve_met", s.reserve_met()});
+  if (s.extend_ms != 0) fields.push_back({"extend_ms", s.extend_ms});
+  if (details) {
+    if (!details->title.empty()) fields.push_back({"title", details->title});
+    if (!details->description.empty()) fields.push_back({"description", details->description});
+    if (!details->image_url.empty()) fields.push_back({"image_url", details->image_url});
+  }
+  return encode_ok(r.id, fields);
 }
 
 std::string unknown_item_reply(const Request& r) {

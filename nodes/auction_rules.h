@@ -7,7 +7,17 @@
 // - Deterministic: the same request, state and time give the same reply bytes and the same new
 //   state. The log replay relies on it (nodes/batch_record.h).
 // - A write that changes nothing (an error reply) leaves the state as it was.
-// - seq grows by exactly one per change: open sets 1, each accepted bid and the close add one.
+// - seq grows by exactly one per event: open sets 1, each accepted bid and the close add one,
+//   and a bid that extends the deadline (soft close) adds one more for its `extended` event.
+// - No reply, event or message ever holds a bidder's max (`leader_max` below) or the reserve.
+//
+// Proxy bids (docs/protocol.md, "Proxy bids"): the leader is the bidder with the highest max,
+// the earlier one winning a tie; the visible price (`max`, the v1 name) is the second-highest
+// max plus the increment, capped at the leader's max, never below the leader's own amount or
+// the start, and raised to the reserve once the leader's max reaches it. Only the leader's max
+// needs keeping: every accepted bid has amount >= price + increment > every other bidder's max,
+// so the second-highest max after a bid is the bid's own max or the former leader's, and the
+// price before the bid is a floor that already holds the leader's amount and the start.
 //
 // Thread-safe: pure functions.
 #pragma once
@@ -21,7 +31,7 @@
 
 namespace bidmesh {
 
-// One item as stored. `bidder` is set exactly when `max` is.
+// One item as stored. `bidder` (the leader) is set exactly when `max` (the visible price) is.
 struct ItemState {
   bool closed = false;
   uint64_t seq = 0;
@@ -31,6 +41,18 @@ struct ItemState {
   std::optional<uint64_t> max;
   std::optional<std::string> bidder;
   std::optional<uint64_t> closes_at;
+  // v2. A v1-only item has leader_max == max (or 0 without bids), no reserve, no extension and
+  // no details, and is stored in the v1 layout (nodes/store_format.h).
+  uint64_t leader_max = 0;           // the leader's highest max, never shown
+  std::optional<uint64_t> reserve;   // never shown
+  uint64_t extend_ms = 0;            // soft close: 0 = off
+  bool has_details = false;          // title/description/image_url stored apart (ItemDetails)
+
+  bool uses_v2() const {
+    return reserve || extend_ms != 0 || has_details || (max && leader_max != *max);
+  }
+  // The reserve is met when there is none or the price reached it.
+  bool reserve_met() const { return !reserve || (max && *max >= *reserve); }
 
   bool operator==(const ItemState&) const = default;
 };
@@ -58,12 +80,28 @@ bool deadline_closes(bool found, const ItemState& s, uint64_t closes_at);
 // The close step, shared by `close` and the auto-close at the deadline: closed, seq + 1.
 void mark_closed(ItemState& s);
 
+// Whether a `max` change of judge_write also moved the deadline (soft close): then `s.seq` is
+// the `extended` event's and the `max` event's is s.seq - 1. `closes_at_before` is the item's
+// closes_at before the write.
+inline bool bid_extended(const ItemState& s, const std::optional<uint64_t>& closes_at_before) {
+  return s.closes_at != closes_at_before;
+}
+
 // The event of a change (judge_write's kind, or `closed` for the auto-close), at `now_ms`: `open`
-// bare, `max` and `closed` with the state's max and bidder (nil where nobody bid).
+// bare, `max` with the state's price and leader, `closed` with the winner and amount (nil where
+// nobody bid or the reserve is not met) and reserve_met for an item with a reserve, `extended`
+// with the new closes_at. The seq is the state's.
 Event change_event(std::string_view item, const ItemState& s, EventKind kind, uint64_t now_ms);
 
-// The replies of the reads: `get` of an existing item, and an item that was never opened.
-std::string get_reply(const Request& r, const ItemState& s);
+// v2 item details, stored apart from the state (read by `get` only).
+struct ItemDetails {
+  std::string title, description, image_url;
+  bool operator==(const ItemDetails&) const = default;
+};
+
+// The replies of the reads: `get` of an existing item (with its details when it has them), and
+// an item that was never opened.
+std::string get_reply(const Request& r, const ItemState& s, const ItemDetails* details = nullptr);
 std::string unknown_item_reply(const Request& r);
 
 }  // namespace bidmesh

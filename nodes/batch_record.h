@@ -9,6 +9,15 @@
 //     open:  u64 start  u64 increment  u8 has_closes_at  [u64 closes_at]
 //     bid:   u8 bidder length, bidder  u64 amount
 //     close: nothing more
+// Version 2: the same, written only for a batch holding a write with v2 fields (a batch of v1
+// writes stays version 1, byte for byte), where two more ops may appear:
+//     3 open with v2 fields: as open, then  u8 has_reserve [u64 reserve]  u64 extend_ms
+//                            u16 title length, title  u16 description length, description
+//                            u16 image_url length, image_url
+//     4 bid with max:        as bid, then  u64 max
+// A build that knows only version 1 refuses a version 2 record by name ("batch record version 2
+// is not known to this build"); the store's format step (nodes/store_format.h) refuses such a
+// build even earlier.
 // Ids, items and bidders are at most 64 bytes (the decoder of the wire contract checks that before
 // a request is applied), so one length byte each is enough.
 //

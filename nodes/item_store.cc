@@ -46,9 +46,6 @@ struct ItemStore::WriteCtx : TxnCalls {
   uint64_t now = 0;
   std::vector<FeedMessage> events;
   uint64_t items_added = 0;    // opens in this txn (meta "items" is rewritten when non-zero)
-  int64_t open_delta = 0;      // opens minus closes, for items_open_
-  uint64_t records_added = 0;  // new idempotency records, for records_
-  uint64_t auto_closes = 0;
   // Reused buffers: no allocation per request for keys and records once they have grown.
   std::string key, value, fingerprint;
 };
@@ -72,10 +69,11 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
     if ((rc = mdb_dbi_open(t.get(), "meta", MDB_CREATE, &env->meta)) != 0) return fail("mdb_dbi_open", rc);
     std::string_view format;
     rc = get_value(t.get(), env->meta, "format", &format);
-    if (rc == 0 && format != fmt::kFormatVersion && format != fmt::kFormatWithoutLog) {
+    if (rc == 0 && format != fmt::kFormatVersion && format != fmt::kFormatV1Only && format != fmt::kFormatWithoutLog) {
       // Nothing is changed: the transaction is aborted (Txn), the old store stays as it was.
       return "the store " + where + " has format " + std::string(format) + ", this build reads format " +
-             std::string(fmt::kFormatWithoutLog) + " or format " + std::string(fmt::kFormatVersion) +
+             std::string(fmt::kFormatWithoutLog) + ", format " + std::string(fmt::kFormatV1Only) + " or format " +
+             std::string(fmt::kFormatVersion) +
              " and does not convert it: move " + where + " away (or delete it) and restart to begin with an empty store";
     }
     if (rc == MDB_NOTFOUND || (rc == 0 && format != fmt::kFormatVersion)) {
@@ -168,14 +166,6 @@ Status ItemStore::begin_checkpoint_txn() {
   } else if (rc != MDB_NOTFOUND) {
     return Status::io_error(describe_failure(rc, "items record"));
   }
-  // Saved by checkpoints since the metrics came; a store from before is counted once.
-  const int open_rc = get_value(txn_, env_->meta, "open", &raw);
-  if (open_rc == 0 && !fmt::decode_item_count(raw, &items_open_)) return Status::corruption("the meta record 'open' is malformed");
-  const int records_rc = get_value(txn_, env_->meta, "records", &raw);
-  if (records_rc == 0 && !fmt::decode_item_count(raw, &records_)) return Status::corruption("the meta record 'records' is malformed");
-  if (open_rc != 0 || records_rc != 0) {
-    if ((rc = count_open_and_records(&items_open_, &records_)) != 0) return Status::io_error(describe_failure(rc, "counting items and records"));
-  }
   sweep_.resume_at("");
   if ((rc = get_value(txn_, env_->meta, "sweep", &raw)) == 0) {
     sweep_.resume_at(raw);
@@ -237,8 +227,6 @@ Status ItemStore::checkpoint() {
   int rc = txn_ == nullptr ? t.fail(EINVAL, "no checkpoint transaction") : 0;
   if (rc == 0) rc = t.put(env_->meta, "log", pos);
   if (rc == 0) rc = t.put(env_->meta, "sweep", sweep_.resume_key());
-  if (rc == 0) rc = t.put(env_->meta, "open", fmt::encode_item_count(items_open_));
-  if (rc == 0) rc = t.put(env_->meta, "records", fmt::encode_item_count(records_));
   if (rc == 0 && (rc = reserve_disk()) != 0) t.fail(rc, "reserving disk space");
   if (rc == 0) {
     failpoint::before_checkpoint();  // off unless BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS (tests)
@@ -342,13 +330,7 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
     // The durability point: the batch is on disk before anything of it is kept or answered.
     encode_batch_record(now_ms, requests, record_);
     failpoint::before_commit();  // off unless BIDMESH_FAILPOINT_COMMIT_DELAY_MS (tests)
-    const auto log_start = std::chrono::steady_clock::now();
-    const LogPosition log_before = log_->end();
-    const Status st = log_->append(record_);
-    res.log_bytes = log_->bytes_between(log_before, log_->end());
-    res.log_ns = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - log_start).count());
-    if (!st.ok()) {
+    if (Status st = log_->append(record_); !st.ok()) {
       res.failure = (st.is_no_space() ? "storage full: the write-ahead log cannot grow: " : "write-ahead log: ") +
                     st.message();
       if (st.is_io_error()) {  // what is on disk is unknown now (no_space and invalid_argument wrote nothing)
@@ -382,10 +364,6 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   next_deadline_ = next_deadline;
   retry_after_ms_ = 0;
   item_count_ += w.items_added;
-  items_open_ = static_cast<uint64_t>(static_cast<int64_t>(items_open_) + w.open_delta);
-  records_ += w.records_added;
-  records_ -= std::min<uint64_t>(records_, sweep_.pruned());
-  res.auto_closes = w.auto_closes;
   sweep_.committed();
 }
 
@@ -404,34 +382,48 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
   ItemState s;
   bool found = false;
   if ((rc = load_state(w, env_->data, r.item, &s, &found, w.key)) != 0) return rc;
+  const std::optional<uint64_t> closes_at_before = s.closes_at;
   if (const std::optional<EventKind> change = judge_write(r, found, s, w.now, reply)) {
-    if ((rc = store_change(w, r.item, s, *change)) != 0) return rc;
+    if ((rc = store_change(w, r.item, s, *change, closes_at_before)) != 0) return rc;
+    if (*change == EventKind::open && s.has_details &&
+        (rc = w.put(env_->data, fmt::data_key(w.key, r.item, fmt::kTagDetails),
+                    fmt::encode_details(ItemDetails{r.title, r.description, r.image_url}))) != 0)
+      return rc;
   }
   // Every reply decided here (success, too_low, closed, exists, unknown_item) is remembered,
   // in this transaction, with the effect. (w.key was reused above: the request key is made again.)
-  rc = w.put(env_->data, fmt::request_key(w.key, r.item, r.id),
-             fmt::encode_request_record(w.value, w.now, w.fingerprint, *reply));
-  if (rc == 0) ++w.records_added;
-  return rc;
+  return w.put(env_->data, fmt::request_key(w.key, r.item, r.id),
+               fmt::encode_request_record(w.value, w.now, w.fingerprint, *reply));
 }
 
 // Stores a change the rules decided: the item's new state, the event of its new seq (stored with
 // the write and queued for the feed, which gets it after the commit), and the deadline entry that
 // an open adds and a close removes.
-int ItemStore::store_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind) {
+int ItemStore::store_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind,
+                             const std::optional<uint64_t>& closes_at_before) {
   int rc = 0;
   if (kind == EventKind::closed && s.closes_at &&
       (rc = w.del(env_->deadlines, fmt::deadline_key(*s.closes_at, item))) != 0)
     return rc;
   if ((rc = w.put(env_->data, fmt::data_key(w.key, item, fmt::kTagState), fmt::encode_state(w.value, s))) != 0)
     return rc;
-  const Event e = change_event(item, s, kind, w.now);
+  const bool extended = kind == EventKind::max && bid_extended(s, closes_at_before);
+  Event e = change_event(item, s, kind, w.now);
+  if (extended) e.seq -= 1;  // the max event comes first, then the extended event
   std::string body = encode_event(e);
   if ((rc = w.put(env_->data, fmt::event_key(w.key, e.item, e.seq), body)) != 0) return rc;
   w.events.push_back({feed_topic(e.item), std::move(body)});
-  if (kind == EventKind::closed) w.open_delta -= 1;
+  if (extended) {
+    // Soft close: the deadline entry moves with closes_at.
+    if (closes_at_before && (rc = w.del(env_->deadlines, fmt::deadline_key(*closes_at_before, item))) != 0)
+      return rc;
+    if ((rc = w.put(env_->deadlines, fmt::deadline_key(*s.closes_at, item), {})) != 0) return rc;
+    const Event x = change_event(item, s, EventKind::extended, w.now);
+    std::string xbody = encode_event(x);
+    if ((rc = w.put(env_->data, fmt::event_key(w.key, x.item, x.seq), xbody)) != 0) return rc;
+    w.events.push_back({feed_topic(x.item), std::move(xbody)});
+  }
   if (kind == EventKind::open) {
-    w.open_delta += 1;
     w.items_added += 1;
     if (s.closes_at && (rc = w.put(env_->deadlines, fmt::deadline_key(*s.closes_at, item), {})) != 0) return rc;
   }
@@ -453,7 +445,6 @@ int ItemStore::run_auto_closes(WriteCtx& w) {
     if (deadline_closes(found, s, fmt::deadline_of(key))) {
       mark_closed(s);
       rc = store_change(w, item, s, EventKind::closed);  // removes this deadline entry too
-      ++w.auto_closes;
     } else {
       rc = w.del(env_->deadlines, key);  // stale entry: nothing to close
     }
@@ -470,7 +461,15 @@ std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
   int rc = load_state(t, env_->data, r.item, &s, &found, prefix);
   if (rc != 0) return encode_error(r.id, ErrorCode::internal, describe_failure(rc, t.failed_at));
   if (!found) return unknown_item_reply(r);
-  if (r.op == Op::get) return get_reply(r, s);
+  if (r.op == Op::get) {
+    if (!s.has_details) return get_reply(r, s);
+    ItemDetails details;
+    std::string_view raw;
+    rc = get_value(txn, env_->data, fmt::data_key(prefix, r.item, fmt::kTagDetails), &raw);
+    if (rc == 0 && !fmt::decode_details(raw, &details)) rc = kBadRecord;
+    if (rc != 0) return encode_error(r.id, ErrorCode::internal, describe_failure(rc, "item details"));
+    return get_reply(r, s, &details);
+  }
 
   // history: events with seq > after, oldest first, at most limit; the stored bytes spliced in.
   std::vector<std::string_view> events;
@@ -510,51 +509,30 @@ uint64_t ItemStore::map_size_bytes() const { return lmdb_map_size(env_->env); }
 
 uint64_t ItemStore::item_count() const { return item_count_; }
 
-uint64_t ItemStore::log_bytes_since_checkpoint() const {
-  return log_ ? log_->bytes_between(checkpoint_pos_, log_->end()) : 0;
-}
-
-uint64_t ItemStore::store_used_bytes() const { return lmdb_used_bytes(env_->env); }
-
-// One walk of the data tree, seeking from item to item: each item's state (open or not), then
-// its request records. O(items + records): once in a store's life, at its first open with this
-// build (later opens read meta "open" and "records").
-int ItemStore::count_open_and_records(uint64_t* open, uint64_t* records) const {
-  *open = 0;
-  *records = 0;
-  if (txn_ == nullptr) return EINVAL;
+// Walks the data tree seeking from item to item past states and events: O(items + records).
+uint64_t ItemStore::idempotency_record_count() const {
+  if (txn_ == nullptr) return 0;
   Cursor c;
-  if (const int rc = c.open(txn_, env_->data); rc != 0) return rc;
+  if (c.open(txn_, env_->data) != 0) return 0;
+  uint64_t n = 0;
   std::string seek;
   MDB_val k{}, v{};
   int rc = c.get(&k, &v, MDB_FIRST);
   while (rc == 0) {
     const std::string_view key = to_sv(k);
     const std::optional<std::size_t> item_end = fmt::data_key_item_end(key);
-    if (!item_end) return kBadRecord;
-    const char tag = key[*item_end + 1];
-    if (tag == fmt::kTagRequest) {
-      ++*records;
+    if (!item_end) return n;
+    if (key[*item_end + 1] == fmt::kTagRequest) {
+      ++n;
       rc = c.get(&k, &v, MDB_NEXT);
-      continue;
+    } else {
+      seek.assign(key.substr(0, *item_end + 1));
+      seek.push_back(fmt::kTagRequest);
+      k = to_val(seek);
+      rc = c.get(&k, &v, MDB_SET_RANGE);
     }
-    if (tag == fmt::kTagState) {
-      ItemState s;
-      if (!fmt::decode_state(to_sv(v), &s)) return kBadRecord;
-      if (!s.closed) ++*open;
-    }
-    // Past the events to the state, past the state to the request records.
-    seek.assign(key.substr(0, *item_end + 1));
-    seek.push_back(tag < fmt::kTagState ? fmt::kTagState : fmt::kTagRequest);
-    k = to_val(seek);
-    rc = c.get(&k, &v, MDB_SET_RANGE);
   }
-  return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-uint64_t ItemStore::idempotency_record_count() const {
-  uint64_t open = 0, records = 0;
-  return count_open_and_records(&open, &records) == 0 ? records : 0;
+  return n;
 }
 
 std::optional<ItemState> ItemStore::get_item(std::string_view item) const {

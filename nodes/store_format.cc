@@ -10,6 +10,31 @@ std::string deadline_key(uint64_t closes_at, std::string_view item) {
   return k;
 }
 
+std::string encode_details(const ItemDetails& d) {
+  std::string out(1, '\1');
+  for (const std::string* text : {&d.title, &d.description, &d.image_url}) {
+    const auto n = static_cast<uint16_t>(text->size());  // at most 2000 bytes (the decoder's rules)
+    out.push_back(static_cast<char>(n >> 8));
+    out.push_back(static_cast<char>(n & 0xff));
+    out.append(*text);
+  }
+  return out;
+}
+
+bool decode_details(std::string_view in, ItemDetails* d) {
+  if (in.empty() || in[0] != 1) return false;
+  std::size_t pos = 1;
+  for (std::string* text : {&d->title, &d->description, &d->image_url}) {
+    if (in.size() - pos < 2) return false;
+    const std::size_t n = (static_cast<unsigned char>(in[pos]) << 8) | static_cast<unsigned char>(in[pos + 1]);
+    pos += 2;
+    if (in.size() - pos < n) return false;
+    text->assign(in.substr(pos, n));
+    pos += n;
+  }
+  return pos == in.size();
+}
+
 std::string encode_log_position(LogPosition p) {
   std::string out;
   append_u64(out, p.segment);

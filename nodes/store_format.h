@@ -2,20 +2,25 @@
 // encoded and decoded. No LMDB here, only bytes; nodes/item_store.cc puts these bytes into the
 // trees and nodes/sweep.cc walks them.
 //
-// LMDB layout, format 3 (named trees in one environment; u64 are big-endian so keys sort by
+// LMDB layout, format 4 (named trees in one environment; u64 are big-endian so keys sort by
 // value; items never contain '\0', so `item '\0'` is a prefix no other item's keys share):
-//   meta:      "format" -> "3" (format 2 is read too: it is format 3 without a log)
+//   meta:      "format" -> "4". Formats 3 and 2 are read too and marked 4 at open: format 4 is
+//              format 3 plus the v2 records below (state layout 2, details), which a format-3
+//              build cannot read, so the step makes such a build refuse the store with its
+//              one-line message instead of failing on the first v2 item (format 2 is format 3
+//              without a log).
 //              "log"    -> u64 segment, u64 offset: the log position this commit covers (replay
 //                          starts there; absent: the start of the log)
 //              "items"  -> u64 number of items (kept with every open, for item_count at start)
 //              "sweep"  -> the data key the prune sweep resumes at (saved by every checkpoint, in
 //                          the same commit as "log": the replay continues the sweep exactly)
-//              "open", "records" -> u64 items open and u64 idempotency records, as of the
-//                          same commit (saved by every checkpoint, for the node's metrics;
-//                          absent: counted by one walk of `data` at open, then saved)
 //   data:      ONE tree, every key of an item clustered under its prefix, so a bid's three writes
 //              (event, state, request record) land on one leaf page, or two when the item's
 //              records span several pages:
+//              item '\0' 0x00                -> ItemDetails (encode_details below), only for an
+//                                               item opened with v2 details; before the events
+//                                               so the walks that seek from a state or an event
+//                                               to the request records never step back
 //              item '\0' 0x01 u64 seq        -> the event as encode_event made it (spliced into
 //                                               history replies as it is, never re-encoded)
 //              item '\0' 0x02                -> ItemState (encode_state below); right after the
@@ -50,7 +55,8 @@
 
 namespace bidmesh::store_format {
 
-inline constexpr std::string_view kFormatVersion = "3";
+inline constexpr std::string_view kFormatVersion = "4";
+inline constexpr std::string_view kFormatV1Only = "3";      // format 4 without v2 records
 inline constexpr std::string_view kFormatWithoutLog = "2";  // format 3 before its first checkpoint
 
 inline void append_u64(std::string& out, uint64_t v) {
@@ -76,7 +82,7 @@ inline uint32_t read_u32(const char* p) {
 // The state sorts right after the newest event: a bid's event append and state update land on
 // the same leaf even when the item's history spans many pages (docs/benchmarks.md, "Store
 // layout v2").
-inline constexpr char kTagEvent = 0x01, kTagState = 0x02, kTagRequest = 0x03;
+inline constexpr char kTagDetails = 0x00, kTagEvent = 0x01, kTagState = 0x02, kTagRequest = 0x03;
 
 inline std::string_view data_key(std::string& out, std::string_view item, char tag) {
   out.clear();
@@ -111,26 +117,42 @@ std::string deadline_key(uint64_t closes_at, std::string_view item);
 inline uint64_t deadline_of(std::string_view key) { return read_u64(key.data()); }
 inline std::string_view deadline_item(std::string_view key) { return key.substr(kDeadlineKeyMinBytes); }
 
-// ItemState value, format 1:
-//   [0] 1 (format)   [1] 0 open / 1 closed   [2] flags: 1 = has max+bidder, 2 = has closes_at
+// ItemState value, layout 1 (every item that uses no v2 field: the v1 bid path writes the same
+// bytes as before):
+//   [0] 1 (layout)   [1] 0 open / 1 closed   [2] flags: 1 = has max+bidder, 2 = has closes_at
 //   [3..51) u64 seq, bids, start, increment, max, closes_at (0 where absent)   [51..) bidder
+// Layout 2 (ItemState::uses_v2()): [0] 2, [1] as layout 1, [2] flags as layout 1 plus 4 = has
+//   reserve, 8 = has details; [3..51) as layout 1; [51..75) u64 leader_max, reserve (0 where
+//   absent), extend_ms; [75..) bidder.
+// Room for what comes next without a format step: a new flag bit and fields appended after
+// extend_ms in a layout 3 (the decoder refuses layouts it does not know).
 inline constexpr std::size_t kStateFixedBytes = 51;
+inline constexpr std::size_t kStateV2FixedBytes = 75;
 inline std::string_view encode_state(std::string& out, const ItemState& s) {
+  const bool v2 = s.uses_v2();
   out.clear();
-  out.push_back(1);
+  out.push_back(v2 ? 2 : 1);
   out.push_back(s.closed ? 1 : 0);
-  out.push_back(static_cast<char>((s.max ? 1 : 0) | (s.closes_at ? 2 : 0)));
+  out.push_back(static_cast<char>((s.max ? 1 : 0) | (s.closes_at ? 2 : 0) | (s.reserve ? 4 : 0) |
+                                  (s.has_details ? 8 : 0)));
   append_u64(out, s.seq);
   append_u64(out, s.bids);
   append_u64(out, s.start);
   append_u64(out, s.increment);
   append_u64(out, s.max.value_or(0));
   append_u64(out, s.closes_at.value_or(0));
+  if (v2) {
+    append_u64(out, s.leader_max);
+    append_u64(out, s.reserve.value_or(0));
+    append_u64(out, s.extend_ms);
+  }
   if (s.max) out.append(*s.bidder);
   return out;
 }
 inline bool decode_state(std::string_view in, ItemState* s) {
-  if (in.size() < kStateFixedBytes || in[0] != 1) return false;
+  if (in.size() < kStateFixedBytes || (in[0] != 1 && in[0] != 2)) return false;
+  const bool v2 = in[0] == 2;
+  if (v2 && in.size() < kStateV2FixedBytes) return false;
   const char* p = in.data();
   const unsigned flags = static_cast<unsigned char>(p[2]);
   s->closed = p[1] != 0;
@@ -141,13 +163,27 @@ inline bool decode_state(std::string_view in, ItemState* s) {
   s->max.reset();
   s->bidder.reset();
   s->closes_at.reset();
+  s->reserve.reset();
+  s->leader_max = 0;
+  s->extend_ms = 0;
+  s->has_details = v2 && (flags & 8) != 0;
   if (flags & 1) {
     s->max = read_u64(p + 35);
-    s->bidder = std::string(in.substr(kStateFixedBytes));
+    s->bidder = std::string(in.substr(v2 ? kStateV2FixedBytes : kStateFixedBytes));
+    s->leader_max = *s->max;  // layout 1: the leader's max is the price
   }
   if (flags & 2) s->closes_at = read_u64(p + 43);
+  if (v2) {
+    if (flags & 1) s->leader_max = read_u64(p + 51);
+    if (flags & 4) s->reserve = read_u64(p + 59);
+    s->extend_ms = read_u64(p + 67);
+  }
   return true;
 }
+
+// ItemDetails value: [0] 1 (layout), then title, description, image_url, each u16 length + bytes.
+std::string encode_details(const ItemDetails& d);
+bool decode_details(std::string_view in, ItemDetails* d);
 
 // Request record value (the idempotency record): u64 stored_at, u32 fingerprint length,
 // fingerprint, reply bytes. The views of a decoded record point into the decoded bytes.

@@ -6,6 +6,7 @@
 #include "protocol/json.h"
 
 #include <array>
+#include <cctype>
 
 #include <msgpack.hpp>
 
@@ -152,6 +153,50 @@ std::optional<DecodeError> read_u64(const FieldView& f, std::string_view key, bo
   return std::nullopt;
 }
 
+// An optional string field of at most `max_bytes`, judged by `check` (absent: `out` stays empty).
+std::optional<DecodeError> read_text(const FieldView& f, std::string_view key, std::string& out,
+                                     std::optional<std::string> (*check)(std::string_view),
+                                     const std::optional<std::string>& id) {
+  const msgpack::object* o = f.find(key);
+  if (o == nullptr) return std::nullopt;
+  if (o->type != msgpack::type::STR) return bad("field '" + std::string(key) + "' must be a string", id);
+  if (auto why = check(as_view(*o))) return bad("field '" + std::string(key) + "' " + *why, id);
+  out.assign(as_view(*o));
+  return std::nullopt;
+}
+
+// Strict UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF) without control
+// characters (C0, DEL, C1); `allow_lf` lets line feeds through. Returns why not, or nullopt.
+std::optional<std::string> check_utf8_text(std::string_view s, bool allow_lf) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  for (std::size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      if ((c < 0x20 && !(allow_lf && c == '\n')) || c == 0x7f)
+        return "must not hold control characters (byte " + std::to_string(i) + ")";
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    uint32_t cp = 0, min = 0;
+    if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07, min = 0x10000;
+    else return "is not valid UTF-8 (byte " + std::to_string(i) + ")";
+    if (n - i < len) return "is not valid UTF-8 (it ends inside a character)";
+    for (std::size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xc0) != 0x80) return "is not valid UTF-8 (byte " + std::to_string(i + k) + ")";
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return "is not valid UTF-8 (byte " + std::to_string(i) + ")";
+    if (cp >= 0x80 && cp <= 0x9f) return "must not hold control characters (byte " + std::to_string(i) + ")";
+    i += len;
+  }
+  return std::nullopt;
+}
+
 template <typename Packer>
 void pack_value(Packer& pk, const Value& v) {
   std::visit(
@@ -201,6 +246,7 @@ std::optional<Event> event_from_object(const msgpack::object& root) {
       if (s == "open") e.kind = EventKind::open;
       else if (s == "max") e.kind = EventKind::max;
       else if (s == "closed") e.kind = EventKind::closed;
+      else if (s == "extended") e.kind = EventKind::extended;
       else return std::nullopt;
       have_kind = true;
     } else if (k == "item" && v.type == msgpack::type::STR) {
@@ -214,6 +260,10 @@ std::optional<Event> event_from_object(const msgpack::object& root) {
       e.amount = v.via.u64;
     } else if ((k == "bidder" || k == "winner") && v.type == msgpack::type::STR) {
       e.bidder = std::string(as_view(v));
+    } else if (k == "closes_at" && v.type == msgpack::type::POSITIVE_INTEGER) {
+      e.closes_at = v.via.u64;
+    } else if (k == "reserve_met" && v.type == msgpack::type::BOOLEAN) {
+      e.reserve_met = v.via.boolean;
     }
   }
   if (!have_kind || !have_seq) return std::nullopt;
@@ -282,6 +332,32 @@ bool is_valid_identifier(std::string_view s) {
   return true;
 }
 
+std::optional<std::string> check_title(std::string_view s) {
+  if (s.empty() || s.size() > kMaxTitleBytes) return "must be 1 to " + std::to_string(kMaxTitleBytes) + " bytes";
+  return check_utf8_text(s, false);
+}
+
+std::optional<std::string> check_description(std::string_view s) {
+  if (s.size() > kMaxDescriptionBytes) return "must be at most " + std::to_string(kMaxDescriptionBytes) + " bytes";
+  return check_utf8_text(s, true);
+}
+
+std::optional<std::string> check_image_url(std::string_view s) {
+  if (s.size() > kMaxImageUrlBytes) return "must be at most " + std::to_string(kMaxImageUrlBytes) + " bytes";
+  auto starts_nocase = [&](std::string_view prefix) {
+    if (s.size() < prefix.size()) return false;
+    for (std::size_t i = 0; i < prefix.size(); ++i)
+      if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+    return true;
+  };
+  const std::size_t scheme = starts_nocase("https://") ? 8 : starts_nocase("http://") ? 7 : 0;
+  if (scheme == 0) return std::string("must be an http:// or https:// URL");
+  if (s.size() == scheme || s[scheme] == '/') return std::string("must name a host after the scheme");
+  for (unsigned char c : s)
+    if (c <= 0x20 || c >= 0x7f) return std::string("must be printable ASCII without spaces (percent-encode the rest)");
+  return std::nullopt;
+}
+
 std::string Request::fingerprint() const {
   std::string f(op_name(op));
   f += '|';
@@ -290,9 +366,16 @@ std::string Request::fingerprint() const {
     case Op::open:
       f += '|' + std::to_string(start) + '|' + std::to_string(increment) + '|' +
            (closes_at ? std::to_string(*closes_at) : std::string("-"));
+      // v2 fields only when given, so a v1 open keeps its v1 fingerprint (stored records match).
+      if (has_v2_fields()) {
+        f += "|v2|" + (reserve ? std::to_string(*reserve) : std::string("-")) + '|' + std::to_string(extend_ms);
+        for (const std::string* text : {&title, &description, &image_url})
+          f += '|' + std::to_string(text->size()) + ':' + *text;
+      }
       break;
     case Op::bid:
       f += '|' + bidder + '|' + std::to_string(amount);
+      if (max) f += "|max|" + std::to_string(*max);
       break;
     default:
       break;
@@ -496,12 +579,27 @@ std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64
         if (closes_at <= now_ms) return bad("field 'closes_at' must be in the future (unix ms)", id);
         r.closes_at = closes_at;
       }
+      uint64_t reserve = 0;
+      if (auto err = read_u64(f, "reserve", false, 1, reserve, present, id)) return std::move(*err);
+      if (present) r.reserve = reserve;
+      if (auto err = read_u64(f, "extend_ms", false, 0, r.extend_ms, present, id)) return std::move(*err);
+      if (r.extend_ms > kMaxExtendMs)
+        return bad("field 'extend_ms' must be at most " + std::to_string(kMaxExtendMs) + " (24 hours)", id);
+      if (auto err = read_text(f, "title", r.title, check_title, id)) return std::move(*err);
+      if (auto err = read_text(f, "description", r.description, check_description, id)) return std::move(*err);
+      if (auto err = read_text(f, "image_url", r.image_url, check_image_url, id)) return std::move(*err);
       break;
     }
-    case Op::bid:
+    case Op::bid: {
       if (auto err = read_identifier(f, "bidder", r.bidder, id)) return std::move(*err);
       if (auto err = read_u64(f, "amount", true, 1, r.amount, present, id)) return std::move(*err);
+      uint64_t max = 0;
+      if (auto err = read_u64(f, "max", false, 1, max, present, id)) return std::move(*err);
+      // The message never repeats the value: a max is the bidder's secret.
+      if (present && max < r.amount) return bad("field 'max' must be at least 'amount'", id);
+      if (present && max > r.amount) r.max = max;  // max == amount is a v1 bid
       break;
+    }
     case Op::history:
       if (auto err = read_u64(f, "after", false, 0, r.after, present, id)) return std::move(*err);
       if (auto err = read_u64(f, "limit", false, 0, r.limit, present, id)) return std::move(*err);
@@ -571,6 +669,7 @@ std::string_view event_kind_name(EventKind kind) {
     case EventKind::open: return "open";
     case EventKind::max: return "max";
     case EventKind::closed: return "closed";
+    case EventKind::extended: return "extended";
   }
   return "open";
 }
@@ -578,7 +677,11 @@ std::string_view event_kind_name(EventKind kind) {
 std::string encode_event(const Event& e) {
   msgpack::sbuffer buf(96);
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(e.kind == EventKind::open ? 4 : 6);
+  const uint32_t extra = e.kind == EventKind::open       ? 0
+                         : e.kind == EventKind::extended ? 1
+                         : e.kind == EventKind::closed && e.reserve_met ? 3
+                                                                        : 2;
+  pk.pack_map(4 + extra);
   pack_str(pk, "event");
   pack_str(pk, event_kind_name(e.kind));
   pack_str(pk, "item");
@@ -587,11 +690,18 @@ std::string encode_event(const Event& e) {
   pk.pack_uint64(e.seq);
   pack_str(pk, "ts");
   pk.pack_uint64(e.ts);
-  if (e.kind != EventKind::open) {
+  if (e.kind == EventKind::extended) {
+    pack_str(pk, "closes_at");
+    pack_value(pk, opt_value(e.closes_at));
+  } else if (e.kind != EventKind::open) {
     pack_str(pk, "amount");
     pack_value(pk, opt_value(e.amount));
     pack_str(pk, e.kind == EventKind::max ? "bidder" : "winner");
     pack_value(pk, opt_value(e.bidder));
+    if (e.kind == EventKind::closed && e.reserve_met) {
+      pack_str(pk, "reserve_met");
+      pack_value(pk, Value{*e.reserve_met});
+    }
   }
   return std::string(buf.data(), buf.size());
 }
@@ -687,10 +797,16 @@ std::string encode_request(const Request& r) {
       f.push_back({"start", r.start});
       f.push_back({"increment", r.increment});
       if (r.closes_at) f.push_back({"closes_at", *r.closes_at});
+      if (r.reserve) f.push_back({"reserve", *r.reserve});
+      if (r.extend_ms != 0) f.push_back({"extend_ms", r.extend_ms});
+      if (!r.title.empty()) f.push_back({"title", r.title});
+      if (!r.description.empty()) f.push_back({"description", r.description});
+      if (!r.image_url.empty()) f.push_back({"image_url", r.image_url});
       break;
     case Op::bid:
       f.push_back({"bidder", r.bidder});
       f.push_back({"amount", r.amount});
+      if (r.max) f.push_back({"max", *r.max});
       break;
     case Op::history:
       f.push_back({"after", r.after});

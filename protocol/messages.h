@@ -1,4 +1,4 @@
-// Requests, replies and feed events of the wire contract (docs/protocol.md, v1), and their
+// Requests, replies and feed events of the wire contract (docs/protocol.md, v2), and their
 // MessagePack encoding. Decoding never trusts its input: the size is checked before anything
 // is unpacked, unpacking runs under limits on depth, array, map, string and bin sizes, the whole
 // frame must be consumed, and every field is type- and range-checked.
@@ -29,6 +29,19 @@ inline constexpr std::size_t kTransportMaxBytes = 64 * 1024;  // ZMQ_MAXMSGSIZE 
 inline constexpr std::size_t kMaxIdBytes = 64;
 inline constexpr uint64_t kDefaultHistoryLimit = 100;
 inline constexpr uint64_t kMaxHistoryLimit = 1000;
+// v2 item details and soft close (docs/protocol.md, "Auctions (v2)").
+inline constexpr std::size_t kMaxTitleBytes = 120;
+inline constexpr std::size_t kMaxDescriptionBytes = 2000;
+inline constexpr std::size_t kMaxImageUrlBytes = 512;
+inline constexpr uint64_t kMaxExtendMs = 24ull * 3600 * 1000;
+
+// The rules of the v2 text fields. Title: 1..120 bytes of UTF-8 without control characters.
+// Description: up to 2000 bytes of UTF-8 without control characters but line feeds. Image URL:
+// http:// or https:// (any case), a host, then printable ASCII without spaces, up to 512 bytes.
+// Each returns why the value is refused, or nullopt when it is fine.
+std::optional<std::string> check_title(std::string_view s);
+std::optional<std::string> check_description(std::string_view s);
+std::optional<std::string> check_image_url(std::string_view s);
 
 // True for 1..64 bytes of [A-Za-z0-9_-] (items and bidders).
 bool is_valid_identifier(std::string_view s);
@@ -45,6 +58,17 @@ struct Request {
   std::optional<uint64_t> closes_at;   // open, unix ms, in the future when decoded
   uint64_t after = 0;                  // history
   uint64_t limit = kDefaultHistoryLimit;  // history, capped at kMaxHistoryLimit
+  // v2 (absent in v1 requests; a v1 request carries none, so its path and record are v1's):
+  std::optional<uint64_t> max;         // bid: the bidder's maximum, > amount (max == amount is
+                                       // decoded as absent: the same write as a v1 bid)
+  std::optional<uint64_t> reserve;     // open, >= 1, never shown
+  uint64_t extend_ms = 0;              // open, soft close, 0 = off, at most kMaxExtendMs
+  std::string title, description, image_url;  // open, empty = absent
+
+  // True when the request carries any v2 field (the log record and fingerprint grow only then).
+  bool has_v2_fields() const {
+    return max || reserve || extend_ms != 0 || !title.empty() || !description.empty() || !image_url.empty();
+  }
 
   // The write's content once defaults are applied, as a canonical string: two requests with the
   // same (item, id) and different fingerprints are a `conflict`.
@@ -115,7 +139,7 @@ inline std::string encode_error(const DecodeError& e) { return encode_error(e.id
 std::string encode_history_ok(std::string_view id, std::string_view item,
                               const std::vector<std::string_view>& encoded_events);
 
-enum class EventKind { open, max, closed };
+enum class EventKind { open, max, closed, extended };
 std::string_view event_kind_name(EventKind kind);
 
 // One item event, as on the feed and in `history`.
@@ -126,9 +150,12 @@ struct Event {
   uint64_t ts = 0;                      // unix ms
   std::optional<uint64_t> amount;       // max: the bid; closed: the winning amount or nil
   std::optional<std::string> bidder;    // max: the bidder; closed: the winner or nil
+  std::optional<uint64_t> closes_at;    // extended: the new deadline (unix ms)
+  std::optional<bool> reserve_met;      // closed, for an item opened with a reserve only
 };
 
-// The feed body: {event, item, seq, ts, (max: amount, bidder) | (closed: winner, amount)}.
+// The feed body: {event, item, seq, ts, (max: amount, bidder) | (closed: winner, amount
+// [, reserve_met]) | (extended: closes_at)}.
 std::string encode_event(const Event& e);
 std::optional<Event> decode_event(std::string_view body);
 // "item/<item>/": the trailing slash makes a per-item subscription exact.

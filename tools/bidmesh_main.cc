@@ -103,6 +103,12 @@ std::string state_line(const Reply& r) {
     const uint64_t now = unix_now_ms();
     if (*at > now) s += " (in " + std::to_string((*at - now + 999) / 1000) + " s)";
   }
+  // v2 fields, present only for items opened with them.
+  if (auto ext = r.u64("extend_ms")) s += ", extends by " + std::to_string(*ext) + " ms";
+  if (const Value* met = r.find("reserve_met")) s += std::string(", reserve ") + (value_text(met) == "true" ? "met" : "not met");
+  if (auto title = r.str("title")) s += "\n  title: " + *title;
+  if (auto url = r.str("image_url")) s += "\n  image: " + *url;
+  if (auto text = r.str("description")) s += "\n  description: " + *text;
   return s;
 }
 
@@ -113,12 +119,21 @@ std::string ok_line(Op op, const Reply& r, const std::string& endpoint, std::chr
   switch (op) {
     case Op::open:
       return "opened: item " + item + " (seq " + seq + ")";
-    case Op::bid:
-      return "accepted: item " + item + " bid " + value_text(r.find("amount")) + " by " +
-             r.str("bidder").value_or("?") + " (seq " + seq + ")";
+    case Op::bid: {
+      std::string line = "accepted: item " + item + " bid " + value_text(r.find("amount")) + " by " +
+                         r.str("bidder").value_or("?") + " (seq " + seq + ")";
+      // v2: present when the bid carried --max, did not lead, or extended the deadline.
+      if (const Value* leading = r.find("leading"))
+        line += std::string(value_text(leading) == "true" ? ", leading" : ", NOT leading") + " at " +
+                value_text(r.find("price"));
+      if (auto at = r.u64("closes_at")) line += ", deadline extended to " + iso_utc(*at);
+      return line;
+    }
     case Op::close:
       if (auto w = r.str("winner"))
         return "closed: item " + item + " won by " + *w + " at " + value_text(r.find("amount")) + " (seq " + seq + ")";
+      if (const Value* met = r.find("reserve_met"); met && value_text(met) == "false")
+        return "closed: item " + item + ", reserve not met, no winner (seq " + seq + ")";
       return "closed: item " + item + ", no bids (seq " + seq + ")";
     case Op::get:
       return state_line(r);
@@ -304,6 +319,15 @@ int main(int argc, char** argv) {
   open_cmd->add_option("--increment", o_increment, "least raise over the max (default 1)")->check(kU64);
   auto* at_opt = open_cmd->add_option("--closes-at", o_closes_at, "close by itself at this unix time (ms)")->check(kU64);
   open_cmd->add_option("--closes-in", o_closes_in, "close by itself in this many seconds")->check(kU64)->excludes(at_opt);
+  std::string o_reserve, o_extend;
+  open_cmd->add_option("--reserve", o_reserve, "lowest price that sells, never shown (v2)")->check(kU64);
+  open_cmd->add_option("--extend", o_extend,
+                       "soft close: a bid less than this many ms before the deadline moves it to the bid's time "
+                       "plus this (v2; 0 = off)")
+      ->check(kU64);
+  open_cmd->add_option("--title", open_req.title, "title, 1 to 120 bytes of UTF-8 (v2)");
+  open_cmd->add_option("--description", open_req.description, "description, up to 2000 bytes of UTF-8 (v2)");
+  open_cmd->add_option("--image-url", open_req.image_url, "an http(s) URL of the item's image, up to 512 bytes (v2)");
 
   // bid
   Request bid_req;
@@ -313,6 +337,11 @@ int main(int argc, char** argv) {
   bid_cmd->add_option("ITEM", bid_req.item, "item name")->required();
   bid_cmd->add_option("BIDDER", bid_req.bidder, "bidder name ([A-Za-z0-9_-], 1 to 64 bytes)")->required();
   bid_cmd->add_option("AMOUNT", b_amount, "amount in minor units (cents), an unsigned integer")->required()->check(kU64);
+  std::string b_max;
+  bid_cmd->add_option("--max", b_max,
+                      "proxy bid: the most this bidder will pay, at least AMOUNT; the mesh bids for it by the "
+                      "increment and never shows it (v2)")
+      ->check(kU64);
 
   // close, get
   Request close_req;
@@ -371,10 +400,13 @@ int main(int argc, char** argv) {
         if (secs > (UINT64_MAX - unix_now_ms()) / 1000) throw CLI::ValidationError("--closes-in", "too far ahead");
         open_req.closes_at = unix_now_ms() + secs * 1000;
       }
+      if (!o_reserve.empty()) open_req.reserve = u64(o_reserve);
+      if (!o_extend.empty()) open_req.extend_ms = u64(o_extend);
       return run_request(g, open_req);
     }
     if (*bid_cmd) {
       bid_req.amount = u64(b_amount);
+      if (!b_max.empty()) bid_req.max = u64(b_max);  // the mesh checks max >= amount
       return run_request(g, bid_req);
     }
     if (*close_cmd) return run_request(g, close_req);

@@ -206,17 +206,25 @@ class Client:
     # raises RequestError on a refusal, NoReply when no reply came. `id`: to retry a write by
     # hand after NoReply, pass the id it carried.
 
-    def open(self, item, start=None, increment=None, closes_at=None, id=None):
+    def open(self, item, start=None, increment=None, closes_at=None, id=None, reserve=None, extend_ms=None,
+             title=None, description=None, image_url=None):
         """Opens `item`: {item, seq}. start/increment default to 1 at the mesh; closes_at in
-        unix ms."""
-        for name, v in (("start", start), ("increment", increment), ("closes_at", closes_at)):
+        unix ms. v2: `reserve` (never shown), `extend_ms` (soft close), and the details `title`,
+        `description`, `image_url` (str; the mesh checks their rules)."""
+        for name, v in (("start", start), ("increment", increment), ("closes_at", closes_at),
+                        ("reserve", reserve), ("extend_ms", extend_ms)):
             _check_int(name, v, optional=True)
-        return self.request("open", id=id, item=item, start=start, increment=increment, closes_at=closes_at)
+        return self.request("open", id=id, item=item, start=start, increment=increment, closes_at=closes_at,
+                            reserve=reserve, extend_ms=extend_ms, title=title, description=description,
+                            image_url=image_url)
 
-    def bid(self, item, bidder, amount, id=None):
-        """Bids `amount` (int, minor units) on `item` as `bidder`: {item, bidder, amount, seq}."""
+    def bid(self, item, bidder, amount, id=None, max=None):
+        """Bids `amount` (int, minor units) on `item` as `bidder`: {item, bidder, amount, seq}.
+        v2: `max`, the most this bidder will pay (a proxy bid); the reply then also has
+        `leading` and `price`."""
         _check_int("amount", amount)
-        return self.request("bid", id=id, item=item, bidder=bidder, amount=amount)
+        _check_int("max", max, optional=True)
+        return self.request("bid", id=id, item=item, bidder=bidder, amount=amount, max=max)
 
     def close(self, item, id=None):
         """Closes `item`: {item, seq, winner, amount} (winner and amount None without bids)."""

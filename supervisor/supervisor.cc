@@ -140,6 +140,7 @@ std::string node_fingerprint(const MeshConfig& cfg, const NodeConfig& n) {
   add("max_request_bytes", std::to_string(cfg.max_request_bytes));
   add("security", std::string(security_name(cfg.security)));
   add("server_certificate", cfg.server_certificate.string());
+  add("metrics", n.metrics);  // read at start only: a new address needs a new process
   if (n.kind == NodeKind::bid) {
     add("slots", slots_text(n.slots));
     add("map_size", std::to_string(n.map_size_bytes != 0 ? n.map_size_bytes : cfg.default_map_size_bytes));

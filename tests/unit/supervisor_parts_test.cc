@@ -159,6 +159,13 @@ slots = ["0-16383"]
     CHECK(node_fingerprint(a, *a.find("b1")) != node_fingerprint(b, *b.find("b1")));
     CHECK(node_fingerprint(a, *a.find("r1")) != node_fingerprint(b, *b.find("r1")));
   }
+  SECTION("a new metrics address restarts that node only (it binds it at start)") {
+    std::string text = base;
+    text.insert(text.find("slots = "), "metrics = \"127.0.0.1:9102\"\n");
+    const MeshConfig b = parse_mesh_config(text, "/tmp/x/mesh.toml");
+    CHECK(node_fingerprint(a, *a.find("b1")) != node_fingerprint(b, *b.find("b1")));
+    CHECK(node_fingerprint(a, *a.find("r1")) == node_fingerprint(b, *b.find("r1")));
+  }
   SECTION("hosts") {
     NodeConfig n;
     CHECK(node_runs_on(n, "h1"));

@@ -46,6 +46,7 @@ struct BidNode::Incoming {
   std::optional<std::size_t> request;  // index in the batch's requests, when it decoded
   std::string reply;                   // set at once when it did not decode
   bool digest_refused = false;         // the router's config digest differs from ours
+  std::optional<Op> op;                // for the metrics; none when it did not decode
 };
 
 BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
@@ -64,6 +65,7 @@ BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
       checkpoint_interval_(cfg.checkpoint_interval_ms),
       log_segment_bytes_(uint64_t{cfg.wal_segment_mb} << 20),
       max_request_bytes_(cfg.max_request_bytes),
+      metrics_address_(node.metrics),
       ctx_(1),
       router_(ctx_, zmq::socket_type::router),
       pub_(ctx_, zmq::socket_type::pub),
@@ -147,6 +149,12 @@ std::optional<std::string> BidNode::start() {
     log("WARNING: unsafe_no_sync is set: the write-ahead log is NOT synced to disk, so acknowledged bids can be "
         "lost in a crash. The wire contract's durability does not hold. Never run this in production.");
   }
+  // A metrics port that cannot be bound costs the metrics, not the auction: the node serves on.
+  if (!metrics_address_.empty()) {
+    if (auto error = metrics_registry_.serve(metrics_address_))
+      log(*error + "; serving without metrics");
+  }
+  update_gauges();
   return std::nullopt;
 }
 
@@ -173,6 +181,7 @@ int BidNode::serve() {
         return 111;
       }
       if (store_->checkpoint_due()) checkpoint();
+      if (std::chrono::steady_clock::now() >= next_gauges_) update_gauges();
     }
   } catch (const zmq::error_t& e) {
     log(std::string("stopping on a ZeroMQ error: ") + e.what());
@@ -215,6 +224,7 @@ void BidNode::drain() {
     uint64_t router_digest = 0;
     std::memcpy(&router_digest, in.frames[2].data(), sizeof router_digest);
     auto decoded = decode_request(in.frames.back().to_string_view(), decode_now, max_request_bytes_);
+    in.op = std::holds_alternative<Request>(decoded) ? std::optional<Op>(std::get<Request>(decoded).op) : std::nullopt;
     in.digest_refused = router_digest != config_digest_;
     if (in.digest_refused) {
       // Another slot map may own this item: nothing is applied, and the client may retry once
@@ -260,6 +270,13 @@ void BidNode::commit_batch() {
     stats_.apply_ns += apply_ns;
     stats_.max_apply_ns = std::max(stats_.max_apply_ns, apply_ns);
   }
+  // One observation per batch (a histogram takes a lock), never per request.
+  if (gathered_ > 0) metrics_.batch_size.Observe(static_cast<double>(gathered_));
+  if (result.committed) metrics_.apply_seconds.Observe(static_cast<double>(apply_ns) / 1e9);
+  if (result.log_ns > 0) metrics_.log_sync_seconds.Observe(static_cast<double>(result.log_ns) / 1e9);
+  if (result.log_bytes > 0) metrics_.log_written_bytes.Increment(static_cast<double>(result.log_bytes));
+  if (result.auto_closes > 0) metrics_.auto_closes.Increment(static_cast<double>(result.auto_closes));
+  if (!result.events.empty()) metrics_.events_published.Increment(static_cast<double>(result.events.size()));
   if (result.fatal) fatal_ = true;
   if (result.failure) {
     report_failure(*result.failure);
@@ -272,6 +289,7 @@ void BidNode::commit_batch() {
   for (std::size_t b = 0; b < gathered_; ++b) {
     Incoming* in = &slots_[b];
     const std::string& reply = in->request ? result.replies[*in->request] : in->reply;
+    metrics_.requests.count_reply(in->op, reply);
     // ROUTER drops a message to a gone or full peer (no ROUTER_MANDATORY): never blocks.
     for (std::size_t i = 0; i < kReplyEnvelopeFrames; ++i) {
       retry_eintr([&] { return router_.send(in->frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
@@ -303,11 +321,29 @@ void BidNode::checkpoint() {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
   stats_.checkpoint_ns += ns;
   stats_.max_checkpoint_ns = std::max(stats_.max_checkpoint_ns, ns);
+  if (st.ok()) {
+    metrics_.checkpoint_seconds.Observe(static_cast<double>(ns) / 1e9);
+    update_gauges();
+  }
   // At most one try a second (ItemStore::checkpoint_due), so at most one line a second.
   if (!st.ok()) {
     log("checkpoint failed: " + st.to_string() + "; nothing acknowledged is lost (the log holds it); retried in 1 s. " +
         "Operator: check the disk of " + data_dir_.string());
   }
+}
+
+void BidNode::update_gauges() {
+  next_gauges_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  metrics_.log_bytes.Set(static_cast<double>(store_->log_bytes_since_checkpoint()));
+  metrics_.store_used_bytes.Set(static_cast<double>(store_->store_used_bytes()));
+  metrics_.store_size_bytes.Set(static_cast<double>(store_->map_size_bytes()));
+  metrics_.items_open.Set(static_cast<double>(store_->items_open()));
+  metrics_.idempotency_records.Set(static_cast<double>(store_->idempotency_records()));
+  // A handful of files (the log keeps at most a few segments past the checkpoint's).
+  std::error_code ec;
+  std::size_t segments = 0;
+  for (std::filesystem::directory_iterator it(data_dir_ / "wal", ec), end; !ec && it != end; it.increment(ec)) ++segments;
+  if (!ec) metrics_.log_segments.Set(static_cast<double>(segments));
 }
 
 std::string BidNode::stats_line() const {

@@ -30,6 +30,12 @@
 // Stop: SIGTERM/SIGINT set a flag; the batch in flight is finished and answered, a last
 // checkpoint is taken (so the next start replays nothing), then the sockets close (linger kCloseLingerMs so the last replies leave) and serve() returns 0.
 //
+// Metrics (docs/operations.md), served on the node's `metrics` address when it has one (a port
+// it cannot bind is logged and the node serves on without them): requests by op and outcome,
+// counted as the replies leave; per batch one observation each of its size, its apply time and
+// its log write+fdatasync; each checkpoint's time; the log, store and item gauges after every
+// checkpoint and at least once a second. Nothing per request but counter increments.
+//
 // Thread-compatible: one thread constructs, starts and serves.
 #pragma once
 
@@ -41,6 +47,7 @@
 
 #include <zmq.hpp>
 
+#include "metrics/metrics.h"
 #include "nodes/item_store.h"
 #include "nodes/process.h"
 #include "protocol/config.h"
@@ -100,6 +107,7 @@ class BidNode {
   const std::chrono::milliseconds checkpoint_interval_;
   const uint64_t log_segment_bytes_;
   const std::size_t max_request_bytes_;
+  const std::string metrics_address_;    // empty: metrics are counted, not served
 
   std::unique_ptr<ItemStore> store_;
   zmq::context_t ctx_;
@@ -128,6 +136,14 @@ class BidNode {
   };
   std::string stats_line() const;
   Stats stats_;
+
+  // The process's metrics; the exposer's thread (when serving) reads only the registry, and
+  // stops in its destructor.
+  MetricsRegistry metrics_registry_;
+  BidNodeMetrics metrics_{metrics_registry_.registry()};
+  std::chrono::steady_clock::time_point next_gauges_{};
+  // Sets the gauges from the store and the log directory; next one a second later.
+  void update_gauges();
 
   // Operator log of write failures: one line per kFailureLogInterval at most.
   std::chrono::steady_clock::time_point last_failure_log_{};

@@ -46,6 +46,9 @@ struct ItemStore::WriteCtx : TxnCalls {
   uint64_t now = 0;
   std::vector<FeedMessage> events;
   uint64_t items_added = 0;    // opens in this txn (meta "items" is rewritten when non-zero)
+  int64_t open_delta = 0;      // opens minus closes, for items_open_
+  uint64_t records_added = 0;  // new idempotency records, for records_
+  uint64_t auto_closes = 0;
   // Reused buffers: no allocation per request for keys and records once they have grown.
   std::string key, value, fingerprint;
 };
@@ -166,6 +169,14 @@ Status ItemStore::begin_checkpoint_txn() {
   } else if (rc != MDB_NOTFOUND) {
     return Status::io_error(describe_failure(rc, "items record"));
   }
+  // Saved by checkpoints since the metrics came; a store from before is counted once.
+  const int open_rc = get_value(txn_, env_->meta, "open", &raw);
+  if (open_rc == 0 && !fmt::decode_item_count(raw, &items_open_)) return Status::corruption("the meta record 'open' is malformed");
+  const int records_rc = get_value(txn_, env_->meta, "records", &raw);
+  if (records_rc == 0 && !fmt::decode_item_count(raw, &records_)) return Status::corruption("the meta record 'records' is malformed");
+  if (open_rc != 0 || records_rc != 0) {
+    if ((rc = count_open_and_records(&items_open_, &records_)) != 0) return Status::io_error(describe_failure(rc, "counting items and records"));
+  }
   sweep_.resume_at("");
   if ((rc = get_value(txn_, env_->meta, "sweep", &raw)) == 0) {
     sweep_.resume_at(raw);
@@ -227,6 +238,8 @@ Status ItemStore::checkpoint() {
   int rc = txn_ == nullptr ? t.fail(EINVAL, "no checkpoint transaction") : 0;
   if (rc == 0) rc = t.put(env_->meta, "log", pos);
   if (rc == 0) rc = t.put(env_->meta, "sweep", sweep_.resume_key());
+  if (rc == 0) rc = t.put(env_->meta, "open", fmt::encode_item_count(items_open_));
+  if (rc == 0) rc = t.put(env_->meta, "records", fmt::encode_item_count(records_));
   if (rc == 0 && (rc = reserve_disk()) != 0) t.fail(rc, "reserving disk space");
   if (rc == 0) {
     failpoint::before_checkpoint();  // off unless BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS (tests)
@@ -330,7 +343,13 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
     // The durability point: the batch is on disk before anything of it is kept or answered.
     encode_batch_record(now_ms, requests, record_);
     failpoint::before_commit();  // off unless BIDMESH_FAILPOINT_COMMIT_DELAY_MS (tests)
-    if (Status st = log_->append(record_); !st.ok()) {
+    const auto log_start = std::chrono::steady_clock::now();
+    const LogPosition log_before = log_->end();
+    const Status st = log_->append(record_);
+    res.log_bytes = log_->bytes_between(log_before, log_->end());
+    res.log_ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - log_start).count());
+    if (!st.ok()) {
       res.failure = (st.is_no_space() ? "storage full: the write-ahead log cannot grow: " : "write-ahead log: ") +
                     st.message();
       if (st.is_io_error()) {  // what is on disk is unknown now (no_space and invalid_argument wrote nothing)
@@ -364,6 +383,10 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   next_deadline_ = next_deadline;
   retry_after_ms_ = 0;
   item_count_ += w.items_added;
+  items_open_ = static_cast<uint64_t>(static_cast<int64_t>(items_open_) + w.open_delta);
+  records_ += w.records_added;
+  records_ -= std::min<uint64_t>(records_, sweep_.pruned());
+  res.auto_closes = w.auto_closes;
   sweep_.committed();
 }
 
@@ -392,8 +415,10 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
   }
   // Every reply decided here (success, too_low, closed, exists, unknown_item) is remembered,
   // in this transaction, with the effect. (w.key was reused above: the request key is made again.)
-  return w.put(env_->data, fmt::request_key(w.key, r.item, r.id),
-               fmt::encode_request_record(w.value, w.now, w.fingerprint, *reply));
+  rc = w.put(env_->data, fmt::request_key(w.key, r.item, r.id),
+             fmt::encode_request_record(w.value, w.now, w.fingerprint, *reply));
+  if (rc == 0) ++w.records_added;
+  return rc;
 }
 
 // Stores a change the rules decided: the item's new state, the event of its new seq (stored with
@@ -423,7 +448,9 @@ int ItemStore::store_change(WriteCtx& w, std::string_view item, const ItemState&
     if ((rc = w.put(env_->data, fmt::event_key(w.key, x.item, x.seq), xbody)) != 0) return rc;
     w.events.push_back({feed_topic(x.item), std::move(xbody)});
   }
+  if (kind == EventKind::closed) w.open_delta -= 1;
   if (kind == EventKind::open) {
+    w.open_delta += 1;
     w.items_added += 1;
     if (s.closes_at && (rc = w.put(env_->deadlines, fmt::deadline_key(*s.closes_at, item), {})) != 0) return rc;
   }
@@ -445,6 +472,7 @@ int ItemStore::run_auto_closes(WriteCtx& w) {
     if (deadline_closes(found, s, fmt::deadline_of(key))) {
       mark_closed(s);
       rc = store_change(w, item, s, EventKind::closed);  // removes this deadline entry too
+      ++w.auto_closes;
     } else {
       rc = w.del(env_->deadlines, key);  // stale entry: nothing to close
     }
@@ -509,30 +537,51 @@ uint64_t ItemStore::map_size_bytes() const { return lmdb_map_size(env_->env); }
 
 uint64_t ItemStore::item_count() const { return item_count_; }
 
-// Walks the data tree seeking from item to item past states and events: O(items + records).
-uint64_t ItemStore::idempotency_record_count() const {
-  if (txn_ == nullptr) return 0;
+uint64_t ItemStore::log_bytes_since_checkpoint() const {
+  return log_ ? log_->bytes_between(checkpoint_pos_, log_->end()) : 0;
+}
+
+uint64_t ItemStore::store_used_bytes() const { return lmdb_used_bytes(env_->env); }
+
+// One walk of the data tree, seeking from item to item: each item's state (open or not), then
+// its request records. O(items + records): once in a store's life, at its first open with this
+// build (later opens read meta "open" and "records").
+int ItemStore::count_open_and_records(uint64_t* open, uint64_t* records) const {
+  *open = 0;
+  *records = 0;
+  if (txn_ == nullptr) return EINVAL;
   Cursor c;
-  if (c.open(txn_, env_->data) != 0) return 0;
-  uint64_t n = 0;
+  if (const int rc = c.open(txn_, env_->data); rc != 0) return rc;
   std::string seek;
   MDB_val k{}, v{};
   int rc = c.get(&k, &v, MDB_FIRST);
   while (rc == 0) {
     const std::string_view key = to_sv(k);
     const std::optional<std::size_t> item_end = fmt::data_key_item_end(key);
-    if (!item_end) return n;
-    if (key[*item_end + 1] == fmt::kTagRequest) {
-      ++n;
+    if (!item_end) return kBadRecord;
+    const char tag = key[*item_end + 1];
+    if (tag == fmt::kTagRequest) {
+      ++*records;
       rc = c.get(&k, &v, MDB_NEXT);
-    } else {
-      seek.assign(key.substr(0, *item_end + 1));
-      seek.push_back(fmt::kTagRequest);
-      k = to_val(seek);
-      rc = c.get(&k, &v, MDB_SET_RANGE);
+      continue;
     }
+    if (tag == fmt::kTagState) {
+      ItemState s;
+      if (!fmt::decode_state(to_sv(v), &s)) return kBadRecord;
+      if (!s.closed) ++*open;
+    }
+    // Past the events to the state, past the state to the request records.
+    seek.assign(key.substr(0, *item_end + 1));
+    seek.push_back(tag < fmt::kTagState ? fmt::kTagState : fmt::kTagRequest);
+    k = to_val(seek);
+    rc = c.get(&k, &v, MDB_SET_RANGE);
   }
-  return n;
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+uint64_t ItemStore::idempotency_record_count() const {
+  uint64_t open = 0, records = 0;
+  return count_open_and_records(&open, &records) == 0 ? records : 0;
 }
 
 std::optional<ItemState> ItemStore::get_item(std::string_view item) const {

@@ -101,6 +101,11 @@ struct BatchResult {
   bool fatal = false;
   // Set when the write transaction failed: what happened and what the operator must do.
   std::optional<std::string> failure;
+  // For the node's metrics: the time of the batch record's log write and fdatasync (0 when
+  // nothing was logged), and the items the batch closed at their deadline.
+  uint64_t log_ns = 0;
+  uint64_t log_bytes = 0;   // the log grew by this much (LogWriter::bytes_between)
+  uint64_t auto_closes = 0;
 };
 
 class ItemStore {
@@ -147,8 +152,15 @@ class ItemStore {
   // Reads of the last committed state (for the startup line and tests).
   uint64_t item_count() const;
   std::optional<ItemState> get_item(std::string_view item) const;
-  uint64_t idempotency_record_count() const;  // a scan: O(items + records), for tests
+  uint64_t idempotency_record_count() const;  // a walk: O(items + records), for tests
   uint64_t map_size_bytes() const;
+  // For the node's metrics (docs/operations.md). items_open and idempotency_records are kept as
+  // batches commit (never a walk per request) and saved with every checkpoint; the other two ask
+  // the log and LMDB (a few calls: once a second, not per request).
+  uint64_t items_open() const { return items_open_; }
+  uint64_t idempotency_records() const { return records_; }
+  uint64_t log_bytes_since_checkpoint() const;
+  uint64_t store_used_bytes() const;  // LMDB pages in use at the last checkpoint x page size
   const std::filesystem::path& dir() const { return dir_; }
 
  private:
@@ -192,6 +204,11 @@ class ItemStore {
   ReplayStats replay_stats_;
   std::string record_;                        // the batch record buffer, reused
   uint64_t item_count_ = 0;                   // committed number of items (meta "items")
+  uint64_t items_open_ = 0;                   // committed items not closed (meta "open")
+  uint64_t records_ = 0;                      // committed idempotency records (meta "records")
+  // Counts the items not closed and the idempotency records in txn_, by one walk of the data
+  // tree: O(items + records). For a store without meta "open" and "records", and for tests.
+  int count_open_and_records(uint64_t* open, uint64_t* records) const;
 };
 
 }  // namespace bidmesh

@@ -102,4 +102,11 @@ uint64_t lmdb_map_size(MDB_env* env) {
   return info.me_mapsize;
 }
 
+uint64_t lmdb_used_bytes(MDB_env* env) {
+  MDB_envinfo info{};
+  MDB_stat st{};
+  if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &st) != 0) return 0;
+  return (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
+}
+
 }  // namespace bidmesh

@@ -150,4 +150,8 @@ int reserve_disk_ahead(MDB_env* env, uint64_t ahead, uint64_t* reserved_bytes);
 // The map size of the environment (0 if LMDB cannot say).
 uint64_t lmdb_map_size(MDB_env* env);
 
+// Bytes of the map in use as of the last commit: (last page number + 1) x page size; 0 if LMDB
+// cannot say.
+uint64_t lmdb_used_bytes(MDB_env* env);
+
 }  // namespace bidmesh

@@ -93,6 +93,11 @@ bool has_state(const std::vector<const Record*>& records) {
 // meta "items" += delta (delta may be negative), in `txn`.
 int add_to_item_count(TxnCalls& t, const LmdbEnv& env, int64_t delta) {
   if (delta == 0) return 0;
+  // The counts of open items and records the node keeps (item_store.h) no longer hold: the
+  // node counts them again at its next open.
+  for (const char* count : {"open", "records"}) {
+    if (const int rc = t.del(env.meta, count); rc != 0 && rc != MDB_NOTFOUND) return rc;
+  }
   std::string_view raw;
   uint64_t n = 0;
   int rc = t.get(env.meta, "items", &raw);

@@ -14,6 +14,9 @@
 //              "items"  -> u64 number of items (kept with every open, for item_count at start)
 //              "sweep"  -> the data key the prune sweep resumes at (saved by every checkpoint, in
 //                          the same commit as "log": the replay continues the sweep exactly)
+//              "open", "records" -> u64 items open and u64 idempotency records, as of the
+//                          same commit (saved by every checkpoint, for the node's metrics;
+//                          absent: counted by one walk of `data` at open, then saved)
 //   data:      ONE tree, every key of an item clustered under its prefix, so a bid's three writes
 //              (event, state, request record) land on one leaf page, or two when the item's
 //              records span several pages:

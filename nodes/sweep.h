@@ -66,6 +66,8 @@ class RecordSweep {
 
   // The transaction of the last prune() committed: the next walk resumes where that one stopped.
   void committed() { resume_.swap(next_); }
+  // The request records the last prune() that returned 0 deleted.
+  std::size_t pruned() const { return expired_.size(); }
 
  private:
   const uint64_t retention_ms_;

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -513,7 +514,9 @@ TEST_CASE("item store sweep prunes every expired record, across items, wrapping 
 namespace {
 
 // Writes one record straight into a tree of the (closed) store in `dir`, as damage would.
-void put_raw(const std::filesystem::path& dir, const char* tree, std::string_view key, std::string_view value) {
+// Puts (or, with no value, deletes) one record straight into a closed store's LMDB.
+void put_raw(const std::filesystem::path& dir, const char* tree, std::string_view key,
+             std::optional<std::string_view> value) {
   MDB_env* env = nullptr;
   REQUIRE(mdb_env_create(&env) == 0);
   REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
@@ -522,13 +525,82 @@ void put_raw(const std::filesystem::path& dir, const char* tree, std::string_vie
   REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
   MDB_dbi dbi = 0;
   REQUIRE(mdb_dbi_open(txn, tree, 0, &dbi) == 0);
-  MDB_val k{key.size(), const_cast<char*>(key.data())}, v{value.size(), const_cast<char*>(value.data())};
-  REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  if (value) {
+    MDB_val v{value->size(), const_cast<char*>(value->data())};
+    REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
+  } else {
+    REQUIRE(mdb_del(txn, dbi, &k, nullptr) == 0);
+  }
   REQUIRE(mdb_txn_commit(txn) == 0);
   mdb_env_close(env);
 }
 
 }  // namespace
+
+TEST_CASE("item store keeps the counts of its metrics through prunes, closes, checkpoints and reopens",
+          "[item_store][metrics]") {
+  TempDir dir;
+  const auto retention = std::chrono::milliseconds(1000);
+  auto store = open_store(dir.path(), 64ull << 20, retention);
+  const auto counts_hold = [&] {
+    CHECK(store->idempotency_records() == store->idempotency_record_count());
+  };
+  // 40 items x 10 records (open + 9 bids), one with a deadline.
+  std::vector<Request> batch;
+  for (int i = 0; i < 40; ++i) {
+    const std::string item = "item" + std::to_string(i);
+    batch.push_back(i == 0 ? open_req("o", item, 1, 1, kNow + 500) : open_req("o", item));
+    for (int b = 1; b <= 9; ++b) batch.push_back(bid_req("b" + std::to_string(b), item, "ann", b));
+  }
+  BatchResult first = store->apply_batch(batch, kNow);
+  REQUIRE(first.committed);
+  CHECK(first.log_bytes > 0);
+  CHECK(first.log_ns > 0);
+  CHECK(store->items_open() == 40u);
+  CHECK(store->idempotency_records() == 400u);
+  CHECK(store->log_bytes_since_checkpoint() > 0);
+  // A repeat and a refused close change no count; a close does.
+  CHECK(reply(*store, bid_req("b1", "item1", "ann", 1), kNow + 100).ok);
+  CHECK(reply(*store, item_req(Op::close, "c", "item1"), kNow + 100).ok);
+  CHECK(reply(*store, item_req(Op::close, "c2", "item1"), kNow + 100).error == "closed");
+  CHECK(store->items_open() == 39u);
+  CHECK(store->idempotency_records() == 402u);
+  // The deadline of item0 closes it by itself.
+  BatchResult due = store->apply_batch({}, kNow + 500);
+  CHECK(due.auto_closes == 1u);
+  CHECK(due.log_ns > 0);
+  CHECK(store->items_open() == 38u);
+  // Past the retention every write prunes some.
+  for (int t = 0; t < 10; ++t)
+    REQUIRE(reply(*store, item_req(Op::close, "x" + std::to_string(t), "nope"), kNow + 5000).error == "unknown_item");
+  CHECK(store->idempotency_records() < 402u);
+  counts_hold();
+
+  SECTION("a reopen replays the log onto the last checkpoint's counts") {
+    REQUIRE(store->checkpoint().ok());
+    CHECK(store->log_bytes_since_checkpoint() == 0u);
+    CHECK(store->store_used_bytes() > 0u);
+    CHECK(store->store_used_bytes() <= store->map_size_bytes());
+    REQUIRE(reply(*store, item_req(Op::close, "c", "item2"), kNow + 5000).ok);
+    const uint64_t records = store->idempotency_records();
+    store.reset();
+    store = open_store(dir.path(), 64ull << 20, retention);
+    CHECK(store->items_open() == 37u);
+    CHECK(store->idempotency_records() == records);
+    counts_hold();
+  }
+  SECTION("a store without the saved counts is counted once at open") {
+    REQUIRE(store->checkpoint().ok());
+    const uint64_t records = store->idempotency_records();
+    store.reset();
+    put_raw(dir.path(), "meta", "open", std::nullopt);
+    put_raw(dir.path(), "meta", "records", std::nullopt);
+    store = open_store(dir.path(), 64ull << 20, retention);
+    CHECK(store->items_open() == 38u);
+    CHECK(store->idempotency_records() == records);
+  }
+}
 
 TEST_CASE("item store names the stored record that does not parse", "[item_store]") {
   TempDir dir;

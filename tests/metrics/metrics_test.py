@@ -5,9 +5,11 @@ Starts bidmesh-supervisor on a temp config (one router with the feed, two bid no
 process and the supervisor serving metrics on free loopback ports), bids through the router, and:
   (a) fetches every endpoint and runs `promtool check metrics` on each, and checks the families
       of docs/operations.md are there;
+      Each bid node must count ok bids, and the router must count bids it passed on (answered);
   (b) starts `prometheus` with a temp config scraping every endpoint each 500 ms, waits (with a
-      deadline) until its HTTP API reports a bid rate above 0, SIGKILLs bid node bid-1, and waits
-      until the API reports bid-1's restart by the supervisor.
+      deadline) until its HTTP API reports a bid rate above 0 on the nodes and on the router, the
+      nodes' gauges (10 items open in all, idempotency records, logged batches), SIGKILLs bid
+      node bid-1, and waits until the API reports bid-1's restart by the supervisor.
 Everything it starts is stopped and its temp dir removed, also on failure. Deadlines are
 multiplied by BIDMESH_TEST_TIME_SCALE (sanitizer builds).
 
@@ -201,6 +203,11 @@ class Run:
             line = [l for l in text.splitlines()
                     if l.startswith('bidmesh_node_requests_total{op="bid",outcome="ok"}')]
             return text if line and float(line[0].split()[-1]) > 0 else None
+        if who == "router":
+            # The owners' replies to bids, passed on: counted as answered by the router.
+            line = [l for l in text.splitlines()
+                    if l.startswith('bidmesh_router_requests_total{op="bid",outcome="answered"}')]
+            return text if line and float(line[0].split()[-1]) > 0 else None
         return text
 
     # -- (b) a real Prometheus -----------------------------------------------------------------
@@ -242,6 +249,19 @@ class Run:
         got = wait_for("a bid rate above 0 in Prometheus", PROMETHEUS_S,
                        lambda: [v for v in self.query(rate).values() if v > 0])
         print("ok: Prometheus reports %.1f bids/s" % got[0])
+        routed = 'sum(rate(bidmesh_router_requests_total{op="bid",outcome="answered"}[5s]))'
+        got = wait_for("a rate of bids answered through the router in Prometheus", PROMETHEUS_S,
+                       lambda: [v for v in self.query(routed).values() if v > 0])
+        print("ok: Prometheus reports %.1f bids/s answered through the router" % got[0])
+        # The nodes' gauges (set once a second and at checkpoints): the ten items are open, each
+        # node remembers its writes, and every node has logged and synced batches.
+        wait_for("10 items open in all in Prometheus", PROMETHEUS_S,
+                 lambda: list(self.query("sum(bidmesh_node_items_open)").values()) == [10])
+        for expr in ("bidmesh_node_idempotency_records", "bidmesh_node_log_sync_seconds_count",
+                     "bidmesh_node_store_used_bytes"):
+            wait_for("%s above 0 on both nodes" % expr, PROMETHEUS_S,
+                     lambda: len([v for v in self.query(expr).values() if v > 0]) == 2)
+        print("ok: Prometheus reports 10 items open, idempotency records, synced batches and store use on both nodes")
         up = self.query("up")
         if len(up) != 4 or min(up.values()) != 1:
             raise AssertionError("not every endpoint is up in Prometheus: %r" % up)

@@ -137,11 +137,15 @@ std::optional<Reply> Client::call(const Request& request) {
   }
   auto raw = call_raw(frame);
   if (!raw) return std::nullopt;
-  if (auto reply = decode_reply(*raw)) return reply;
+  return decode_reply_or_bad(*raw);
+}
+
+Reply decode_reply_or_bad(std::string_view raw) {
+  if (auto reply = decode_reply(raw)) return *reply;
   Reply bad;
   bad.ok = false;
   bad.error = std::string(kClientBadReply);
-  bad.message = "the reply (" + std::to_string(raw->size()) + " bytes) is not a MessagePack map of the contract";
+  bad.message = "the reply (" + std::to_string(raw.size()) + " bytes) is not a MessagePack map of the contract";
   return bad;
 }
 

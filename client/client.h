@@ -49,6 +49,10 @@ inline constexpr int64_t kClientMaxReplyBytes = 16 * 1024 * 1024;
 // "<hostname>-<pid>-<8 random hex digits>", at most 40 bytes (the hostname is cut to 20).
 std::string make_client_id_prefix();
 
+// The decoded reply frame, or {ok: false, error: kClientBadReply} when it is not a reply of the
+// contract (shared by Client::call and DirectClient::call).
+Reply decode_reply_or_bad(std::string_view raw);
+
 class Client {
  public:
   static constexpr int kDefaultTimeoutMs = 1500;

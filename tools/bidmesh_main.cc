@@ -22,6 +22,7 @@
 #include <zmq.hpp>
 
 #include "client/client.h"
+#include "client/direct_client.h"
 #include "client/feed_watcher.h"
 #include "protocol/json.h"
 #include "protocol/clock.h"
@@ -156,18 +157,37 @@ struct Globals {
   int retries = Client::kDefaultRetries;
   std::string id;
   std::optional<CurveKeys> curve;   // --cert and --server-cert, with security = "curve"
+  bool direct = false;              // --direct: to the owning bid node by the slot map
 };
 
 int run_request(const Globals& g, Request req) {
   zmq::context_t ctx(1);
-  Client client(ctx, g.endpoint, g.timeout_ms, g.retries, std::string(), g.curve);
-  req.id = g.id.empty() ? client.next_id() : g.id;
+  // --direct: the same frame goes to the item's owner (DirectClient), the router only as fallback.
+  std::optional<Client> client;
+  std::optional<DirectClient> direct;
+  if (g.direct) {
+    DirectOptions opt;
+    opt.timeout_ms = g.timeout_ms;
+    opt.retries = g.retries;
+    direct.emplace(ctx, g.endpoint, opt, std::string(), g.curve);
+  } else {
+    client.emplace(ctx, g.endpoint, g.timeout_ms, g.retries, std::string(), g.curve);
+  }
+  req.id = g.id.empty() ? (direct ? direct->next_id() : client->next_id()) : g.id;
   const std::string frame = encode_request(req);
-  auto raw = client.call_raw(frame);
+  const auto started = std::chrono::steady_clock::now();
+  auto raw = direct ? direct->call_raw(frame) : client->call_raw(frame);
+  const auto rtt = client ? client->last_elapsed()
+                          : std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   if (!raw) {
-    std::fprintf(stderr, "bidmesh: no reply from %s after %d tries of %d ms (request id %s%s)\n", g.endpoint.c_str(),
-                 client.last_attempts(), g.timeout_ms, req.id.c_str(),
-                 op_is_write(req.op) ? "; resend with --id to retry safely" : "");
+    if (direct)
+      std::fprintf(stderr, "bidmesh: no reply from the owning node nor from %s after %d tries of %d ms (request id %s%s)\n",
+                   g.endpoint.c_str(), g.retries + 1, g.timeout_ms, req.id.c_str(),
+                   op_is_write(req.op) ? "; resend with --id to retry safely" : "");
+    else
+      std::fprintf(stderr, "bidmesh: no reply from %s after %d tries of %d ms (request id %s%s)\n", g.endpoint.c_str(),
+                   client->last_attempts(), g.timeout_ms, req.id.c_str(),
+                   op_is_write(req.op) ? "; resend with --id to retry safely" : "");
     return kExitSystem;
   }
   auto reply = decode_reply(*raw);
@@ -195,7 +215,7 @@ int run_request(const Globals& g, Request req) {
         std::fprintf(stderr, "bidmesh: %zu events shown; more may follow: --after %llu\n", reply->events.size(),
                      static_cast<unsigned long long>(reply->events.back().seq));
     } else {
-      std::printf("%s\n", ok_line(req.op, *reply, g.endpoint, client.last_elapsed()).c_str());
+      std::printf("%s\n", ok_line(req.op, *reply, g.endpoint, rtt).c_str());
     }
   }
   return kExitOk;
@@ -304,6 +324,10 @@ int main(int argc, char** argv) {
       ->envname("BIDMESH_CERT");
   app.add_option("--server-cert", server_cert, "security = curve: the mesh's public certificate (.key)")
       ->envname("BIDMESH_SERVER_CERT");
+  app.add_flag("--direct", g.direct,
+               "send to the bid node that owns the item (slot map from --endpoint); the router only when "
+               "that node cannot be reached")
+      ->envname("BIDMESH_DIRECT");
   app.add_option("--id", g.id, "request id (default: <host>-<pid>-<random>-<n>)")
       ->check([](const std::string& s) {
         return (s.empty() || s.size() > kMaxIdBytes) ? std::string("an id is 1 to 64 bytes") : std::string();

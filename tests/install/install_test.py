@@ -27,8 +27,8 @@ import time
 
 PROGRAMS = ["bidmesh", "bidmesh-bench", "bidmesh-keygen", "bidmesh-router", "bidmesh-bid-node",
             "bidmesh-supervisor", "bidmesh-ctl", "bidmesh-wal"]
-HEADERS = ["client/client.h", "client/curve_keys.h", "client/feed_watcher.h",
-           "protocol/messages.h", "protocol/errors.h"]
+HEADERS = ["client/client.h", "client/curve_keys.h", "client/direct_client.h", "client/feed_watcher.h",
+           "client/slot_table.h", "protocol/messages.h", "protocol/errors.h"]
 INSTALL_TIMEOUT_S = 120
 BUILD_TIMEOUT_S = 300   # one C++20 file on a loaded 2-core machine
 CLIENT_TIMEOUT_S = 60   # the program's own deadline is 30 s

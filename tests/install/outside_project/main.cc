@@ -19,7 +19,9 @@
 
 #include "client/client.h"
 #include "client/curve_keys.h"
+#include "client/direct_client.h"
 #include "client/feed_watcher.h"
+#include "client/slot_table.h"
 #include "protocol/errors.h"
 #include "protocol/messages.h"
 

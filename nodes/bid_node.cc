@@ -5,13 +5,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <iostream>
 #include <iterator>
 #include <variant>
 #include <vector>
 
 #include <zmq_addon.hpp>
 
+#include "metrics/snapshot.h"
 #include "protocol/access.h"
 #include "protocol/control.h"
 #include "protocol/messages.h"
@@ -81,7 +81,8 @@ std::string BidNode::digest_mismatch_message(uint64_t router_digest) {
                               ": the hosts' configs differ (slot map, endpoints or security); not applied";
   const auto now = std::chrono::steady_clock::now();
   if (now - last_digest_log_ >= kFailureLogInterval) {  // at most one line per interval
-    log("refusing requests: " + message);
+    log("digest_mismatch", "refusing requests: " + message, {{"router_digest", theirs}, {"digest", config_digest_hex_}},
+        LogLevel::warning);
     last_digest_log_ = now;
   }
   last_digest_refusal_ = now;
@@ -90,7 +91,9 @@ std::string BidNode::digest_mismatch_message(uint64_t router_digest) {
   return message;
 }
 
-void BidNode::log(const std::string& line) const { std::cerr << "bid node " << name_ << ": " << line << std::endl; }
+void BidNode::log(std::string_view event, const std::string& line, LogFields fields, LogLevel level) const {
+  log_event(level, event, line, fields);
+}
 
 std::optional<std::string> BidNode::start() {
   ItemStoreOptions options;
@@ -140,25 +143,27 @@ std::optional<std::string> BidNode::start() {
   }
 
   const ItemStore::ReplayStats& replayed = store_->replay_stats();
-  log("serving on " + listen_ + ", mesh config digest " + config_digest_hex_ + ", data " + data_dir_.string() + ", " + std::to_string(store_->item_count()) +
+  log("ready", "serving on " + listen_ + ", mesh config digest " + config_digest_hex_ + ", data " + data_dir_.string() + ", " + std::to_string(store_->item_count()) +
       " items, map " + std::to_string(store_->map_size_bytes()) + " bytes, feed " + feed_collect_ + "; log replayed " +
       std::to_string(replayed.records) + " batches (" + std::to_string(replayed.writes) + " writes, " +
       std::to_string(replayed.bytes) + " bytes) in " + std::to_string(replayed.micros / 1000) + " ms from " +
       store_->checkpoint_position().to_string() + (replayed.torn_tail ? ", a torn last record was cut off" : ""));
   if (unsafe_no_sync_) {
-    log("WARNING: unsafe_no_sync is set: the write-ahead log is NOT synced to disk, so acknowledged bids can be "
-        "lost in a crash. The wire contract's durability does not hold. Never run this in production.");
+    log("unsafe_no_sync", "WARNING: unsafe_no_sync is set: the write-ahead log is NOT synced to disk, so acknowledged bids can be "
+        "lost in a crash. The wire contract's durability does not hold. Never run this in production.",
+        {}, LogLevel::warning);
   }
   // A metrics port that cannot be bound costs the metrics, not the auction: the node serves on.
   if (!metrics_address_.empty()) {
     if (auto error = metrics_registry_.serve(metrics_address_))
-      log(*error + "; serving without metrics");
+      log("metrics", *error + "; serving without metrics", {}, LogLevel::warning);
   }
   update_gauges();
   return std::nullopt;
 }
 
 int BidNode::serve() {
+  link_.set_stats_source([this] { return node_stats(metrics_); });  // for bidmesh-ctl top
   link_.ready();
   try {
     while (!stop_requested()) {
@@ -176,19 +181,22 @@ int BidNode::serve() {
       }
       run_turn();
       if (fatal_) {
-        log("stopping: the write-ahead log failed, so what is on disk is unknown; exiting so that a restart "
-            "replays the log (" + stats_line() + ")");
+        log("stop", "stopping: the write-ahead log failed, so what is on disk is unknown; exiting so that a restart "
+            "replays the log (" + stats_line() + ")", {{"exit_code", 111}}, LogLevel::error);
         return 111;
       }
       if (store_->checkpoint_due()) checkpoint();
       if (std::chrono::steady_clock::now() >= next_gauges_) update_gauges();
+      refusals_.flush(std::chrono::steady_clock::now());
+      if (take_reload_request()) log("reload", "SIGHUP: nothing to re-read (a bid node reads its config when it starts)");
     }
   } catch (const zmq::error_t& e) {
-    log(std::string("stopping on a ZeroMQ error: ") + e.what());
+    log("stop", std::string("stopping on a ZeroMQ error: ") + e.what(), {{"exit_code", 111}}, LogLevel::error);
     return 111;
   }
   if (store_->log_end() != store_->checkpoint_position()) checkpoint();  // the next start replays nothing
-  log("stopping: signal received, last batch answered, checkpointed; " + stats_line());
+  log("stop", "stopping: signal received, last batch answered, checkpointed; " + stats_line(),
+      {{"exit_code", 0}, {"requests", stats_.requests}, {"batches", stats_.batches}, {"checkpoints", store_->checkpoints()}});
   router_.close();  // linger: the last replies and events leave within kCloseLingerMs
   pub_.close();
   return 0;
@@ -232,9 +240,12 @@ void BidNode::drain() {
       in.reply = encode_error(std::holds_alternative<Request>(decoded) ? std::optional<std::string>(std::get<Request>(decoded).id)
                                                                        : std::get<DecodeError>(decoded).id,
                               ErrorCode::unavailable, digest_mismatch_message(router_digest));
+      refusals_.add(ErrorCode::unavailable);
     } else if (auto* err = std::get_if<DecodeError>(&decoded)) {
       in.reply = encode_error(*err);
+      refusals_.add(err->code);
     } else if (auto forbidden = authorize(*principal, std::get<Request>(decoded))) {
+      refusals_.add(ErrorCode::forbidden);
       // Judged after the fields and before anything of the item; not remembered.
       in.reply = encode_error(std::get<Request>(decoded).id, ErrorCode::forbidden, *forbidden);
     } else {
@@ -279,10 +290,12 @@ void BidNode::commit_batch() {
   if (!result.events.empty()) metrics_.events_published.Increment(static_cast<double>(result.events.size()));
   if (result.fatal) fatal_ = true;
   if (result.failure) {
+    refusals_.add(ErrorCode::internal,
+                  static_cast<uint64_t>(std::count_if(requests_.begin(), requests_.end(), [](const Request& r) { return op_is_write(r.op); })));
     report_failure(*result.failure);
   } else if (result.committed && failing_) {
     failing_ = false;
-    log("writes succeed again (" + std::to_string(failures_unlogged_) + " failed batches not logged)");
+    log("writes_recovered", "writes succeed again (" + std::to_string(failures_unlogged_) + " failed batches not logged)");
     failures_unlogged_ = 0;
   }
 
@@ -327,8 +340,19 @@ void BidNode::checkpoint() {
   }
   // At most one try a second (ItemStore::checkpoint_due), so at most one line a second.
   if (!st.ok()) {
-    log("checkpoint failed: " + st.to_string() + "; nothing acknowledged is lost (the log holds it); retried in 1 s. " +
-        "Operator: check the disk of " + data_dir_.string());
+    log("checkpoint_failed", "checkpoint failed: " + st.to_string() + "; nothing acknowledged is lost (the log holds it); retried in 1 s. " +
+        "Operator: check the disk of " + data_dir_.string(), {}, LogLevel::error);
+    return;
+  }
+  // One line per kFailureLogInterval at most: under load a node checkpoints several times a second.
+  ++checkpoints_unlogged_;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_checkpoint_log_ >= kFailureLogInterval) {
+    log("checkpoint", std::to_string(checkpoints_unlogged_) + " checkpoint(s) since the last line, the last took " +
+        std::to_string(ns / 1000) + " us; log checkpointed to " + store_->checkpoint_position().to_string(),
+        {{"checkpoints", checkpoints_unlogged_}, {"micros", ns / 1000}, {"total", store_->checkpoints()}});
+    checkpoints_unlogged_ = 0;
+    last_checkpoint_log_ = now;
   }
 }
 
@@ -377,7 +401,7 @@ void BidNode::report_failure(const std::string& failure) {
   } else {
     line += ". Operator: check the disk and the data directory " + data_dir_.string();
   }
-  log(line);
+  log("write_failed", line, {}, LogLevel::error);
   failing_ = true;
   failures_unlogged_ = 0;
   last_failure_log_ = now;

@@ -51,6 +51,7 @@
 #include "nodes/item_store.h"
 #include "nodes/process.h"
 #include "protocol/config.h"
+#include "protocol/log.h"
 #include "security/certificate.h"
 #include "security/zap.h"
 
@@ -86,7 +87,8 @@ class BidNode {
   void commit_batch();
   void checkpoint();
   std::chrono::milliseconds poll_timeout() const;
-  void log(const std::string& line) const;
+  // One event line (protocol/log.h): never per request.
+  void log(std::string_view event, const std::string& line, LogFields fields = {}, LogLevel level = LogLevel::info) const;
   // The `unavailable` message for a request from a router whose config digest differs; logs it
   // at most once per kFailureLogInterval.
   std::string digest_mismatch_message(uint64_t router_digest);
@@ -153,6 +155,10 @@ class BidNode {
   uint64_t failures_unlogged_ = 0;
   bool failing_ = false;
   bool fatal_ = false;  // the store's log failed: answer the batch, then exit 111
+  RefusalBursts refusals_;  // internal, unavailable, forbidden, bad_request: one line per 5 s at most
+  // Checkpoints are logged at most once per kFailureLogInterval, with the count since the last line.
+  std::chrono::steady_clock::time_point last_checkpoint_log_{};
+  uint64_t checkpoints_unlogged_ = 0;
 };
 
 }  // namespace bidmesh

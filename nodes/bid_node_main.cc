@@ -5,11 +5,14 @@
 #include <iostream>
 #include <string>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 
 #include "nodes/bid_node.h"
 #include "nodes/process.h"
 #include "protocol/config.h"
+#include "protocol/log.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"bidmesh bid node: owns the items of its slots in LMDB and serves the routers"};
@@ -36,16 +39,19 @@ int main(int argc, char** argv) {
     return 100;
   }
 
+  bidmesh::set_log_identity(name, cfg.log_format);
+  bidmesh::log_info("start", "starting: pid " + std::to_string(::getpid()) + ", config " + cfg.file.string(),
+                    {{"pid", ::getpid()}, {"config", cfg.file.string()}});
   try {
     bidmesh::install_node_signal_handlers();
     bidmesh::BidNode bid_node(cfg, *node);
     if (auto err = bid_node.start()) {
-      std::cerr << "bid node " << name << ": " << *err << std::endl;
+      bidmesh::log_event(bidmesh::LogLevel::error, "stop", "cannot start: " + *err, {{"exit_code", 111}});
       return 111;
     }
     return bid_node.serve();
   } catch (const std::exception& e) {
-    std::cerr << "bid node " << name << ": " << e.what() << std::endl;
+    bidmesh::log_event(bidmesh::LogLevel::error, "stop", std::string("stopping: ") + e.what(), {{"exit_code", 111}});
     return 111;
   }
 }

@@ -2,9 +2,11 @@
 #include "nodes/failpoint.h"
 
 #include <cstdlib>
-#include <iostream>
+#include <string>
 #include <string_view>
 #include <thread>
+
+#include "protocol/log.h"
 
 namespace bidmesh::failpoint {
 
@@ -15,13 +17,16 @@ std::chrono::milliseconds read_delay(const char* env, const char* what) {
   long long ms = 0;
   for (const char* p = text; *p != '\0'; ++p) {
     if (*p < '0' || *p > '9' || ms > 60000) {
-      std::cerr << "failpoint: ignored " << env << "=" << text << " (want 1..60000 ms)" << std::endl;
+      log_event(LogLevel::warning, "failpoint", std::string("failpoint: ignored ") + env + "=" + text + " (want 1..60000 ms)");
       return std::chrono::milliseconds(0);
     }
     ms = ms * 10 + (*p - '0');
   }
   if (ms > 60000) ms = 0;
-  if (ms > 0) std::cerr << "failpoint: ON: " << what << " is delayed " << ms << " ms (" << env << "); never in production" << std::endl;
+  if (ms > 0) {
+    log_event(LogLevel::warning, "failpoint",
+              std::string("failpoint: ON: ") + what + " is delayed " + std::to_string(ms) + " ms (" + env + "); never in production");
+  }
   return std::chrono::milliseconds(ms);
 }
 }  // namespace
@@ -45,7 +50,7 @@ void before_checkpoint() {
   const auto d = checkpoint_delay();
   if (d.count() == 0) return;
   // One line per hold, so that a test can kill the node while it waits here.
-  std::cerr << "failpoint: checkpoint held " << d.count() << " ms" << std::endl;
+  log_event(LogLevel::warning, "failpoint", "failpoint: checkpoint held " + std::to_string(d.count()) + " ms");
   std::this_thread::sleep_for(d);
 }
 

@@ -55,7 +55,9 @@ SupervisorLink::SupervisorLink(zmq::context_t& ctx, std::string node_name) : nam
 
 void SupervisorLink::send(std::string_view type) {
   if (!socket_) return;
-  const std::string frame = encode_node_message({std::string(type), name_, static_cast<uint64_t>(getpid()), note_});
+  std::optional<NodeStats> stats;
+  if (stats_source_ && type == kMsgHeartbeat) stats = stats_source_();
+  const std::string frame = encode_node_message({std::string(type), name_, static_cast<uint64_t>(getpid()), note_, std::move(stats)});
   // Dropped when the supervisor is not there yet: the next beat says the same.
   (void)socket_->send(zmq::buffer(frame), zmq::send_flags::dontwait);
 }

@@ -13,12 +13,14 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include <zmq.hpp>
 
 #include "protocol/clock.h"  // unix_now_ms, used with the node loops
+#include "protocol/control.h"
 
 namespace bidmesh {
 
@@ -41,6 +43,9 @@ class SupervisorLink {
   // A short line the supervisor shows for this node in `bidmesh-ctl status` ("" = none): sent
   // with every heartbeat, and by the next tick() when it changed.
   void set_note(std::string note);
+  // Called for each heartbeat (on the serving thread): the node's counters for `bidmesh-ctl top`
+  // (metrics/snapshot.h). Unset: heartbeats carry none.
+  void set_stats_source(std::function<NodeStats()> source) { stats_source_ = std::move(source); }
   // The longest a loop may wait before calling tick() again.
   std::chrono::milliseconds max_wait() const { return interval_; }
 
@@ -48,6 +53,7 @@ class SupervisorLink {
   void send(std::string_view type);
   std::string name_;
   std::string note_;
+  std::function<NodeStats()> stats_source_;
   std::unique_ptr<zmq::socket_t> socket_;  // null when no supervisor
   std::chrono::milliseconds interval_{500};
   std::chrono::steady_clock::time_point next_beat_{};

@@ -4,13 +4,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <iostream>
 #include <utility>
 #include <variant>
 
 #include "protocol/access.h"
 #include "protocol/control.h"
 #include "protocol/errors.h"
+#include "protocol/log.h"
 #include "protocol/messages.h"
 #include "security/zap.h"
 
@@ -240,10 +240,9 @@ void Router::update_note(SupervisorLink& link, Clock::time_point now) {
             " refuses this router: mesh config digest " + digests;
   }
   if (note != note_) {
-    std::cerr << "router " << self_.name << ": "
-              << (note.empty() ? std::string("every bid node accepts this router's mesh config digest again")
-                               : note + ": make the hosts' configs agree (docs/deployment.md)")
-              << std::endl;
+    log_event(note.empty() ? LogLevel::info : LogLevel::warning, "digest_mismatch",
+              note.empty() ? std::string("every bid node accepts this router's mesh config digest again")
+                           : note + ": make the hosts' configs agree (docs/deployment.md)");
     note_ = note;
     link.set_note(note);
   }

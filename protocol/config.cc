@@ -338,7 +338,7 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
                      "heartbeat_interval_ms", "heartbeat_timeout_ms", "stop_timeout_ms", "restart_intensity",
                      "restart_period_ms", "log_max_bytes", "log_keep", "checkpoint_interval_ms", "checkpoint_kb",
                      "wal_segment_mb", "security", "server_certificate", "clients_dir", "feed_public",
-                     "router_memory_mb", "supervisor_metrics", "feed", "node"});
+                     "router_memory_mb", "supervisor_metrics", "log_format", "feed", "node"});
 
   MeshConfig cfg;
   cfg.file = file;
@@ -356,6 +356,11 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
   rd.read_uint(root, "", "restart_period_ms", cfg.restart_period_ms, 100, 86400000);
   rd.read_uint(root, "", "log_max_bytes", cfg.log_max_bytes, 4096, 1u << 30);
   rd.read_uint(root, "", "log_keep", cfg.log_keep, 0, 100);
+  if (auto format = rd.read_string(root, "", "log_format", false)) {
+    const auto parsed = parse_log_format(*format);
+    if (!parsed) rd.fail("log_format", "must be \"text\" or \"json\", got '" + *format + "'");
+    cfg.log_format = *parsed;
+  }
   rd.read_uint(root, "", "checkpoint_interval_ms", cfg.checkpoint_interval_ms, 10, 3600000);
   rd.read_uint(root, "", "checkpoint_kb", cfg.checkpoint_kb, 16, 1u << 20);
   rd.read_uint(root, "", "wal_segment_mb", cfg.wal_segment_mb, 1, 1024);

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/log.h"
 #include "protocol/slot_map.h"
 
 namespace bidmesh {
@@ -99,6 +100,7 @@ struct MeshConfig {
   uint32_t restart_period_ms = 10000;          // ... in this period, else `failed`
   uint32_t log_max_bytes = 10 * 1024 * 1024;   // per node log file before rotation
   uint32_t log_keep = 3;                       // rotated files kept
+  LogFormat log_format = LogFormat::text;      // event lines of every process (protocol/log.h); host-local
   // Bid node write-ahead log (docs/configuration.md): a checkpoint (one synced LMDB commit) is
   // taken when the log holds checkpoint_kb past the last one, or checkpoint_interval_ms after it.
   // Both bound the replay after a crash, hence the restart time.
@@ -109,10 +111,10 @@ struct MeshConfig {
 
   const NodeConfig* find(std::string_view name) const;
   // What every host of the mesh must agree on, as one 64-bit digest (FNV-1a over a canonical
-  // text; printed as 16 hex digits): every node's name, kind, host, listen endpoint, slots and
-  // feed flag in file order, the feed endpoints, `security`, `feed_public` and
+  // text; printed as 16 hex digits): every node's name, kind, host, listen endpoint, client
+  // endpoint (when it has one), slots and feed flag in file order, the feed endpoints, `security`, `feed_public` and
   // `max_request_bytes`. Host-local settings (data_dir, control, map sizes, timeouts, logs, key
-  // paths, metrics addresses) are left out, so hosts may differ in them. A router refuses to route to a bid node
+  // paths, metrics addresses, log_format) are left out, so hosts may differ in them. A router refuses to route to a bid node
   // whose digest differs from its own: two slot maps can never both own an item.
   uint64_t digest() const;
   std::string digest_hex() const;

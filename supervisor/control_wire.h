@@ -7,7 +7,9 @@
 //   supervisor -> CLI    {"ok": B, "message": S, "data": D}
 //       D is nil, a string (`logfile`: the log's path), or for `status` an array of maps with
 //       the fields of NodeStatus (name, kind, state, pid, restarts, uptime_ms, last_exit,
-//       reason, policy, host, backoff_ms, log_tail, note).
+//       reason, policy, host, backoff_ms, log_tail, note, and the counters of the node's last
+//       heartbeat: stats_at_ms, bids, refusals, commit_bounds, commit_counts, log_bytes,
+//       store_used, store_size).
 //
 // Decoding never trusts the frame: it is unpacked under size and depth limits, must be consumed
 // whole, and every field is type-checked (a bad frame decodes to nullopt).
@@ -49,8 +51,19 @@ struct NodeStatus {
   std::vector<uint64_t> backoff_ms;    // backoffs taken since the last stable run
   std::vector<std::string> log_tail;   // failed nodes: the last lines of the log
   std::string note;        // what the running process says of its peers (a refused config digest)
+  // The current process's last counters (protocol/control.h, NodeStats) for `bidmesh-ctl top`;
+  // stats_at_ms 0: none yet. -1: a value the node does not have.
+  uint64_t stats_at_ms = 0;
+  uint64_t bids = 0;
+  uint64_t refusals = 0;
+  std::vector<double> commit_bounds;
+  std::vector<uint64_t> commit_counts;
+  int64_t log_bytes = -1;
+  int64_t store_used = -1;
+  int64_t store_size = -1;
   MSGPACK_DEFINE_MAP(name, kind, state, pid, restarts, uptime_ms, last_exit, reason, policy, host,
-                     backoff_ms, log_tail, note)
+                     backoff_ms, log_tail, note, stats_at_ms, bids, refusals, commit_bounds, commit_counts,
+                     log_bytes, store_used, store_size)
 };
 
 struct CtlReply {

@@ -20,10 +20,13 @@
 #include <CLI/CLI.hpp>
 
 #include "protocol/config.h"
+#include "protocol/clock.h"
 #include "protocol/json.h"
+#include "protocol/log.h"
 #include "supervisor/control_wire.h"
 #include "supervisor/ctl_client.h"
 #include "supervisor/rotating_log.h"
+#include "supervisor/top.h"
 
 namespace {
 
@@ -67,18 +70,7 @@ void print_table(const std::vector<NodeStatus>& list) {
                     std::to_string(s.restarts), s.last_exit.empty() ? "-" : s.last_exit,
                     s.note.empty() ? s.reason : s.reason.empty() ? s.note : s.reason + "; " + s.note});
   }
-  std::vector<std::size_t> width(rows[0].size(), 0);
-  for (const auto& r : rows) {
-    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  }
-  for (const auto& r : rows) {
-    std::string line;
-    for (std::size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
-    }
-    std::printf("%s\n", line.c_str());
-  }
+  std::fputs(align_columns(rows).c_str(), stdout);
   for (const auto& s : list) {
     if (s.log_tail.empty()) continue;
     std::printf("--- %s: last lines of its log ---\n", s.name.c_str());
@@ -134,6 +126,44 @@ int tail(const fs::path& path, std::size_t n, bool follow_it) {
   return kOk;
 }
 
+// `top`: a `status` sample now and one every second; each printed sample holds the rates since
+// the previous one (supervisor/top.h). count 0: until interrupted.
+int top(CtlClient& client, bool json, int count) {
+  const auto sample = [&](std::string& error) -> std::optional<std::vector<NodeStatus>> {
+    const auto reply = client.call(CtlRequest{"status", {}}, error);
+    if (!reply) return std::nullopt;
+    const auto* list = std::get_if<std::vector<NodeStatus>>(&reply->data);
+    if (!reply->ok || list == nullptr) {
+      error = reply->message;
+      return std::nullopt;
+    }
+    return *list;
+  };
+  std::string error;
+  auto before = sample(error);
+  if (!before) return fail(kSystem, "supervisor not running at " + client.endpoint() + " (" + error + ")");
+  const bool screen = !json && ::isatty(STDOUT_FILENO) == 1;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 1; count == 0 || i <= count; ++i) {
+    std::this_thread::sleep_until(start + std::chrono::seconds(i));  // the refresh period
+    auto now = sample(error);
+    if (!now) return fail(kSystem, "supervisor not running at " + client.endpoint() + " (" + error + ")");
+    const auto rows = top_rows(*before, *now);
+    if (json) {
+      std::printf("%s\n", top_to_json(rows, static_cast<int64_t>(unix_now_ms())).c_str());
+    } else {
+      if (screen) std::fputs("\x1b[H\x1b[2J", stdout);  // home and clear, as top does
+      std::printf("bidmesh top  %s  every 1 s, rates over the last second%s\n\n",
+                  rfc3339_utc_ms(static_cast<int64_t>(unix_now_ms())).c_str(), screen ? "; Ctrl-C quits" : "");
+      std::fputs(top_to_table(rows).c_str(), stdout);
+      if (!screen) std::fputs("\n", stdout);
+    }
+    std::fflush(stdout);
+    before = std::move(now);
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -173,6 +203,10 @@ int main(int argc, char** argv) {
   tail_cmd->add_option("name", name, "node name")->required();
   tail_cmd->add_option("-n,--lines", lines, "lines to print")->capture_default_str();
   tail_cmd->add_flag("-f,--follow", follow_flag, "keep printing what is appended (follows rotation)");
+  int top_count = 0;
+  auto* top_cmd = app.add_subcommand("top", "live view, every second: state, bids/s, refusals/s, p99 commit, log, store, restarts");
+  top_cmd->add_option("--count", top_count, "print this many samples and exit (default: until Ctrl-C)")
+      ->check(CLI::Range(0, 1000000));
   app.add_subcommand("reload", "re-read the config: start added nodes, stop removed ones, restart changed ones");
   auto* shutdown = app.add_subcommand("shutdown", "stop every node (routers first) and the supervisor");
   shutdown->add_flag("--wait", wait_flag, "return once the supervisor has exited");
@@ -217,6 +251,7 @@ int main(int argc, char** argv) {
   if (!control_endpoint_listening(control)) return fail(kSystem, not_running);
   zmq::context_t ctx(1);
   CtlClient client(ctx, control, std::chrono::milliseconds(timeout_ms));
+  if (top_cmd->parsed()) return top(client, json, top_count);
   std::string error;
   const auto reply = client.call(req, error);
   if (!reply) return fail(kSystem, not_running + " (" + error + ")");

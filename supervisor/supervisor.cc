@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "protocol/control.h"
+#include "protocol/log.h"
 #include "security/certificate.h"
 #include "supervisor/spawn.h"
 
@@ -93,21 +94,9 @@ void notify_systemd(const std::string& message) {
   ::close(fd);
 }
 
-// Local wall-clock time with milliseconds, for the supervisor's lines in node logs.
-std::string wall_clock() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  std::tm tm{};
-  localtime_r(&ts.tv_sec, &tm);
-  char buf[40];
-  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03ld", ts.tv_nsec / 1000000);
-  return buf;
-}
-
-void say(const std::string& line) {
-  std::fprintf(stderr, "bidmesh-supervisor: %s\n", line.c_str());
-  std::fflush(stderr);
+// The supervisor's own event lines (its stderr: the journal under systemd).
+void say(std::string_view event, const std::string& line, LogFields fields = {}, LogLevel level = LogLevel::info) {
+  log_event(level, event, line, fields);
 }
 
 CtlReply refuse(std::string message) { return CtlReply{false, std::move(message), {}}; }
@@ -246,7 +235,7 @@ bool Supervisor::setup(std::string& error) {
 int Supervisor::run() {
   std::string error;
   if (!setup(error)) {
-    say(error);
+    say("stop", error, {{"exit_code", 111}}, LogLevel::error);
     return 111;
   }
   for (const NodeConfig& n : cfg_.nodes) {
@@ -254,15 +243,15 @@ int Supervisor::run() {
   }
   // A metrics port that cannot be bound costs the metrics, not the mesh.
   if (!cfg_.supervisor_metrics.empty()) {
-    if (auto err = metrics_.serve(cfg_.supervisor_metrics)) say(*err + "; supervising without metrics");
-    else say("metrics on " + cfg_.supervisor_metrics);
+    if (auto err = metrics_.serve(cfg_.supervisor_metrics)) say("metrics", *err + "; supervising without metrics", {}, LogLevel::warning);
+    else say("metrics", "metrics on " + cfg_.supervisor_metrics);
   }
-  say("supervising " + std::to_string(nodes_.size()) + " node(s) of " + cfg_.file.string() + " (host \"" +
+  say("start", "supervising " + std::to_string(nodes_.size()) + " node(s) of " + cfg_.file.string() + " (host \"" +
       options_.host + "\"), control " + cfg_.control);
   start_all();
   log_transitions();
   while (!exit_now_) turn();
-  say("all nodes stopped; exiting");
+  say("stop", "all nodes stopped; exiting", {{"exit_code", 0}});
   return 0;
 }
 
@@ -316,11 +305,11 @@ pid_t Supervisor::spawn(std::string_view name, std::string& error) {
                              std::string(kEnvHeartbeatMs) + "=" + std::to_string(cfg_.heartbeat_interval_ms)});
   auto child = spawn_process(spec, error);
   if (!child) {
-    note(*n, "cannot launch " + spec.path + ": " + error);
+    note(*n, "launch_failed", "cannot launch " + spec.path + ": " + error);
     return -1;
   }
   n->out_fd = child->out_fd;
-  note(*n, "launched pid " + std::to_string(child->pid) + ": " + spec.path + " --config " + cfg_.file.string() +
+  note(*n, "launch", "launched pid " + std::to_string(child->pid) + ": " + spec.path + " --config " + cfg_.file.string() +
                " --name " + n->cfg.name +
                (spec.max_data_bytes != 0 ? " (RLIMIT_DATA " + std::to_string(cfg_.router_memory_mb) + " MiB)" : "") +
                (n->cfg.kind == NodeKind::router && !kRouterMemoryLimitUsable ? " (no RLIMIT_DATA: sanitizer build)" : ""));
@@ -333,8 +322,13 @@ void Supervisor::signal(pid_t pid, int sig) {
   if (::kill(-pid, sig) != 0) ::kill(pid, sig);
 }
 
-void Supervisor::note(Node& n, const std::string& line) {
-  n.log->append("[bidmesh-supervisor " + wall_clock() + "] " + line + "\n");
+void Supervisor::note(Node& n, std::string_view event, const std::string& line) {
+  // In json, `node` is the node whose log this is (what a log shipper files it under) and
+  // `source` says the supervisor wrote it; in text the writer's name comes first, as before.
+  const LogFormat format = current_log_format();
+  n.log->append(format == LogFormat::json
+                    ? format_log_line(format, n.cfg.name, LogLevel::info, event, line, {{"source", "supervisor"}})
+                    : format_log_line(format, "bidmesh-supervisor", LogLevel::info, event, line));
 }
 
 void Supervisor::read_output(Node& n, bool until_eof) {
@@ -344,7 +338,7 @@ void Supervisor::read_output(Node& n, bool until_eof) {
     const ssize_t r = ::read(n.out_fd, buf, sizeof buf);
     if (r > 0) {
       if (!n.log->append(std::string_view(buf, static_cast<std::size_t>(r)))) {
-        say(n.cfg.name + ": log: " + n.log->last_error());
+        say("log_failed", n.cfg.name + ": log: " + n.log->last_error(), {{"subject", n.cfg.name}}, LogLevel::error);
       }
       continue;
     }
@@ -383,7 +377,7 @@ void Supervisor::reap_children() {
       if (n->machine->pid() != pid) continue;
       // The node is gone, so everything it wrote is in the pipe already.
       close_output(*n);
-      note(*n, "pid " + std::to_string(pid) + " ended: " + info.describe());
+      note(*n, "exit", "pid " + std::to_string(pid) + " ended: " + info.describe());
       n->machine->on_exit(pid, info, now);
       break;
     }
@@ -411,7 +405,7 @@ void Supervisor::handle_control() {
       // no such property: the credentials are unknown, and control_refusal refuses
     }
     if (auto refusal = control_refusal(peer, own_uid_)) {
-      if (refused_uids_.insert(peer ? peer->uid : UINT32_MAX).second) say(*refusal + " (logged once per uid)");
+      if (refused_uids_.insert(peer ? peer->uid : UINT32_MAX).second) say("control_refused", *refusal + " (logged once per uid)", {}, LogLevel::warning);
       send_reply(frames[0], refuse(*refusal));
       continue;
     }
@@ -431,6 +425,10 @@ void Supervisor::handle_control() {
       const auto pid = static_cast<pid_t>(m->pid);
       n->note = m->note;
       n->note_pid = pid;
+      if (m->stats) {
+        n->stats = m->stats;
+        n->stats_pid = pid;
+      }
       if (m->type == kMsgReady) {
         n->machine->on_ready(pid, now);
       } else if (m->type == kMsgHeartbeat) {
@@ -464,6 +462,17 @@ NodeStatus Supervisor::status_of(const Node& n, SteadyTime now) const {
   s.policy = std::string(restart_policy_name(n.cfg.restart));
   s.host = n.cfg.host;
   if (n.note_pid != 0 && n.note_pid == m.pid()) s.note = n.note;
+  if (n.stats && n.stats_pid == m.pid() && m.pid() != 0) {
+    const NodeStats& st = *n.stats;
+    s.stats_at_ms = st.at_ms;
+    s.bids = st.bids;
+    s.refusals = st.refusals;
+    s.commit_bounds = st.commit_bounds;
+    s.commit_counts = st.commit_counts;
+    s.log_bytes = st.log_bytes ? static_cast<int64_t>(*st.log_bytes) : -1;
+    s.store_used = st.store_used ? static_cast<int64_t>(*st.store_used) : -1;
+    s.store_size = st.store_size ? static_cast<int64_t>(*st.store_size) : -1;
+  }
   for (const Millis d : m.backoffs()) s.backoff_ms.push_back(static_cast<uint64_t>(d.count()));
   if (m.state() == NodeState::failed) s.log_tail = tail_lines(n.log->path(), 5);
   return s;
@@ -535,7 +544,7 @@ CtlReply Supervisor::handle_request(const CtlRequest& r) {
       return refuse(n->cfg.name + " has no process (" + std::string(node_state_name(n->machine->state())) + ")");
     }
     if (::kill(pid, *sig) != 0) return refuse(n->cfg.name + ": kill: " + std::strerror(errno));
-    note(*n, "signal " + std::to_string(*sig) + " sent by the operator");
+    note(*n, "signal", "signal " + std::to_string(*sig) + " sent by the operator");
     return accept("sent signal " + std::to_string(*sig) + " to " + n->cfg.name + " (pid " + std::to_string(pid) + ")");
   }
   if (r.cmd == "reload") {
@@ -556,14 +565,14 @@ CtlReply Supervisor::reload() {
   try {
     next = load_mesh_config(options_.config_file);
   } catch (const std::exception& e) {
-    say(std::string("reload refused: ") + e.what());
+    say("reload", std::string("reload refused: ") + e.what(), {{"refused", true}}, LogLevel::warning);
     return refuse(std::string("reload refused, config unchanged: ") + e.what());
   }
   if (next.data_dir != cfg_.data_dir || next.control != cfg_.control) {
     return refuse("reload refused: data_dir and control cannot change while running; restart the supervisor");
   }
   if (auto error = check_security_files(next)) {
-    say("reload refused: " + *error);
+    say("reload", "reload refused: " + *error, {{"refused", true}}, LogLevel::warning);
     return refuse("reload refused, config unchanged: " + *error);
   }
   const auto now = std::chrono::steady_clock::now();
@@ -631,7 +640,8 @@ CtlReply Supervisor::reload() {
   };
   const std::string summary = "reloaded: added " + join(added) + "; removed " + join(removed) + "; changed " +
                               join(changed) + "; SIGHUP to " + join(signalled);
-  say(summary);
+  set_log_identity("bidmesh-supervisor", cfg_.log_format);  // host-local: applies at once
+  say("reload", summary, {{"refused", false}});
   return accept(summary);
 }
 
@@ -640,7 +650,7 @@ void Supervisor::send_reload_signal(Node& n) {
   n.hup_pid = 0;
   // The node alone, not its group: SIGHUP ends a process that has no handler for it.
   if (pid <= 0 || ::kill(pid, SIGHUP) != 0) return;
-  note(n, "SIGHUP sent: the config was reloaded (re-read clients_dir)");
+  note(n, "reload", "SIGHUP sent: the config was reloaded (re-read clients_dir)");
 }
 
 void Supervisor::deliver_pending_reload_signals() {
@@ -656,7 +666,7 @@ void Supervisor::deliver_pending_reload_signals() {
 
 void Supervisor::begin_shutdown(const std::string& why) {
   if (shutting_down_) return;
-  say(why);
+  say("stopping", why);
   notify_systemd("STOPPING=1");
   shutting_down_ = true;
   begin_group_stop(false, true);
@@ -722,8 +732,8 @@ void Supervisor::tick_nodes() {
   std::erase_if(nodes_, [&](const std::unique_ptr<Node>& n) {
     if (!n->removed || n->machine->pid() != 0) return false;
     close_output(*n);
-    note(*n, "removed from the config");
-    say(n->cfg.name + ": removed from the config");
+    note(*n, "removed", "removed from the config");
+    say("removed", n->cfg.name + ": removed from the config", {{"subject", n->cfg.name}});
     node_metrics_.remove_node(n->cfg.name);
     return true;
   });
@@ -747,7 +757,13 @@ void Supervisor::log_transitions() {
                        std::string(node_state_name(s));
     if (n->machine->pid() != 0) line += " (pid " + std::to_string(n->machine->pid()) + ")";
     if (!n->machine->reason().empty() && s != NodeState::running) line += ": " + n->machine->reason();
-    say(line);
+    // A launch after an automatic restart is the event an operator looks for.
+    const bool restart = s == NodeState::starting && n->machine->restarts() > n->logged_restarts;
+    n->logged_restarts = n->machine->restarts();
+    say(restart ? "restart" : "state", line,
+        {{"subject", n->cfg.name}, {"from", node_state_name(n->last_state)}, {"to", node_state_name(s)},
+         {"restarts", n->machine->restarts()}},
+        s == NodeState::failed ? LogLevel::error : LogLevel::info);
     n->last_state = s;
   }
 }
@@ -763,6 +779,7 @@ void Supervisor::check_ready() {
   std::printf("bidmesh: mesh ready: requests %s, feed %s, control %s\n", requests.c_str(),
               cfg_.feed_publish.c_str(), cfg_.control.c_str());
   std::fflush(stdout);
+  say("ready", "mesh ready: " + std::to_string(nodes_.size()) + " node(s) running", {{"nodes", nodes_.size()}});
   notify_systemd("READY=1\nSTATUS=mesh ready: " + std::to_string(nodes_.size()) + " node(s) running");
 }
 
@@ -806,7 +823,7 @@ void Supervisor::turn() {
   if (g_reload) {
     g_reload = 0;
     if (!shutting_down_) {
-      say("reload requested by SIGHUP");
+      say("reload", "reload requested by SIGHUP");
       reload();
     }
   }

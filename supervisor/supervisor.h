@@ -95,8 +95,11 @@ class Supervisor : private ProcessOps {
     NodeState last_state = NodeState::stopped;
     pid_t hup_pid = 0;       // a reload came while this process was starting: SIGHUP it once running
     uint32_t metered_restarts = 0;  // the machine's restarts already counted in the metrics
+    uint32_t logged_restarts = 0;   // ... and already logged as a `restart` event
     std::string note;        // the last note of process note_pid (NodeMessage::note)
     pid_t note_pid = 0;
+    std::optional<NodeStats> stats;  // the last counters of process stats_pid (for `top`)
+    pid_t stats_pid = 0;
   };
   // An ordered stop: routers first, then bid nodes; then maybe start them again or exit.
   struct GroupStop {
@@ -136,7 +139,7 @@ class Supervisor : private ProcessOps {
   Node* find(std::string_view name);
   bool bid_nodes_settled() const;
   NodeStatus status_of(const Node& n, SteadyTime now) const;
-  void note(Node& n, const std::string& line);  // a supervisor line in the node's log
+  void note(Node& n, std::string_view event, const std::string& line);  // a supervisor line in the node's log
 
   const SupervisorOptions options_;
   MeshConfig cfg_;

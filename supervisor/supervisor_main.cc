@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "protocol/config.h"
+#include "protocol/log.h"
 #include "supervisor/supervisor.h"
 
 namespace {
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bidmesh-supervisor: %s\n", error->c_str());
     return 100;
   }
+  bidmesh::set_log_identity("bidmesh-supervisor", cfg.log_format);
   bidmesh::SupervisorOptions options;
   options.config_file = cfg.file;
   options.host = host;

@@ -47,6 +47,7 @@ struct BidNode::Incoming {
   std::string reply;                   // set at once when it did not decode
   bool digest_refused = false;         // the router's config digest differs from ours
   std::optional<Op> op;                // for the metrics; none when it did not decode
+  bool direct = false;                 // from a direct client: frames are [identity, ""]
 };
 
 BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
@@ -69,7 +70,9 @@ BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
       ctx_(1),
       router_(ctx_, zmq::socket_type::router),
       pub_(ctx_, zmq::socket_type::pub),
-      link_(ctx_, node.name) {}
+      link_(ctx_, node.name),
+      cfg_(cfg),
+      node_(node) {}
 
 BidNode::~BidNode() = default;
 
@@ -141,6 +144,7 @@ std::optional<std::string> BidNode::start() {
   } catch (const zmq::error_t& e) {
     return "cannot connect the PUB to the feed at " + feed_collect_ + ": " + e.what();
   }
+  if (auto error = start_direct()) return *error;
 
   const ItemStore::ReplayStats& replayed = store_->replay_stats();
   log("ready", "serving on " + listen_ + ", mesh config digest " + config_digest_hex_ + ", data " + data_dir_.string() + ", " + std::to_string(store_->item_count()) +
@@ -172,9 +176,10 @@ int BidNode::serve() {
         last_digest_refusal_.reset();
       }
       link_.tick();
-      zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {direct_ ? direct_->front().socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
       try {
-        zmq::poll(items, 1, poll_timeout());
+        zmq::poll(items, direct_ ? 2 : 1, poll_timeout());
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;  // a signal: the loop condition decides
         throw;
@@ -188,6 +193,7 @@ int BidNode::serve() {
       if (store_->checkpoint_due()) checkpoint();
       if (std::chrono::steady_clock::now() >= next_gauges_) update_gauges();
       refusals_.flush(std::chrono::steady_clock::now());
+      if (direct_ && direct_->front().secure() && take_reload_request()) log("reload", reload_direct_clients());
       if (take_reload_request()) log("reload", "SIGHUP: nothing to re-read (a bid node reads its config when it starts)");
     }
   } catch (const zmq::error_t& e) {
@@ -198,6 +204,7 @@ int BidNode::serve() {
   log("stop", "stopping: signal received, last batch answered, checkpointed; " + stats_line(),
       {{"exit_code", 0}, {"requests", stats_.requests}, {"batches", stats_.batches}, {"checkpoints", store_->checkpoints()}});
   router_.close();  // linger: the last replies and events leave within kCloseLingerMs
+  if (direct_) direct_->front().close();
   pub_.close();
   return 0;
 }
@@ -217,6 +224,7 @@ std::chrono::milliseconds BidNode::poll_timeout() const {
 // Reads every waiting message into the batch, up to batch_max.
 void BidNode::drain() {
   const uint64_t decode_now = unix_now_ms();
+  if (direct_) drain_direct(decode_now, batch_max_ / 2);
   while (gathered_ < batch_max_) {
     if (gathered_ == slots_.size()) slots_.emplace_back();
     Incoming& in = slots_[gathered_];
@@ -225,6 +233,7 @@ void BidNode::drain() {
       return zmq::recv_multipart(router_, std::back_inserter(in.frames), zmq::recv_flags::dontwait);
     });
     if (!got) break;
+    in.direct = false;
     if (in.frames.size() != kRequestFrames) continue;  // not a router's request: dropped
     const auto principal = decode_principal(in.frames[3].to_string_view());
     if (!principal || in.frames[2].size() != sizeof(uint64_t)) continue;
@@ -251,6 +260,31 @@ void BidNode::drain() {
     } else {
       in.request = requests_.size();
       requests_.push_back(std::move(std::get<Request>(decoded)));
+    }
+    ++gathered_;
+  }
+  if (direct_) drain_direct(decode_now, batch_max_);
+}
+
+void BidNode::drain_direct(uint64_t decode_now, std::size_t limit) {
+  while (gathered_ < limit) {
+    if (gathered_ == slots_.size()) slots_.emplace_back();
+    Incoming& in = slots_[gathered_];
+    in.frames.resize(kReplyEnvelopeFrames);  // [identity, ""]: the reply envelope of a REQ/DEALER client
+    in.frames[1].rebuild();
+    Request request;
+    const auto got = retry_eintr([&] { return direct_->receive(in.frames[0], decode_now, request, in.reply, in.op); });
+    if (got == DirectEndpoint::Got::none) break;
+    if (got == DirectEndpoint::Got::answered) {
+      metrics_.requests.error(std::nullopt, ErrorCode::bad_request).Increment();
+      continue;
+    }
+    in.direct = true;
+    in.digest_refused = false;
+    in.request.reset();
+    if (got == DirectEndpoint::Got::request) {
+      in.request = requests_.size();
+      requests_.push_back(std::move(request));
     }
     ++gathered_;
   }
@@ -304,11 +338,12 @@ void BidNode::commit_batch() {
     const std::string& reply = in->request ? result.replies[*in->request] : in->reply;
     metrics_.requests.count_reply(in->op, reply);
     // ROUTER drops a message to a gone or full peer (no ROUTER_MANDATORY): never blocks.
+    zmq::socket_t& out = in->direct ? direct_->front().socket() : router_;
     for (std::size_t i = 0; i < kReplyEnvelopeFrames; ++i) {
-      retry_eintr([&] { return router_.send(in->frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
+      retry_eintr([&] { return out.send(in->frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
     }
     if (!in->digest_refused) {
-      retry_eintr([&] { return router_.send(zmq::buffer(reply), zmq::send_flags::dontwait); });
+      retry_eintr([&] { return out.send(zmq::buffer(reply), zmq::send_flags::dontwait); });
       continue;
     }
     // The router shows which node refused it and why (bidmesh-ctl status on its host).

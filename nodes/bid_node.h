@@ -14,6 +14,15 @@
 // `forbidden` and not remembered. The reply is [router identity, token, reply]. Replies go out with dontwait: a gone
 // router just loses them (it has answered `unavailable` by then).
 //
+// Direct clients (wire contract v1.2): with `client_listen` the node also serves clients
+// itself on a DirectEndpoint (nodes/direct_endpoint.h: the router's client contract, `moved`
+// for items of other nodes, `ping` and `slots`). Its requests join the same batch as the
+// routers' (one log write and one fdatasync for both; each turn reads up to half a batch of
+// direct requests first, then the routers', then direct ones again, so neither side starves)
+// and their replies go back on the client socket as [identity, "", reply]. With curve it is a
+// CurveZMQ server under ZAP domain "clients" with the allow list of clients_dir, which SIGHUP
+// reads again (a list that does not load leaves the previous one in force).
+//
 // Security (security = "curve"): a listen endpoint off this machine is a CurveZMQ server that
 // admits only the mesh's own key (ZAP domain "mesh"), and the PUB is a CurveZMQ client of the
 // feed's collect side, which admits only that key too.
@@ -48,6 +57,7 @@
 #include <zmq.hpp>
 
 #include "metrics/metrics.h"
+#include "nodes/direct_endpoint.h"
 #include "nodes/item_store.h"
 #include "nodes/process.h"
 #include "protocol/config.h"
@@ -66,7 +76,7 @@ inline constexpr std::chrono::milliseconds kMaxPollWait{100};
 
 class BidNode {
  public:
-  // REQUIRES: node.kind == NodeKind::bid.
+  // REQUIRES: node.kind == NodeKind::bid; cfg and node outlive the BidNode.
   BidNode(const MeshConfig& cfg, const NodeConfig& node);
   ~BidNode();
   BidNode(const BidNode&) = delete;
@@ -84,6 +94,12 @@ class BidNode {
   struct Incoming;
   void run_turn();
   void drain();
+  // Reads up to `limit` (in all) messages of direct clients into the batch.
+  void drain_direct(uint64_t decode_now, std::size_t limit);
+  // With client_listen: binds the DirectEndpoint (after the ZAP handler when curve).
+  std::optional<std::string> start_direct();
+  // SIGHUP: clients_dir read again for the client endpoint; returns the line to log.
+  std::string reload_direct_clients();
   void commit_batch();
   void checkpoint();
   std::chrono::milliseconds poll_timeout() const;
@@ -118,6 +134,9 @@ class BidNode {
   zmq::socket_t router_;
   zmq::socket_t pub_;
   SupervisorLink link_;
+  const MeshConfig& cfg_;
+  const NodeConfig& node_;
+  std::unique_ptr<DirectEndpoint> direct_;  // with client_listen, from start() on
 
   // The batch being read: slots_[0, gathered_) (slots are reused from batch to batch).
   std::vector<Incoming> slots_;

@@ -86,28 +86,10 @@ using Clock = PendingTable::Clock;
 constexpr zmq::send_flags kMore = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
 constexpr zmq::send_flags kLast = zmq::send_flags::dontwait;
 
-std::string_view view(const zmq::message_t& m) {
-  return std::string_view(static_cast<const char*>(m.data()), m.size());
-}
-
-// Reads the rest of a message whose frames are not wanted (libzmq has it whole already).
-void discard_rest(zmq::socket_t& socket, zmq::message_t& scratch, bool more) {
-  while (more) {
-    (void)socket.recv(scratch);
-    more = scratch.more();
-  }
-}
+std::string_view view(const zmq::message_t& m) { return frame_view(m); }
 
 }  // namespace
 
-void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes,
-                     std::chrono::milliseconds heartbeat_interval, std::chrono::milliseconds heartbeat_timeout) {
-  socket.set(zmq::sockopt::maxmsgsize, max_message_bytes);
-  socket.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
-  socket.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(heartbeat_interval.count()));
-  socket.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(heartbeat_timeout.count()));
-  socket.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(heartbeat_timeout.count()));
-}
 
 Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& self, RouterOptions options,
                std::optional<RouterSecurity> security)
@@ -118,35 +100,23 @@ Router::Router(zmq::context_t& ctx, const MeshConfig& cfg, const NodeConfig& sel
       own_registry_(options.metrics ? nullptr : std::make_unique<MetricsRegistry>()),
       own_metrics_(options.metrics ? nullptr : std::make_unique<RouterMetrics>(own_registry_->registry())),
       metrics_(options.metrics ? *options.metrics : *own_metrics_),
-      slot_map_(cfg.slot_map()),
+      slots_(cfg),
       timeout_(cfg.request_timeout_ms),
+      front_(ctx, options, security),  // its ClientFrontOptions part
       pending_(options.max_pending),
-      security_(std::move(security)),
+      mesh_key_(security ? std::optional<Certificate>(security->mesh) : std::nullopt),
       config_digest_(cfg.digest()),
-      framing_error_reply_(encode_error(std::nullopt, ErrorCode::bad_request,
-                                        "a request is one frame after an empty delimiter frame")),
       full_reply_message_("router " + self.name + " has too many requests in flight") {}
 
 Router::~Router() = default;
 
 void Router::set_allowed_clients(std::shared_ptr<const AllowList> clients) {
-  if (security_) security_->clients = std::move(clients);
+  front_.set_allowed_clients(std::move(clients));
 }
 
 std::optional<std::string> Router::bind() {
-  client_ = zmq::socket_t(ctx_, zmq::socket_type::router);
-  client_.set(zmq::sockopt::sndhwm, options_.client_hwm);
-  client_.set(zmq::sockopt::rcvhwm, options_.client_read_hwm);
-  client_.set(zmq::sockopt::linger, 0);
-  set_peer_limits(client_, options_, static_cast<int64_t>(kTransportMaxBytes), options_.heartbeat_interval,
-                  options_.heartbeat_timeout);
-  if (security_) make_curve_server(client_, security_->mesh, kZapDomainClients);
-  try {
-    client_.bind(self_.listen);
-  } catch (const zmq::error_t& e) {
-    return "cannot bind client endpoint " + self_.listen + ": " + e.what();
-  }
-  connections_.emplace(ctx_, ConnectionCounter::start_monitor(client_), metrics_.client_connections);
+  if (auto error = front_.bind(self_.listen)) return error;
+  connections_.emplace(ctx_, ConnectionCounter::start_monitor(front_.socket()), metrics_.client_connections);
 
   nodes_.clear();
   for (const NodeConfig* n : cfg_.bid_nodes()) {  // index i is owner i of the slot map
@@ -162,10 +132,9 @@ std::optional<std::string> Router::bind() {
     node.socket.set(zmq::sockopt::rcvhwm, options_.node_hwm);
     node.socket.set(zmq::sockopt::linger, 0);
     // Replies are larger than requests: a `history` of 1000 events is about 200 KB.
-    set_peer_limits(node.socket, options_, kMaxNodeReplyBytes, options_.node_heartbeat_interval,
+    set_peer_limits(node.socket, kMaxNodeReplyBytes, options_.handshake_timeout, options_.node_heartbeat_interval,
                     options_.node_heartbeat_timeout);
-    if (security_ && !endpoint_is_local(n->listen))
-      make_curve_client(node.socket, security_->mesh, security_->mesh.public_key);
+    if (mesh_key_ && !endpoint_is_local(n->listen)) make_curve_client(node.socket, *mesh_key_, mesh_key_->public_key);
     // A restarted node is found again within kNodeReconnectMs (libzmq's default is 100 ms, which
     // alone would miss the restart target of docs/benchmarks.md); refused connects are cheap.
     node.socket.set(zmq::sockopt::reconnect_ivl, kNodeReconnectMs);
@@ -181,12 +150,12 @@ std::optional<std::string> Router::bind() {
   }
 
   poll_items_.clear();
-  poll_items_.push_back({client_.handle(), 0, ZMQ_POLLIN, 0});
+  poll_items_.push_back({front_.socket().handle(), 0, ZMQ_POLLIN, 0});
   for (Node& n : nodes_) poll_items_.push_back({n.socket.handle(), 0, ZMQ_POLLIN, 0});
   return std::nullopt;
 }
 
-std::string Router::client_endpoint() const { return client_.get(zmq::sockopt::last_endpoint); }
+std::string Router::client_endpoint() const { return front_.endpoint(); }
 
 void Router::run(SupervisorLink& link, const std::function<bool()>& should_stop,
                  const std::function<void()>& each_turn) {
@@ -270,37 +239,14 @@ std::chrono::milliseconds Router::poll_timeout(Clock::time_point now, const Supe
 }
 
 bool Router::handle_client_message(Clock::time_point now, bool stopping) {
-  // ROUTER delivers [routing id, frames...]; a request is ["", body].
-  if (!client_.recv(identity_, zmq::recv_flags::dontwait)) return false;
-  ++client_messages_;
-  if (!identity_.more()) return true;  // cannot happen on ROUTER; nothing to answer
-  (void)client_.recv(frame_);
-  if (frame_.size() != 0 || !frame_.more()) {
-    discard_rest(client_, body_, frame_.more());
-    metrics_.requests.error(std::nullopt, ErrorCode::bad_request).Increment();
-    reply_to_client(view(identity_), framing_error_reply_);
-    return true;
-  }
-  (void)client_.recv(body_);
-  if (body_.more()) {
-    discard_rest(client_, frame_, true);
-    metrics_.requests.error(std::nullopt, ErrorCode::bad_request).Increment();
-    reply_to_client(view(identity_), framing_error_reply_);
-    return true;
+  switch (front_.receive(identity_, body_)) {
+    case ClientFront::Received::none: return false;
+    case ClientFront::Received::bad_framing:
+      metrics_.requests.error(std::nullopt, ErrorCode::bad_request).Increment();
+      return true;
+    case ClientFront::Received::request: break;
   }
   handle_request(now, stopping);
-  return true;
-}
-
-bool Router::judge_sender() {
-  principal_frame_.clear();
-  if (!security_) return true;
-  // Set by the ZAP handler at the handshake: the client's public key in Z85.
-  const char* key = zmq_msg_gets(body_.handle(), "User-Id");
-  const Principal* who = key != nullptr && security_->clients ? security_->clients->find(key) : nullptr;
-  if (who == nullptr) return false;
-  // Built in place: the buffer keeps its capacity, so this allocates nothing per request.
-  encode_principal_into(*who, principal_frame_);
   return true;
 }
 
@@ -328,23 +274,20 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
     peeked = std::move(std::get<RouteInfo>(route));
     info = RouteView{peeked.op, peeked.id, peeked.item};
   }
-  const bool allowed = judge_sender();
-  if (info.op == Op::ping) {
-    // ping has no fields beyond op and id, so the router judges it whole, `forbidden` included.
-    if (allowed) {
-      metrics_.requests.ok(Op::ping).Increment();
-      reply_to_client(client, encode_ok(info.id));
-    } else {
-      metrics_.requests.error(Op::ping, ErrorCode::forbidden).Increment();
-      Request ping;
-      ping.op = Op::ping;
-      reply_to_client(client, encode_error(std::string(info.id), ErrorCode::forbidden, *authorize(Principal{}, ping)));
-    }
+  const Principal* who = front_.sender(body_);
+  if (!op_names_item(info.op)) {
+    // ping and slots: answered here, judged whole (`forbidden` included).
+    if (who != nullptr) metrics_.requests.ok(info.op).Increment();
+    else metrics_.requests.error(info.op, ErrorCode::forbidden).Increment();
+    reply_to_client(client, ClientFront::local_reply(info.op, info.id, who, slots_));
     return;
   }
-  // A revoked key's other requests go on to the owner with no role at all, which answers
-  // `forbidden` once it has judged the fields (the contract's order).
-  if (!allowed) encode_principal_into(Principal{}, principal_frame_);
+  // Built in place: the buffer keeps its capacity, so this allocates nothing per request. With
+  // security off the frame is empty (every role). A revoked key's requests go on to the owner
+  // with no role at all, which answers `forbidden` once it has judged the fields (the
+  // contract's order).
+  principal_frame_.clear();
+  if (mesh_key_) encode_principal_into(who != nullptr ? *who : Principal{}, principal_frame_);
   if (stopping || pending_.full()) metrics_.requests.error(info.op, ErrorCode::unavailable).Increment();
   if (stopping) {
     reply_to_client(client,
@@ -356,7 +299,7 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
     return;
   }
 
-  const std::size_t owner = slot_map_.owner_of_item(info.item);
+  const std::size_t owner = slots_.owner_of_item(info.item);
   Node& node = nodes_[owner];
   PendingTable::Entry& entry = pending_.acquire(now + timeout_);
   const uint64_t token = entry.token;
@@ -415,14 +358,6 @@ bool Router::handle_node_message(std::size_t n) {
   return true;
 }
 
-void Router::reply_to_client(std::string_view client, std::string_view body) {
-  // Never blocks: ROUTER drops a message to a gone peer or past its high-water mark (no
-  // ROUTER_MANDATORY), so a client that stopped reading loses only its own replies.
-  if (!client_.send(zmq::const_buffer(client.data(), client.size()), kMore)) return;
-  (void)client_.send(zmq::const_buffer(nullptr, 0), kMore);
-  (void)client_.send(zmq::const_buffer(body.data(), body.size()), kLast);
-}
-
 void Router::expire(Clock::time_point now) {
   pending_.expire(now, [this](PendingTable::Entry& e) {
     metrics_.timeouts.Increment();
@@ -434,8 +369,7 @@ void Router::expire(Clock::time_point now) {
 void Router::close() {
   // A bounded linger lets the last replies reach their clients; the node sockets have nothing
   // worth flushing.
-  client_.set(zmq::sockopt::linger, static_cast<int>(options_.close_linger.count()));
-  client_.close();
+  front_.close();
   connections_.reset();
   for (Node& n : nodes_) n.socket.close();
   poll_items_.clear();

@@ -3,8 +3,9 @@
 // bid node that owns the item (slot map of the mesh config). It keeps no state but the requests in
 // flight, so several routers may serve the same bid nodes.
 //
-// Wire, client side (the wire contract, docs/protocol.md v1.1): to its clients the router is a
-// libzmq ROUTER bound on the node's `listen`. A request arrives as ["", body] (REQ, or DEALER with
+// Wire, client side (the wire contract, docs/protocol.md v1.2): to its clients the router is a
+// ClientFront (nodes/client_front.h, shared with the bid nodes' client endpoints) bound on the
+// node's `listen`; it answers `ping` and `slots` itself. A request arrives as ["", body] (REQ, or DEALER with
 // an empty delimiter) and its reply leaves as ["", reply]; any other framing gets `bad_request`
 // (id nil). libzmq's own engine does the transport: a frame over 64 KiB (ZMQ_MAXMSGSIZE) drops
 // the connection, heartbeats drop dead peers, a handshake must finish within handshake_timeout.
@@ -57,10 +58,11 @@
 #include <zmq.hpp>
 
 #include "metrics/metrics.h"
+#include "nodes/client_front.h"
 #include "nodes/connection_counter.h"
 #include "nodes/process.h"
 #include "protocol/config.h"
-#include "protocol/slot_map.h"
+#include "protocol/slot_directory.h"
 #include "security/allow_list.h"
 #include "security/certificate.h"
 
@@ -141,25 +143,17 @@ inline constexpr int kNodeReconnectMs = 5;
 // enough that libzmq's monitor queue (1000 events) holds a burst of connects between two reads.
 inline constexpr std::chrono::milliseconds kConnectionPollInterval{100};
 
-struct RouterOptions {
+// The client endpoint's options (ClientFrontOptions: high-water marks, handshake, heartbeats,
+// linger), then the router's own.
+struct RouterOptions : ClientFrontOptions {
   std::size_t max_pending = 100000;   // requests in flight; past it: `unavailable` at once
   std::size_t burst = 256;            // messages read from one socket per loop turn
-  int client_hwm = 1000;              // replies queued per client connection
-  int client_read_hwm = 64;           // messages read ahead per client connection
-  // A connection that has not finished the ZMTP (and CURVE) handshake by then is closed.
-  std::chrono::milliseconds handshake_timeout{5000};
-  // ZMTP heartbeats: a PING after this much silence; no traffic for heartbeat_timeout closes.
-  std::chrono::milliseconds heartbeat_interval{10000};
-  std::chrono::milliseconds heartbeat_timeout{30000};
   // The same on the links to the bid nodes, shorter: after a network cut heals, TCP alone would
   // resume only at its next retransmission (seconds, growing with the cut), while a dropped link
   // reconnects at once (kNodeReconnectMs) and discards what was queued for the cut-off node.
   std::chrono::milliseconds node_heartbeat_interval{1000};
   std::chrono::milliseconds node_heartbeat_timeout{3000};
   int node_hwm = 10000;               // per bid node, each way
-  // Linger of the client socket at close: time to flush the last replies. Bounded, so a client
-  // that stopped reading cannot hold the process.
-  std::chrono::milliseconds close_linger{1000};
   // Longest poll wait, so a stop signal that lands just before the poll is seen soon.
   std::chrono::milliseconds max_poll_wait{100};
   // Where the router counts (docs/operations.md): the process's metrics, served by its main.
@@ -169,15 +163,8 @@ struct RouterOptions {
 };
 
 // What the router needs when the mesh runs with security = "curve".
-struct RouterSecurity {
-  Certificate mesh;                                // the mesh's keypair (server_certificate)
-  std::shared_ptr<const AllowList> clients;        // the allowed clients, replaced on reload
-};
+using RouterSecurity = ClientSecurity;
 
-// The socket options every endpoint that peers reach gets: ZMQ_MAXMSGSIZE, heartbeats and the
-// handshake timeout.
-void set_peer_limits(zmq::socket_t& socket, const RouterOptions& options, int64_t max_message_bytes,
-                     std::chrono::milliseconds heartbeat_interval, std::chrono::milliseconds heartbeat_timeout);
 
 class Router {
  public:
@@ -205,7 +192,7 @@ class Router {
   void set_allowed_clients(std::shared_ptr<const AllowList> clients);
 
   // Client messages this router's code has read since bind() (refused peers never count).
-  uint64_t client_messages() const { return client_messages_; }
+  uint64_t client_messages() const { return front_.messages(); }
 
   // The client endpoint as bound (with the actual port when `listen` asked for a wildcard port).
   std::string client_endpoint() const;
@@ -226,11 +213,8 @@ class Router {
   bool handle_client_message(PendingTable::Clock::time_point now, bool stopping);
   bool handle_node_message(std::size_t node);
   void handle_request(PendingTable::Clock::time_point now, bool stopping);
-  // Sets principal_frame_ for the client that sent body_ (empty with security off); false when
-  // its key is not (or no longer) allowed.
-  bool judge_sender();
   // Sends [client, "", body]; a gone client or a full queue drops it, as a ROUTER does.
-  void reply_to_client(std::string_view client, std::string_view body);
+  void reply_to_client(std::string_view client, std::string_view body) { front_.reply(client, body); }
   void expire(PendingTable::Clock::time_point now);
   // Shows the supervisor (bidmesh-ctl status) and the log which bid nodes refused this router's
   // config digest within kDigestNoteHold; clears the note after that.
@@ -250,16 +234,17 @@ class Router {
   RouterMetrics& metrics_;
   std::optional<ConnectionCounter> connections_;  // of client_, from bind() on
   PendingTable::Clock::time_point next_connection_poll_{};
-  const SlotMap slot_map_;
+  const SlotDirectory slots_;  // the slot map, and the `slots` reply
   const std::chrono::milliseconds timeout_;
-  zmq::socket_t client_;
+  ClientFront front_;
   std::vector<Node> nodes_;
   PendingTable pending_;
   std::vector<zmq_pollitem_t> poll_items_;
-  std::optional<RouterSecurity> security_;
+  // security = "curve": the mesh's keypair (links to bid nodes off this machine use it), and
+  // requests carry their principal to the node.
+  const std::optional<Certificate> mesh_key_;
   const uint64_t config_digest_;
   std::string principal_frame_;   // of the request being handled; reused
-  uint64_t client_messages_ = 0;
   // Buffers reused for every message, so receiving allocates only what libzmq must.
   zmq::message_t identity_;
   zmq::message_t frame_;
@@ -267,7 +252,6 @@ class Router {
   std::string note_;  // as last given to the supervisor
   bool note_due_ = false;
   PendingTable::Clock::time_point next_note_check_{};
-  const std::string framing_error_reply_;
   const std::string full_reply_message_;
 };
 

@@ -47,14 +47,7 @@ constexpr std::chrono::seconds kRefusalCheckEvery{1};
 // With security = "curve": the mesh's keypair and the allowed clients, or a one-line reason
 // (the program then exits 100: a config the operator must mend).
 std::variant<bidmesh::RouterSecurity, std::string> load_security(const bidmesh::MeshConfig& cfg) {
-  bidmesh::RouterSecurity security;
-  auto mesh = bidmesh::read_secret_certificate(cfg.server_certificate);
-  if (auto* error = std::get_if<std::string>(&mesh)) return "server_certificate: " + *error;
-  security.mesh = std::move(std::get<bidmesh::Certificate>(mesh));
-  auto clients = bidmesh::load_allow_list(cfg.clients_dir);
-  if (auto* error = std::get_if<std::string>(&clients)) return "clients_dir: " + *error;
-  security.clients = std::make_shared<const bidmesh::AllowList>(std::move(std::get<bidmesh::AllowList>(clients)));
-  return security;
+  return bidmesh::load_client_security(cfg);  // the same rules as a bid node's client endpoint
 }
 
 int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {

@@ -268,6 +268,8 @@ uint64_t MeshConfig::digest() const {
     line("kind", node_kind_name(n.kind));
     line("host", n.host);
     line("listen", n.listen);
+    // Only when set, so a mesh without direct clients keeps the digest it had before v1.2.
+    if (!n.client_listen.empty()) line("client_listen", n.client_listen);
     line("feed", n.feed ? "true" : "false");
     for (const SlotRange& r : n.slots) line("slots", std::to_string(r.first) + "-" + std::to_string(r.last));
   }
@@ -416,8 +418,8 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
     if (n.kind == NodeKind::router)
       rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "feed", "restart", "metrics"});
     else
-      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "slots", "map_size_mb", "durability", "restart",
-                                    "metrics"});
+      rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "client_listen", "slots", "map_size_mb",
+                                    "durability", "restart", "metrics"});
     n.host = rd.read_string(*t, named, "host", false).value_or("");
     n.metrics = rd.read_string(*t, named, "metrics", false).value_or("");
     if (!n.metrics.empty()) check_metrics_address(rd, named + ".metrics", n.metrics, cfg.security);
@@ -427,6 +429,16 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
       rd.fail(named + ".listen", "a router listens on tcp:// or ipc:// (it reads its clients as byte streams), got '" +
                                      n.listen + "'");
     if (!endpoints.insert(n.listen).second) rd.fail(named + ".listen", "endpoint " + n.listen + " is used twice");
+    if (auto client_listen = rd.read_string(*t, named, "client_listen", false)) {
+      n.client_listen = *client_listen;
+      rd.check_endpoint(named + ".client_listen", n.client_listen);
+      // Clients connect here from other processes, as to a router's listen.
+      if (n.client_listen.rfind("inproc://", 0) == 0 || n.client_listen.find('*') != std::string::npos)
+        rd.fail(named + ".client_listen", "must be a tcp:// or ipc:// address clients can connect to (no wildcard), got '" +
+                                              n.client_listen + "'");
+      if (!endpoints.insert(n.client_listen).second)
+        rd.fail(named + ".client_listen", "endpoint " + n.client_listen + " is used twice");
+    }
     const std::string restart = rd.read_string(*t, named, "restart", false).value_or("permanent");
     if (restart == "permanent") n.restart = RestartPolicy::permanent;
     else if (restart == "transient") n.restart = RestartPolicy::transient;
@@ -478,7 +490,10 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
   if (cfg.security == Security::none) {
     check_protected_mode(rd, "feed.publish", cfg.feed_publish);
     check_protected_mode(rd, "feed.collect", cfg.feed_collect);
-    for (const NodeConfig& n : cfg.nodes) check_protected_mode(rd, "node '" + n.name + "'.listen", n.listen);
+    for (const NodeConfig& n : cfg.nodes) {
+      check_protected_mode(rd, "node '" + n.name + "'.listen", n.listen);
+      if (!n.client_listen.empty()) check_protected_mode(rd, "node '" + n.name + "'.client_listen", n.client_listen);
+    }
   }
 
   // Every slot owned exactly once.

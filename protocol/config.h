@@ -69,6 +69,9 @@ struct NodeConfig {
   NodeKind kind = NodeKind::bid;
   std::string host;                  // the host whose supervisor runs it; "" = any
   std::string listen;                // router: client endpoint (ROUTER); bid: router-facing endpoint
+  // bid only: the node's own client endpoint for direct clients (v1.2), "" = none. Clients are
+  // sent here by `slots` and `moved`, so it must be an address they can connect to.
+  std::string client_listen;
   std::vector<SlotRange> slots;      // bid only
   uint64_t map_size_bytes = 0;       // bid only: LMDB map size
   bool unsafe_no_sync = false;       // bid only: commits without fsync; refused unless said in plain words

@@ -6,7 +6,7 @@
 namespace bidmesh {
 
 namespace {
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 10> kNames{{
+constexpr std::array<std::pair<ErrorCode, std::string_view>, 11> kNames{{
     {ErrorCode::bad_request, "bad_request"},
     {ErrorCode::too_large, "too_large"},
     {ErrorCode::unknown_item, "unknown_item"},
@@ -14,6 +14,7 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 10> kNames{{
     {ErrorCode::closed, "closed"},
     {ErrorCode::too_low, "too_low"},
     {ErrorCode::conflict, "conflict"},
+    {ErrorCode::moved, "moved"},
     {ErrorCode::forbidden, "forbidden"},
     {ErrorCode::unavailable, "unavailable"},
     {ErrorCode::internal, "internal"},

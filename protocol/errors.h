@@ -1,4 +1,4 @@
-// Error codes of the wire contract (docs/protocol.md, v1.1).
+// Error codes of the wire contract (docs/protocol.md, v1.2).
 // Thread-safe: pure functions over constants.
 #pragma once
 
@@ -15,6 +15,7 @@ enum class ErrorCode {
   closed,        // bid or close on a closed item, or a bid at/after closes_at
   too_low,       // amount below start or below max + increment; reply carries `max`
   conflict,      // an id reused with other content
+  moved,         // (v1.2) at a bid node's client endpoint: another node owns the item's slot; not remembered
   forbidden,     // (security on) the client's key lacks the role, or bids in another name; not remembered
   unavailable,   // the owner could not be reached in time; safe to retry
   internal,      // a fault of the mesh; safe to retry

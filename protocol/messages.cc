@@ -36,9 +36,9 @@ msgpack::unpack_limit reply_limits() {
   return msgpack::unpack_limit(2 * kMaxHistoryLimit, 64, 1 << 20, 1 << 20, 1 << 20, 6);
 }
 
-constexpr std::array<std::pair<Op, std::string_view>, 6> kOps{{
+constexpr std::array<std::pair<Op, std::string_view>, 7> kOps{{
     {Op::open, "open"}, {Op::bid, "bid"}, {Op::close, "close"},
-    {Op::get, "get"}, {Op::history, "history"}, {Op::ping, "ping"},
+    {Op::get, "get"}, {Op::history, "history"}, {Op::slots, "slots"}, {Op::ping, "ping"},
 }};
 
 std::string_view as_view(const msgpack::object& o) { return {o.via.str.ptr, o.via.str.size}; }
@@ -400,7 +400,7 @@ std::variant<Head, DecodeError> read_head(std::string_view frame, std::size_t ma
   if (auto* err = std::get_if<DecodeError>(&op)) return std::move(*err);
   head.route.op = std::get<Op>(op);
   head.route.id = *id;
-  if (head.route.op != Op::ping)
+  if (op_names_item(head.route.op))
     if (auto err = read_identifier(head.fields, "item", head.route.item, id)) return std::move(*err);
   return head;
 }
@@ -547,7 +547,7 @@ std::optional<RouteView> scan_route(std::string_view frame, std::size_t max_requ
   const std::optional<Op> parsed = parse_op(op.str);
   if (!parsed) return std::nullopt;
   RouteView route{*parsed, id.str, {}};
-  if (*parsed != Op::ping) {
+  if (op_names_item(*parsed)) {
     if (item.kind != ScanKind::str || !is_valid_identifier(item.str)) return std::nullopt;
     route.item = item.str;
   }
@@ -567,7 +567,7 @@ std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64
   r.op = head.route.op;
   r.id = std::move(head.route.id);
   r.item = std::move(head.route.item);
-  if (r.op == Op::ping) return r;
+  if (!op_names_item(r.op)) return r;
   bool present = false;
   switch (r.op) {
     case Op::open: {
@@ -791,7 +791,7 @@ std::string encode_request(const Request& r) {
   std::vector<Field> f;
   f.push_back({"op", std::string(op_name(r.op))});
   f.push_back({"id", r.id});
-  if (r.op != Op::ping) f.push_back({"item", r.item});
+  if (op_names_item(r.op)) f.push_back({"item", r.item});
   switch (r.op) {
     case Op::open:
       f.push_back({"start", r.start});

@@ -17,7 +17,11 @@
 
 namespace bidmesh {
 
-enum class Op { open, bid, close, get, history, ping };
+// `slots` (v1.2, direct clients) sits before `ping` so that ping stays the last op (counts of
+// ops are sized by it).
+enum class Op { open, bid, close, get, history, slots, ping };
+// True for the ops whose request names an `item` (all but slots and ping).
+inline bool op_names_item(Op op) { return op != Op::ping && op != Op::slots; }
 
 std::optional<Op> parse_op(std::string_view name);
 std::string_view op_name(Op op);
@@ -91,7 +95,7 @@ std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64
                                                   std::size_t max_request_bytes = kDefaultMaxRequestBytes);
 
 // What the router needs to route a frame: only `op`, `id` and `item` are read and checked
-// (for ping: no item). Other fields are left to the owner.
+// (for ping and slots: no item). Other fields are left to the owner.
 struct RouteInfo {
   Op op = Op::ping;
   std::string id;
@@ -101,7 +105,7 @@ std::variant<RouteInfo, DecodeError> peek_route(std::string_view frame,
                                                 std::size_t max_request_bytes = kDefaultMaxRequestBytes);
 
 // What the router needs, as views into the frame (valid while the frame is). `item` is empty
-// for ping, as in RouteInfo.
+// for ping and slots, as in RouteInfo.
 struct RouteView {
   Op op = Op::ping;
   std::string_view id;

@@ -123,6 +123,7 @@ std::string node_fingerprint(const MeshConfig& cfg, const NodeConfig& n) {
   add("kind", std::string(node_kind_name(n.kind)));
   add("host", n.host);
   add("listen", n.listen);
+  add("client_listen", n.client_listen);  // bound at start, like listen
   add("feed_publish", cfg.feed_publish);
   add("feed_collect", cfg.feed_collect);
   add("heartbeat_interval_ms", std::to_string(cfg.heartbeat_interval_ms));
@@ -135,6 +136,9 @@ std::string node_fingerprint(const MeshConfig& cfg, const NodeConfig& n) {
     add("map_size", std::to_string(n.map_size_bytes != 0 ? n.map_size_bytes : cfg.default_map_size_bytes));
     add("unsafe_no_sync", n.unsafe_no_sync ? "1" : "0");
     add("batch_max", std::to_string(cfg.batch_max));
+    // Its client endpoint answers `slots` and `moved` from the whole map, read at start.
+    if (!n.client_listen.empty())
+      for (const NodeConfig* b : cfg.bid_nodes()) add("map " + b->name, slots_text(b->slots) + b->client_listen);
   } else {
     add("feed", n.feed ? "1" : "0");
     add("request_timeout_ms", std::to_string(cfg.request_timeout_ms));

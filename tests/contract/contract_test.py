@@ -7,7 +7,13 @@ with pyzmq + msgpack. The document is the authority: where the mesh does somethi
 check fails (or, for a known and reported discrepancy, is marked expectedFailure with a
 comment naming it).
 
-Run: /usr/bin/python3 tests/contract/contract_test.py --bin-dir build/bin
+Every bid node also has a client endpoint (v1.2 direct clients). With --direct the whole
+contract runs against bid-1's client endpoint instead of the router, with every item on bid-1's
+slots (a direct client sends an item only to its owner); only the router's own answers
+(`unavailable` for a node that is down) are left to the router run. DirectSlotsTest checks
+`slots` and `moved` in both runs.
+
+Run: /usr/bin/python3 tests/contract/contract_test.py --bin-dir build/bin [--direct]
 """
 
 import argparse
@@ -27,6 +33,7 @@ import msgpack
 import zmq
 
 BIN_DIR = None  # set from --bin-dir
+DIRECT = False  # set from --direct: requests go to bid-1's client endpoint
 READY_DEADLINE_S = 20.0
 REPLY_TIMEOUT_S = 5.0  # generous: a loaded 2-core machine
 REQUEST_TIMEOUT_MS = 500  # the mesh's request_timeout_ms in our config
@@ -135,11 +142,13 @@ class Mesh:
         self.dir = tempfile.mkdtemp(prefix="bidmesh-contract-")
         _ALL_DIRS.append(self.dir)
         ports = set()
-        while len(ports) < 5:
+        while len(ports) < 7:
             ports.add(free_port())
-        p1, p2, p3, p4, p5 = sorted(ports)
+        p1, p2, p3, p4, p5, p6, p7 = sorted(ports)
         self.feed_endpoint = "tcp://127.0.0.1:%d" % p1
-        self.endpoint = "tcp://127.0.0.1:%d" % p3
+        self.router_endpoint = "tcp://127.0.0.1:%d" % p3
+        self.client_endpoints = {"bid-1": "tcp://127.0.0.1:%d" % p6, "bid-2": "tcp://127.0.0.1:%d" % p7}
+        self.endpoint = self.client_endpoints["bid-1"] if DIRECT else self.router_endpoint
         self.config = os.path.join(self.dir, "mesh.toml")
         with open(self.config, "w") as f:
             f.write(
@@ -152,9 +161,11 @@ class Mesh:
                 'name = "router"\nkind = "router"\nlisten = "tcp://127.0.0.1:%d"\nfeed = true\n'
                 "[[node]]\n"
                 'name = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n'
+                'client_listen = "tcp://127.0.0.1:%d"\n'
                 "[[node]]\n"
                 'name = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n'
-                % (REQUEST_TIMEOUT_MS, p1, p2, p3, p4, p5)
+                'client_listen = "tcp://127.0.0.1:%d"\n'
+                % (REQUEST_TIMEOUT_MS, p1, p2, p3, p4, p6, p5, p7)
             )
         self.procs = {}
         self.starts = {}
@@ -246,8 +257,10 @@ RUN = "c%x" % (os.getpid() & 0xFFFF)
 
 
 def item_on(node, tag="i"):
-    """A fresh item whose slot is owned by `node` (bid-1: 0-8191, bid-2: 8192-16383)."""
-    lo, hi = (0, 8191) if node == "bid-1" else (8192, 16383)
+    """A fresh item whose slot is owned by `node` (bid-1: 0-8191, bid-2: 8192-16383).
+
+    With --direct every item is bid-1's, the node whose client endpoint the tests use."""
+    lo, hi = (0, 8191) if node == "bid-1" or DIRECT else (8192, 16383)
     while True:
         _item_counter[0] += 1
         name = "%s-%s-%d" % (RUN, tag, _item_counter[0])
@@ -1346,8 +1359,92 @@ class ContractTest(MeshTestCase):
             self.assertEqual(seqs, sorted(set(seqs)), item)
 
 
+class DirectSlotsTest(MeshTestCase):
+    """v1.2: `slots` from the router and every bid node; `moved` for every op that names an item."""
+
+    def owned(self, node):
+        """An item of `node` whatever the run (item_on gives only bid-1's with --direct)."""
+        lo, hi = (0, 8191) if node == "bid-1" else (8192, 16383)
+        while True:
+            name = "%s-own-%d" % (RUN, self.next_id_num())
+            if lo <= slot_of(name) <= hi:
+                return name
+
+    @classmethod
+    def next_id_num(cls):
+        cls._ids += 1
+        return cls._ids
+
+    def at(self, endpoint, req):
+        c = Client(self.mesh.ctx, endpoint)
+        try:
+            return c.call(req)
+        finally:
+            c.close()
+
+    def test_slots_agree_and_cover(self):
+        replies = {}
+        for name, ep in [("router", self.mesh.router_endpoint)] + sorted(self.mesh.client_endpoints.items()):
+            rid = self.next_id()
+            rep = self.at(ep, {"op": "slots", "id": rid})
+            self.ok(rep, rid, ["digest", "slots"])
+            replies[name] = rep
+        first = replies["router"]
+        self.assertIsInstance(first["digest"], str)
+        for name, rep in replies.items():
+            self.assertEqual((rep["digest"], rep["slots"]), (first["digest"], first["slots"]), name)
+        want = [{"first": 0, "last": 8191, "node": "bid-1", "endpoint": self.mesh.client_endpoints["bid-1"]},
+                {"first": 8192, "last": 16383, "node": "bid-2", "endpoint": self.mesh.client_endpoints["bid-2"]}]
+        self.assertEqual(first["slots"], want)
+        # Every slot exactly once, in order.
+        nxt = 0
+        for r in first["slots"]:
+            self.assertEqual(sorted(r), ["endpoint", "first", "last", "node"])
+            self.assertEqual(r["first"], nxt)
+            nxt = r["last"] + 1
+        self.assertEqual(nxt, SLOTS)
+        # slots takes no fields; unknown ones are ignored as for every op.
+        rid = self.next_id()
+        self.ok(self.at(self.mesh.client_endpoints["bid-2"], {"op": "slots", "id": rid, "x": 1}), rid,
+                ["digest", "slots"])
+        self.ok(self.at(self.mesh.client_endpoints["bid-2"], {"op": "ping", "id": "direct-ping"}), "direct-ping", [])
+
+    def test_moved_for_every_op(self):
+        for here, there in (("bid-1", "bid-2"), ("bid-2", "bid-1")):
+            item = self.owned(there)
+            reqs = [{"op": "open", "item": item, "start": 5},
+                    {"op": "bid", "item": item, "bidder": "m", "amount": 7},
+                    {"op": "get", "item": item},
+                    {"op": "history", "item": item},
+                    {"op": "close", "item": item}]
+            for req in reqs:
+                req["id"] = self.next_id()
+                rep = self.at(self.mesh.client_endpoints[here], req)
+                self.err(rep, "moved", req["id"])
+                self.assertEqual(sorted(rep.d), ["endpoint", "error", "id", "message", "node", "ok"], rep.d)
+                self.assertEqual((rep["node"], rep["endpoint"]), (there, self.mesh.client_endpoints[there]))
+                # Not remembered, nothing applied: the same request, same id, at the owner succeeds.
+                again = self.at(rep["endpoint"], req)
+                self.assertTrue(again["ok"], (req, again.d))
+            # The judging order: the fields before `moved`.
+            rid = self.next_id()
+            self.err(self.at(self.mesh.client_endpoints[here],
+                             {"op": "bid", "id": rid, "item": self.owned(there), "bidder": "m", "amount": 0}),
+                     "bad_request", rid)
+            rid = self.next_id()
+            self.err(self.at(self.mesh.client_endpoints[here], {"op": "get", "id": rid, "item": "no/slash"}),
+                     "bad_request", rid)
+
+
 class UnavailableRestartTest(MeshTestCase):
     """A bid node killed with SIGKILL: unavailable; restarted: its data intact, service normal."""
+
+    @classmethod
+    def setUpClass(cls):
+        if DIRECT:
+            raise unittest.SkipTest("`unavailable` for a node that is down is the router's answer: "
+                                    "a direct client falls back to the router (docs/protocol.md)")
+        super().setUpClass()
 
     def test_kill_and_restart_bid_node(self):
         item = item_on("bid-2")
@@ -1461,11 +1558,13 @@ class UnavailableRestartTest(MeshTestCase):
 
 
 def main():
-    global BIN_DIR
+    global BIN_DIR, DIRECT
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--direct", action="store_true", help="test bid-1's client endpoint, not the router")
     args, rest = ap.parse_known_args()
     BIN_DIR = os.path.abspath(args.bin_dir)
+    DIRECT = args.direct
     prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
     ok = prog.result.wasSuccessful()
     if not ok:

@@ -54,6 +54,7 @@ std::string shape(const BenchConfig& c) {
   std::snprintf(buf, sizeof buf, "%s, %d clients x %d in flight (%s), %d thread%s", c.rate > 0 ? "open loop" : "closed loop",
                 c.clients, c.pipeline, c.pipeline > 1 ? "DEALER" : "REQ", c.threads, c.threads > 1 ? "s" : "");
   std::string s = buf;
+  if (c.direct) s += ", direct to the bid nodes";
   if (c.rate > 0) {
     std::snprintf(buf, sizeof buf, ", target %.0f req/s", c.rate);
     s += buf;
@@ -66,10 +67,10 @@ void print_json(const BenchConfig& c, const BenchResult& r, bool feed) {
   std::string out = "{";
   char buf[1024];
   std::snprintf(buf, sizeof buf,
-                "\"mode\":\"%s\",\"loop\":\"%s\",\"endpoint\":\"%s\",\"clients\":%d,\"pipeline\":%d,\"threads\":%d,"
+                "\"mode\":\"%s\",\"loop\":\"%s\",\"path\":\"%s\",\"endpoint\":\"%s\",\"clients\":%d,\"pipeline\":%d,\"threads\":%d,"
                 "\"rate\":%.1f,\"amounts\":\"%s\",\"items\":%llu,\"item_prefix\":\"%s\",\"items_existing\":%llu,"
                 "\"open_seconds\":%.3f,\"seconds\":%.3f,\"warmup\":%.3f,",
-                feed ? "feed" : "bids", c.rate > 0 ? "open" : "closed", c.endpoint.c_str(), c.clients, c.pipeline, c.threads,
+                feed ? "feed" : "bids", c.rate > 0 ? "open" : "closed", c.direct ? "direct" : "router", c.endpoint.c_str(), c.clients, c.pipeline, c.threads,
                 c.rate, c.ctr ? "ctr" : "rand", static_cast<unsigned long long>(c.items), r.item_prefix.c_str(),
                 static_cast<unsigned long long>(r.items_existing), r.open_seconds, r.window_seconds, c.warmup);
   out += buf;
@@ -183,6 +184,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--feed", cfg.feed, "feed endpoint (feed runs)")->envname("BIDMESH_FEED")->capture_default_str();
   app.add_flag("--json", json, "print one JSON object instead of the report");
+  app.add_flag("--direct", cfg.direct,
+               "bids go straight to each item's bid node (slot map from --endpoint, protocol v1.2); opens still "
+               "go through the router");
   std::string cert, server_cert;
   app.add_option("--cert", cert, "security = curve: the client's secret certificate (NAME.key_secret)")
       ->envname("BIDMESH_CERT");

@@ -23,11 +23,13 @@
 #include "protocol/messages.h"
 #include "client/client.h"
 #include "client/feed_watcher.h"
+#include "client/slot_table.h"
 
 namespace bidmesh {
 namespace {
 
-std::unique_ptr<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type, const BenchConfig& cfg) {
+std::unique_ptr<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type, const BenchConfig& cfg,
+                                           const std::string& endpoint) {
   auto s = std::make_unique<zmq::socket_t>(ctx, type);
   if (cfg.curve) apply_curve_keys(*s, *cfg.curve);
   s->set(zmq::sockopt::linger, 0);
@@ -36,7 +38,7 @@ std::unique_ptr<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type
     s->set(zmq::sockopt::sndhwm, 100000);
     s->set(zmq::sockopt::rcvhwm, 100000);
   }
-  s->connect(cfg.endpoint);
+  s->connect(endpoint);
   return s;
 }
 
@@ -55,7 +57,7 @@ struct OpenOutcome {
 
 OpenOutcome open_items(zmq::context_t& ctx, const BenchConfig& cfg, const std::vector<std::string>& names) {
   OpenOutcome out;
-  auto sock = make_socket(ctx, zmq::socket_type::dealer, cfg);
+  auto sock = make_socket(ctx, zmq::socket_type::dealer, cfg, cfg.endpoint);
   const std::string prefix = make_client_id_prefix() + "-open";
   uint64_t counter = 0;
   struct Pending {
@@ -160,6 +162,10 @@ struct Shared {
   std::unique_ptr<std::atomic<int64_t>[]> ack_ns;  // reply receive time (mono ns), same index
   std::atomic<bool> senders_done{false};
   std::atomic<bool> stop_subscribers{false};
+  // Where bids go: targets[0] is the router (cfg.endpoint); --direct adds the bid nodes' client
+  // endpoints, and target_of[i] is names[i]'s owner (0 for every item without --direct).
+  std::vector<std::string> targets;
+  std::vector<uint16_t> target_of;
 
   explicit Shared(const BenchConfig& c) : cfg(c) {}
 };
@@ -177,6 +183,7 @@ struct Pending {
   int64_t deadline = 0;
   uint32_t local_item = 0;
   uint32_t conn = 0;
+  uint16_t target = 0;  // the socket of the connection it went out on
   uint64_t amount = 0;  // feed runs: to note when the reply came
   bool active = false;
 };
@@ -245,7 +252,9 @@ class Worker {
 
       // Wait for replies, or for the next intended send time.
       items.clear();
-      for (auto& c : conns_) items.push_back({c.sock->handle(), 0, ZMQ_POLLIN, 0});
+      for (auto& c : conns_)
+        for (auto& sock : c.socks) items.push_back({sock->handle(), 0, ZMQ_POLLIN, 0});
+      const std::size_t sockets = items.size();
       long wait_ms = 20;
       if (open_loop && sending && !free_.empty() && !blocked) {
         const int64_t intended = sh_.t0 + static_cast<int64_t>(static_cast<double>(k_) * period_ns_);
@@ -265,12 +274,13 @@ class Worker {
         if (e.num() != EINTR) throw;
         continue;
       }
-      if (open_loop && items.size() > conns_.size() && (items.back().revents & ZMQ_POLLIN)) {
+      if (open_loop && items.size() > sockets && (items.back().revents & ZMQ_POLLIN)) {
         uint64_t expirations;
         (void)!read(tfd, &expirations, sizeof expirations);
       }
-      for (std::size_t c = 0; c < conns_.size(); ++c)
-        if (items[c].revents & ZMQ_POLLIN) drain(static_cast<uint32_t>(c));
+      const std::size_t per_conn = sh_.targets.size();
+      for (std::size_t k = 0; k < sockets; ++k)
+        if (items[k].revents & ZMQ_POLLIN) drain(static_cast<uint32_t>(k / per_conn), static_cast<uint16_t>(k % per_conn));
     }
     // Whatever is still in flight at the hard end is a timeout.
     scan_timeouts(INT64_MAX);
@@ -286,17 +296,24 @@ class Worker {
   }
 
  private:
+  // One client: a socket per target (the router, or with --direct each bid node, as a Redis
+  // Cluster client holds one connection per node); one request in flight over all of them
+  // (REQ) or `pipeline` (DEALER).
   struct Conn {
-    std::unique_ptr<zmq::socket_t> sock;
+    std::vector<std::unique_ptr<zmq::socket_t>> socks;  // by target
     Pending req;  // REQ: the one request in flight
   };
 
   bool dealer() const { return cfg_.pipeline > 1; }
 
   void open_conn(std::size_t c) {
-    conns_[c].sock.reset();
-    conns_[c].sock = make_socket(ctx_, dealer() ? zmq::socket_type::dealer : zmq::socket_type::req, cfg_);
+    conns_[c].socks.resize(sh_.targets.size());
+    for (uint16_t t = 0; t < sh_.targets.size(); ++t) open_socket(c, t);
     conns_[c].req.active = false;
+  }
+  void open_socket(std::size_t c, uint16_t t) {
+    conns_[c].socks[t].reset();
+    conns_[c].socks[t] = make_socket(ctx_, dealer() ? zmq::socket_type::dealer : zmq::socket_type::req, cfg_, sh_.targets[t]);
   }
 
   bool in_window(int64_t t) const { return t >= sh_.measure && t < sh_.end; }
@@ -324,6 +341,8 @@ class Worker {
     r.amount = cfg_.ctr ? sh_.next_amount.fetch_add(1, std::memory_order_relaxed)
                         : 1 + rng_() % std::max<uint64_t>(cfg_.max_amount, 1);
     const std::string frame = encode_request(r);
+    const uint16_t target = sh_.target_of[items_[*local]];
+    zmq::socket_t& sock = *conns_[conn].socks[target];
     const int64_t t_send = monotonic_ns();
     if (sh_.send_ns && r.amount >= sh_.amount_base && r.amount - sh_.amount_base < sh_.send_cap)
       sh_.send_ns[r.amount - sh_.amount_base].store(t_send, std::memory_order_release);
@@ -331,9 +350,9 @@ class Worker {
     try {
       if (dealer()) {
         std::vector<zmq::const_buffer> parts{zmq::buffer(frame.data(), 0), zmq::buffer(frame)};
-        sent = zmq::send_multipart(*conns_[conn].sock, parts, zmq::send_flags::dontwait);
+        sent = zmq::send_multipart(sock, parts, zmq::send_flags::dontwait);
       } else {
-        sent = conns_[conn].sock->send(zmq::buffer(frame), zmq::send_flags::dontwait);
+        sent = sock.send(zmq::buffer(frame), zmq::send_flags::dontwait);
       }
     } catch (const zmq::error_t&) {
       sent.reset();
@@ -349,6 +368,7 @@ class Worker {
     p.deadline = now + static_cast<int64_t>(cfg_.timeout_ms) * 1000000;
     p.local_item = *local;
     p.conn = conn;
+    p.target = target;
     p.amount = r.amount;
     p.active = true;
     if (cfg_.ctr) busy_[*local] = 1;
@@ -370,14 +390,14 @@ class Worker {
     --inflight_;
   }
 
-  void drain(uint32_t c) {
+  void drain(uint32_t c, uint16_t t) {
     // REQ holds at most one reply (and refuses recv in its send state); DEALER may hold many.
     const int most = dealer() ? 4096 : 1;
     for (int n = 0; n < most; ++n) {
       std::vector<zmq::message_t> parts;
       std::optional<std::size_t> got;
       try {
-        got = zmq::recv_multipart(*conns_[c].sock, std::back_inserter(parts), zmq::recv_flags::dontwait);
+        got = zmq::recv_multipart(*conns_[c].socks[t], std::back_inserter(parts), zmq::recv_flags::dontwait);
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) return;
         throw;
@@ -388,7 +408,7 @@ class Worker {
       auto reply = decode_reply(parts.back().to_string_view());
       if (!reply) {
         ++out_.r.bad_replies;
-        if (!dealer() && conns_[c].req.active) {  // REQ: that was our request's answer
+        if (!dealer() && conns_[c].req.active && conns_[c].req.target == t) {  // REQ: our request's answer
           Pending p = conns_[c].req;
           conns_[c].req.active = false;
           finish(p);
@@ -405,7 +425,7 @@ class Worker {
         p = it->second;
         pending_.erase(it);
       } else {
-        if (!conns_[c].req.active || reply->id != std::optional<std::string>(req_ids_[c])) {
+        if (!conns_[c].req.active || conns_[c].req.target != t || reply->id != std::optional<std::string>(req_ids_[c])) {
           ++out_.r.late;
           continue;
         }
@@ -446,7 +466,7 @@ class Worker {
     for (std::size_t c = 0; c < conns_.size(); ++c) {
       if (!conns_[c].req.active || conns_[c].req.deadline > now) continue;
       Pending p = conns_[c].req;
-      if (now != INT64_MAX) open_conn(c);  // Lazy Pirate: a REQ that lost its reply is stuck
+      if (now != INT64_MAX) open_socket(c, p.target);  // Lazy Pirate: a REQ that lost its reply is stuck
       conns_[c].req.active = false;
       expire(p);
     }
@@ -549,6 +569,26 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
   result.item_prefix = cfg.item_prefix.empty() ? "bench-" + random_hex(8) : cfg.item_prefix;
   sh.names.reserve(cfg.items);
   for (uint64_t i = 0; i < cfg.items; ++i) sh.names.push_back(result.item_prefix + "-" + std::to_string(i));
+
+  // --direct: the slot map, fetched once; each item's bids go to its owner's client endpoint.
+  sh.targets.push_back(cfg.endpoint);
+  sh.target_of.assign(sh.names.size(), 0);
+  if (cfg.direct) {
+    Client c(ctx, cfg.endpoint, cfg.timeout_ms, Client::kDefaultRetries, std::string(), cfg.curve);
+    std::string why = "no reply";
+    std::optional<SlotTable> table;
+    if (auto raw = c.call_raw(encode_slots_request(c.next_id()))) table = decode_slots_reply(*raw, &why);
+    if (!table) {
+      result.error = "--direct: no slot map from " + cfg.endpoint + ": " + why;
+      return result;
+    }
+    for (const auto& e : table->endpoints()) sh.targets.push_back(e);
+    for (std::size_t i = 0; i < sh.names.size(); ++i) {
+      const std::size_t owner = table->endpoint_of_item(sh.names[i]);
+      sh.target_of[i] = owner == SlotTable::kViaRouter ? 0 : static_cast<uint16_t>(owner + 1);
+    }
+    result.direct_endpoints = table->endpoints();
+  }
 
   // Subscribers first, so that their subscriptions are live by the end of the warmup.
   std::vector<SubscriberResult> subs(static_cast<std::size_t>(std::max(cfg.subscribers, 0)));

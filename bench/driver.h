@@ -1,6 +1,7 @@
 // The load generator of bidmesh-bench: opens the bench's items, then drives bids through a
-// router's request endpoint from worker threads, and (feed runs) reads the feed from subscriber
-// threads, measuring bid-send-to-feed-receive latency.
+// router's request endpoint (or, with `direct`, straight to each item's bid node) from worker
+// threads, and (feed runs) reads the feed from subscriber threads, measuring
+// bid-send-to-feed-receive latency.
 //
 // Load shapes:
 //   closed loop  (rate 0): `clients` connections, each with `pipeline` requests in flight; a
@@ -59,6 +60,11 @@ struct BenchConfig {
   int stalled_subscribers = 0;    // SUB sockets on the feed (all items) that never read: a bid run
                                   // with them shows what a stalled subscriber costs the bidders
   std::optional<CurveKeys> curve;  // security = "curve": every socket is a CurveZMQ client
+  // Direct clients (protocol v1.2): the slot map is fetched once from `endpoint` with `slots`,
+  // and each client holds one socket per bid node's client endpoint (and one to the router for
+  // ranges without one); each bid goes to its item's owner. No fallback and no `moved` handling
+  // here: the bench measures the direct path, so a `moved` reply is an outcome like any refusal.
+  bool direct = false;
 };
 
 struct Progress {
@@ -106,6 +112,7 @@ struct BenchResult {
   uint64_t unsent = 0;          // open loop: due in the window but never sent (no free slot)
   uint64_t max_backlog = 0;     // open loop: most requests due and waiting at once
   LatencyHistogram latency;     // ns, intended send -> reply
+  std::vector<std::string> direct_endpoints;  // --direct: the bid nodes' client endpoints used
   std::vector<SubscriberResult> subscribers;
 };
 

@@ -72,6 +72,7 @@ std::optional<std::string> DirectClient::exchange(Link& l, const std::string& en
     return std::nullopt;
   }
   l.fresh = false;
+  ++last_attempts_;
   std::optional<std::size_t> sent;
   try {
     sent = l.sock->send(zmq::buffer(frame.data(), frame.size()), zmq::send_flags::dontwait);
@@ -104,6 +105,7 @@ std::optional<std::string> DirectClient::exchange(Link& l, const std::string& en
 
 std::optional<std::string> DirectClient::via_router(std::string_view frame) {
   auto reply = router_.call_raw(frame);
+  last_attempts_ += router_.last_attempts();
   if (reply) {
     ++stats_.router;
     last_path_ = "router";
@@ -143,6 +145,7 @@ bool DirectClient::refresh_slots() {
 }
 
 std::optional<std::string> DirectClient::call_raw(std::string_view frame) {
+  last_attempts_ = 0;
   std::string item;
   if (auto route = scan_route(frame)) {
     item = std::string(route->item);

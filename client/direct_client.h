@@ -93,6 +93,8 @@ class DirectClient {
   const std::string& last_id() const { return last_id_; }
   // How the last call was answered: "direct" (a bid node's endpoint) or "router" (or "none").
   const std::string& last_path() const { return last_path_; }
+  // Sends made by the last call, to nodes and through the router (1: the first try was answered).
+  int last_attempts() const { return last_attempts_; }
 
   // Counts since construction, for tools and tests.
   struct Stats {
@@ -130,6 +132,7 @@ class DirectClient {
   std::map<std::string, Link> links_;  // by endpoint
   std::string last_id_;
   std::string last_path_ = "none";
+  int last_attempts_ = 0;
   Stats stats_;
 };
 

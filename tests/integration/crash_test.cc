@@ -88,6 +88,23 @@ TEST_CASE("crash under load: SIGKILL every 2 s for 10 s loses no acknowledged bi
   run_and_check_crash(o);
 }
 
+TEST_CASE("crash under direct load: SIGKILL of a bid node while clients send to it directly loses no acknowledged "
+          "bid and stores none twice",
+          "[reliability][crash][direct]") {
+  // Direct clients (protocol v1.2): each bid goes to its item's bid node; while bid-1 is down
+  // they fall back to the router (which answers unavailable until the supervisor has restarted
+  // it) and go back to direct once it listens again. Same ids on both paths.
+  rel::CrashOptions o;
+  o.seconds = 10;
+  o.clients = 3;
+  o.direct = true;
+  const rel::CrashResult r = rel::run_crash(o);
+  run_and_check_crash(r);
+  CHECK(r.direct_answers > 0);   // the direct path carried the load...
+  CHECK(r.router_answers > 0);   // ...the router took over while bid-1 was down...
+  CHECK(r.direct_answers > r.router_answers);  // ...and the clients went back to direct
+}
+
 TEST_CASE("crash under load with a 4 ms client deadline: requests that end unknown are stored once or not at all",
           "[reliability][crash]") {
   // Tries of 2 ms and a request deadline of 4 ms, shorter than a restart plus the client's

@@ -45,7 +45,7 @@ SupervisedMesh::SupervisedMesh(MeshSpec spec) : dir_("rel"), spec_(std::move(spe
       << "request_timeout_ms = " << spec_.request_timeout_ms << "\n"
       // A node killed every 2 s is restarted every time: the intensity is not what is tested.
       << "restart_intensity = 1000\nrestart_period_ms = 1000\n"
-      << test::mesh_nodes_toml(request_, feed_, spec_.bid_nodes);
+      << test::mesh_nodes_toml(request_, feed_, spec_.bid_nodes, spec_.client_endpoints);
 }
 
 SupervisedMesh::~SupervisedMesh() {

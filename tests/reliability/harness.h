@@ -54,6 +54,7 @@ struct MeshSpec {
   uint32_t request_timeout_ms = 1000;
   std::string extra;                            // more top-level TOML lines
   std::map<std::string, std::string> env;       // for the supervisor, and so for its nodes
+  bool client_endpoints = false;                // a client_listen on every bid node (direct clients)
 };
 
 // A mesh (one router with the feed, `bid_nodes` bid nodes splitting the slots evenly) run by the

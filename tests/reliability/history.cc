@@ -12,6 +12,7 @@
 #include "protocol/messages.h"
 #include "tests/reliability/harness.h"
 #include "client/client.h"
+#include "client/direct_client.h"
 
 namespace bidmesh::rel {
 
@@ -32,6 +33,15 @@ int run_bidder(const BidderOptions& o) {
   zmq::context_t ctx(1);
   // Lazy Pirate: on a timeout the REQ socket is closed (linger 0) and the same frame resent.
   Client client(ctx, o.endpoint, o.timeout_ms, 2, o.name + "-req");
+  // Direct: the same frame and id go to the owner, or through the router when it cannot be reached.
+  std::optional<DirectClient> direct;
+  if (o.direct) {
+    DirectOptions d;
+    d.timeout_ms = o.timeout_ms;
+    d.retries = 2;
+    d.node_timeout_ms = o.timeout_ms;
+    direct.emplace(ctx, o.endpoint, d, o.name + "-dreq");
+  }
   std::mt19937_64 rng(std::random_device{}());
   std::map<std::string, uint64_t> known;  // item -> highest max seen
   const auto stop_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
@@ -52,8 +62,8 @@ int run_bidder(const BidderOptions& o) {
     std::string why = "timeout";
     bool done = false;
     while (!done && Clock::now() < deadline) {
-      auto raw = client.call_raw(frame);
-      attempts += client.last_attempts();
+      auto raw = direct ? direct->call_raw(frame) : client.call_raw(frame);
+      attempts += direct ? direct->last_attempts() : client.last_attempts();
       if (!raw) {
         why = "timeout";
         continue;
@@ -82,6 +92,13 @@ int run_bidder(const BidderOptions& o) {
     std::fflush(log);
   }
   std::fclose(log);
+  if (direct) {
+    // Read by run_crash: how the calls were answered.
+    const auto& s = direct->stats();
+    std::printf("direct paths: %llu direct %llu router %llu fallbacks %llu moved\n",
+                static_cast<unsigned long long>(s.direct), static_cast<unsigned long long>(s.router),
+                static_cast<unsigned long long>(s.fallbacks), static_cast<unsigned long long>(s.moved));
+  }
   return 0;
 }
 

@@ -42,6 +42,9 @@ struct BidderOptions {
   int request_deadline_ms = 6000;   // per request, over all its attempts
   std::filesystem::path log;
   uint64_t max_requests = 10000000;
+  // Direct client (protocol v1.2): each request goes to its item's bid node (DirectClient), the
+  // router only as fallback; `endpoint` is then where the slot map comes from.
+  bool direct = false;
 };
 
 // The client loop of one client process. Returns 0, or 111 when the log cannot be written.

@@ -64,6 +64,8 @@ int main(int argc, char** argv) {
                     "some requests end unknown")
       ->check(CLI::Range(2, 3600000))
       ->capture_default_str();
+  crash->add_flag("--direct", co.direct,
+                  "direct clients: a client endpoint on each bid node, bidders send to it (router only as fallback)");
   crash->add_option("--checkpoint-kb", co.checkpoint_kb, "checkpoint_kb of the mesh (0: the default)")
       ->check(CLI::Range(0, 1 << 20))->capture_default_str();
   crash->add_option("--checkpoint-hold-ms", co.checkpoint_hold_ms,
@@ -100,6 +102,7 @@ int main(int argc, char** argv) {
   bidder->add_option("--seconds", bo.seconds)->required();
   bidder->add_option("--log", log)->required();
   bidder->add_option("--timeout-ms", bo.timeout_ms)->check(CLI::Range(1, 600000));
+  bidder->add_flag("--direct", bo.direct, "send to each item's bid node (DirectClient), the router only as fallback");
   bidder->add_option("--deadline-ms", bo.request_deadline_ms)->check(CLI::Range(1, 3600000));
 
   try {

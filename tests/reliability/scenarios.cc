@@ -57,16 +57,16 @@ struct Bidders {
   std::vector<fs::path> logs;
 
   void start(const SupervisedMesh& mesh, int clients, const std::vector<std::string>& items, double seconds,
-             int timeout_ms, int deadline_ms) {
+             int timeout_ms, int deadline_ms, bool direct = false) {
     for (int i = 0; i < clients; ++i) {
       const std::string name = "c" + std::to_string(i + 1);
       logs.push_back(mesh.dir() / (name + ".history"));
-      procs.push_back(std::make_unique<Child>(
-          std::vector<std::string>{program("bidmesh-reliability"), "bidder", "--endpoint", mesh.request_endpoint(),
-                                   "--name", name, "--items", join(items), "--seconds", std::to_string(seconds),
-                                   "--timeout-ms", std::to_string(timeout_ms), "--deadline-ms",
-                                   std::to_string(deadline_ms), "--log", logs.back().string()},
-          mesh.dir() / (name + ".out")));
+      std::vector<std::string> argv{program("bidmesh-reliability"), "bidder", "--endpoint", mesh.request_endpoint(),
+                                    "--name", name, "--items", join(items), "--seconds", std::to_string(seconds),
+                                    "--timeout-ms", std::to_string(timeout_ms), "--deadline-ms",
+                                    std::to_string(deadline_ms), "--log", logs.back().string()};
+      if (direct) argv.push_back("--direct");
+      procs.push_back(std::make_unique<Child>(std::move(argv), mesh.dir() / (name + ".out")));
     }
   }
   // Waits for every client to exit on its own. Returns an error in words, or "".
@@ -96,6 +96,9 @@ std::string CrashResult::summary() const {
                     ", slowest restart to running " + fmt("%.1f", restart_ms_max) +
                     " ms; clients: timeout " + std::to_string(client_timeout_ms) + " ms, deadline " +
                     std::to_string(client_deadline_ms) + " ms\n  " + check.summary();
+  if (direct_answers + router_answers > 0)
+    out += "\n  direct clients: " + std::to_string(direct_answers) + " calls answered by a bid node, " +
+           std::to_string(router_answers) + " through the router, " + std::to_string(fallbacks) + " fallbacks";
   if (!error.empty()) out += "\n  ERROR: " + error;
   return out;
 }
@@ -140,6 +143,7 @@ CrashResult run_crash(const CrashOptions& o) {
   MeshSpec spec;
   if (o.checkpoint_kb > 0) spec.extra = "checkpoint_kb = " + std::to_string(o.checkpoint_kb) + "\ncheckpoint_interval_ms = 600000";
   if (o.checkpoint_hold_ms > 0) spec.env["BIDMESH_FAILPOINT_CHECKPOINT_DELAY_MS"] = std::to_string(o.checkpoint_hold_ms);
+  spec.client_endpoints = o.direct;
   SupervisedMesh mesh(spec);
   if (o.keep) mesh.temp().keep();
   if (auto e = mesh.start()) {
@@ -157,7 +161,7 @@ CrashResult run_crash(const CrashOptions& o) {
   r.client_deadline_ms = o.client_deadline_ms;
   Bidders bidders;
   const auto began = Clock::now();
-  bidders.start(mesh, o.clients, items, o.seconds, o.client_timeout_ms, o.client_deadline_ms);
+  bidders.start(mesh, o.clients, items, o.seconds, o.client_timeout_ms, o.client_deadline_ms, o.direct);
   // The killer: SIGKILL to the running bid-1 every kill_every_ms, for `seconds`.
   const auto end = began + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   auto next = began + Ms(o.kill_every_ms);
@@ -187,6 +191,17 @@ CrashResult run_crash(const CrashOptions& o) {
   const std::string werr = bidders.wait(Ms(static_cast<int>(o.seconds * 1000) + last_request_ms + 20000));
   r.seconds = ms_since(began) / 1000;
   if (r.error.empty() && !werr.empty()) r.error = werr;
+  for (int i = 0; o.direct && i < o.clients; ++i) {
+    const std::string out = test::read_file(mesh.dir() / ("c" + std::to_string(i + 1) + ".out"));
+    unsigned long long d = 0, rt = 0, f = 0, m = 0;
+    const auto at = out.rfind("direct paths: ");
+    if (at != std::string::npos &&
+        std::sscanf(out.c_str() + at, "direct paths: %llu direct %llu router %llu fallbacks %llu moved", &d, &rt, &f, &m) == 4) {
+      r.direct_answers += d;
+      r.router_answers += rt;
+      r.fallbacks += f;
+    }
+  }
   if (!mesh.wait_serving(items.front(), Ms(20000)) && r.error.empty()) r.error = "bid-1 does not serve after the run";
   r.check = check_history(mesh.ctx(), mesh.request_endpoint(), items, bidders.logs);
   if (o.checkpoint_kb > 0) r.kills_in_checkpoint = full_tail_replays(mesh.node_log("bid-1"), o.checkpoint_kb);

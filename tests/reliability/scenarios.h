@@ -37,6 +37,9 @@ struct CrashOptions {
   // checkpoint; the restarted node's replay shows which did (a tail of checkpoint_kb or more).
   int checkpoint_kb = 0;
   int checkpoint_hold_ms = 0;
+  // Direct clients (protocol v1.2): every bid node gets a client endpoint and the clients send
+  // to it (bidder --direct), going through the router only while bid-1 cannot be reached.
+  bool direct = false;
 };
 
 struct CrashResult {
@@ -46,6 +49,9 @@ struct CrashResult {
   uint64_t kills_in_checkpoint = 0;  // restarts that replayed a full tail (checkpoint_kb set)
   double restart_ms_max = 0;  // kill -> the supervisor reports the new process running
   double seconds = 0;
+  // direct: calls answered by a bid node / through the router, and direct tries given up, over
+  // all clients (each bidder prints its DirectClient::stats()).
+  uint64_t direct_answers = 0, router_answers = 0, fallbacks = 0;
   CheckFigures check;
   bool passed() const { return error.empty() && check.passed() && kills > 0; }
   std::string summary() const;

@@ -75,7 +75,8 @@ namespace {
 uint32_t slots_per_node(int bid_nodes) { return kSlotCount / static_cast<uint32_t>(bid_nodes); }
 }  // namespace
 
-std::string mesh_nodes_toml(const std::string& request_endpoint, const std::string& feed_endpoint, int bid_nodes) {
+std::string mesh_nodes_toml(const std::string& request_endpoint, const std::string& feed_endpoint, int bid_nodes,
+                            bool client_endpoints) {
   std::ostringstream t;
   t << "[feed]\npublish = \"" << feed_endpoint << "\"\ncollect = \"" << free_tcp_endpoint() << "\"\n"
     << "[[node]]\nname = \"router\"\nkind = \"router\"\nlisten = \"" << request_endpoint << "\"\nfeed = true\n";
@@ -85,6 +86,7 @@ std::string mesh_nodes_toml(const std::string& request_endpoint, const std::stri
     const uint32_t last = i + 1 == bid_nodes ? kSlotCount - 1 : first + per - 1;
     t << "[[node]]\nname = \"" << bid_node_name(i) << "\"\nkind = \"bid\"\nlisten = \"" << free_tcp_endpoint()
       << "\"\nslots = [\"" << first << "-" << last << "\"]\n";
+    if (client_endpoints) t << "client_listen = \"" << free_tcp_endpoint() << "\"\n";
   }
   return t.str();
 }

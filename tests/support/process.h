@@ -41,8 +41,10 @@ std::string free_tcp_endpoint();
 // The layout of every test mesh: a router "router" with the feed, and bid nodes "bid-1".."bid-N"
 // that split the slots evenly (the last one also takes the remainder).
 std::string bid_node_name(int i);  // of node i, from 0
-// The [feed] table and every [[node]] table of such a mesh; each bid node on a free loopback port.
-std::string mesh_nodes_toml(const std::string& request_endpoint, const std::string& feed_endpoint, int bid_nodes);
+// The [feed] table and every [[node]] table of such a mesh; each bid node on a free loopback port,
+// and with `client_endpoints` a client_listen of its own too (direct clients, protocol v1.2).
+std::string mesh_nodes_toml(const std::string& request_endpoint, const std::string& feed_endpoint, int bid_nodes,
+                            bool client_endpoints = false);
 // The n-th (from 0) item named "<prefix><k>" whose slot bid node i of `bid_nodes` owns.
 std::string item_on_node(const std::string& prefix, int i, int n, int bid_nodes);
 

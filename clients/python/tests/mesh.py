@@ -95,10 +95,13 @@ def wait_until(pred, timeout_s, what, interval_s=0.02):
 
 
 class Mesh:
-    def __init__(self, security=None, feed_ipc=False):
+    def __init__(self, security=None, feed_ipc=False, direct=False):
         self.dir = tempfile.mkdtemp(prefix="bidmesh-pyclient-")
         _DIRS.append(self.dir)
-        p_pub, p_col, p_req, p_b1, p_b2 = free_ports(5)
+        p_pub, p_col, p_req, p_b1, p_b2, p_d1, p_d2 = free_ports(7)
+        # direct: each bid node also serves direct clients on a client_listen of its own (v1.2).
+        self.client_endpoints = {"bid-1": "tcp://127.0.0.1:%d" % p_d1, "bid-2": "tcp://127.0.0.1:%d" % p_d2}
+        direct_lines = {n: ('client_listen = "%s"\n' % e) if direct else "" for n, e in self.client_endpoints.items()}
         self.endpoint = "tcp://127.0.0.1:%d" % p_req
         # feed_ipc: the feed's XPUB on an ipc socket, whose kernel buffer is small and fixed
         # (a TCP one grows to megabytes), so that a stalled subscriber overflows soon.
@@ -122,9 +125,10 @@ class Mesh:
                     'data_dir = "data"\nrequest_timeout_ms = %d\n'
                     '[feed]\npublish = "%s"\ncollect = "tcp://127.0.0.1:%d"\n'
                     '[[node]]\nname = "router"\nkind = "router"\nlisten = "%s"\nfeed = true\n'
-                    '[[node]]\nname = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n'
-                    '[[node]]\nname = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n'
-                    % (REQUEST_TIMEOUT_MS, self.feed_endpoint, p_col, self.endpoint, p_b1, p_b2))
+                    '[[node]]\nname = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n%s'
+                    '[[node]]\nname = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n%s'
+                    % (REQUEST_TIMEOUT_MS, self.feed_endpoint, p_col, self.endpoint, p_b1, direct_lines["bid-1"],
+                       p_b2, direct_lines["bid-2"]))
         self.procs = {}
         self.starts = {}
 
@@ -219,10 +223,11 @@ class MeshTest(unittest.TestCase):
 
     security = None
     feed_ipc = False
+    direct = False  # a client_listen on each bid node
 
     @classmethod
     def setUpClass(cls):
-        cls.mesh = Mesh(cls.security, cls.feed_ipc)
+        cls.mesh = Mesh(cls.security, cls.feed_ipc, cls.direct)
         try:
             cls.prepare_mesh()
             cls.mesh.start_all()

@@ -1,0 +1,251 @@
+#!/usr/bin/python3
+"""Direct clients (wire contract v1.2) with bidmesh.DirectClient, through real processes: the
+slot map, requests answered by the owning bid node, `moved` followed by a client with a stale
+map, fallback to the router while a node is down and back to direct when it returns, a slot
+range moved with bidmesh-slots while a client bids, and CURVE on the direct path.
+
+Run: /usr/bin/python3 clients/python/tests/test_direct.py --bin-dir build/bin
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import mesh
+from mesh import bidmesh, item_on, wait_until
+
+
+def item_in(lo, hi, tag):
+    """A fresh item whose slot is in lo..hi."""
+    while True:
+        name = item_on("bid-1" if hi <= 8191 else "bid-2", tag)
+        if lo <= bidmesh.slot_of(name) <= hi:
+            return name
+
+
+class DirectTest(mesh.MeshTest):
+    direct = True
+
+    def client(self, **kw):
+        kw.setdefault("timeout", 1.0)
+        c = bidmesh.DirectClient(self.mesh.endpoint, curve=self.mesh.curve, **kw)
+        self.addCleanup(c.shutdown)
+        return c
+
+    def test_crc16_and_map(self):
+        self.assertEqual(bidmesh.crc16_xmodem(b"123456789"), 0x31C3)
+        c = self.client()
+        self.assertTrue(c.refresh_slots())
+        eps = self.mesh.client_endpoints
+        self.assertEqual([(r["first"], r["last"], r["node"], r["endpoint"]) for r in c.slot_map.ranges],
+                         [(0, 8191, "bid-1", eps["bid-1"]), (8192, 16383, "bid-2", eps["bid-2"])])
+        self.assertTrue(c.slot_map.digest)
+
+    def test_every_op_direct(self):
+        c = self.client()
+        for node in ("bid-1", "bid-2"):
+            item = item_on(node, "ops")
+            self.assertEqual(c.open(item, start=10)["seq"], 1)
+            self.assertEqual(c.last_path, "direct")
+            self.assertEqual(c.bid(item, "alice", 10)["seq"], 2)
+            self.assertEqual(c.get(item)["max"], 10)
+            self.assertEqual([e["seq"] for e in c.history(item)["events"]], [1, 2])
+            with self.assertRaises(bidmesh.RequestError) as e:
+                c.bid(item, "bob", 10)
+            self.assertEqual(e.exception.code, "too_low")
+            self.assertEqual(c.close(item)["winner"], "alice")
+            self.assertEqual(c.last_path, "direct")
+        c.ping()
+        self.assertEqual(c.last_path, "router")  # ping names no item
+        self.assertEqual(c.stats["router"], 1)
+        self.assertEqual(c.stats["fallbacks"], 0)
+
+    def test_moved_with_a_stale_map(self):
+        c = self.client()
+        item = item_on("bid-2", "moved")
+        c.open(item, start=1)
+        # A client that knew another map: every slot at bid-1's endpoint.
+        c.slot_map = bidmesh.SlotMap({"ok": True, "digest": "old", "slots": [
+            {"first": 0, "last": 16383, "node": "bid-1", "endpoint": self.mesh.client_endpoints["bid-1"]}]})
+        r = c.bid(item, "alice", 5, id="moved-1")
+        self.assertEqual(c.stats["moved"], 1)
+        self.assertEqual(c.last_path, "direct")
+        self.assertNotEqual(c.slot_map.digest, "old")  # refreshed
+        # The same id again, now straight at the owner: the remembered reply, nothing applied twice.
+        self.assertEqual(c.bid(item, "alice", 5, id="moved-1"), r)
+        self.assertEqual(c.get(item)["bids"], 1)
+
+    def test_fallback_while_a_node_is_down_then_direct_again(self):
+        c = self.client(retries=1, holdoff=0.5)
+        down, up = item_on("bid-2", "fb"), item_on("bid-1", "fb")
+        c.open(down)
+        c.open(up)
+        self.mesh.kill9("bid-2")
+        # bid-2's items: through the router, which answers `unavailable` while its owner is down.
+        with self.assertRaises(bidmesh.RequestError) as e:
+            c.bid(down, "alice", 1, id="fb-1")
+        self.assertEqual(e.exception.code, "unavailable")
+        self.assertEqual(c.last_path, "router")
+        self.assertGreaterEqual(c.stats["fallbacks"], 1)
+        # bid-1's items stay direct.
+        c.bid(up, "alice", 1)
+        self.assertEqual(c.last_path, "direct")
+        self.mesh.start("bid-2")
+        returned = time.monotonic()
+        # The same write, same id, goes direct again once bid-2 listens: exactly one bid stored.
+        wait_until(lambda: self._answered_direct(c, down), 20, "direct again after bid-2's restart")
+        sys_note("back to direct %.2f s after bid-2 was started" % (time.monotonic() - returned))
+        self.assertEqual(c.get(down)["bids"], 1)
+
+    def test_cli_direct(self):
+        item = item_on("bid-1", "cli")
+        cli = [os.path.join(mesh.BIN_DIR, "bidmesh"), "--endpoint", self.mesh.endpoint, "--direct"]
+        for args, want in ((["open", item, "--start", "5"], "opened: item %s (seq 1)" % item),
+                           (["bid", item, "alice", "7"], "accepted: item %s bid 7 by alice (seq 2)" % item)):
+            r = subprocess.run(cli + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30, text=True)
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, want))
+
+    @staticmethod
+    def _answered_direct(c, item):
+        try:
+            c.bid(item, "alice", 1, id="fb-1")
+        except bidmesh.RequestError as e:
+            if e.code != "unavailable":
+                raise
+            return False
+        return c.last_path == "direct"
+
+
+class SlotMoveTest(mesh.MeshTest):
+    """A range moved from bid-1 to bid-2 (bidmesh-slots, both nodes stopped, then every process
+    restarted on the new config) while a direct client bids on items of that range."""
+
+    direct = True
+
+    def test_move_while_bidding(self):
+        m = self.mesh
+        items = [item_in(0, 4095, "mv") for _ in range(4)]
+        admin = bidmesh.DirectClient(m.endpoint, timeout=1.0)
+        self.addCleanup(admin.shutdown)
+        for it in items:
+            admin.open(it)
+        stale = bidmesh.DirectClient(m.endpoint, timeout=1.0)  # learns the old map, then sleeps
+        self.addCleanup(stale.shutdown)
+        stale.get(items[0])
+        self.assertEqual(stale.last_path, "direct")
+
+        acked = []  # (item, amount, seq) of every accepted bid
+        stop = threading.Event()
+        errors = []
+
+        def bidder():
+            c = bidmesh.DirectClient(m.endpoint, timeout=0.3, retries=2, holdoff=0.3)
+            n = 0
+            try:
+                while not stop.is_set():
+                    n += 1
+                    it = items[n % len(items)]
+                    try:
+                        r = c.bid(it, "b%d" % n, 100000 + n, id="mv-%d" % n)
+                        acked.append((it, "b%d" % n, r["amount"], r["seq"]))
+                    except bidmesh.RequestError as e:
+                        if e.code not in ("unavailable", "internal"):
+                            errors.append("%s: %s" % (it, e))
+                    except bidmesh.NoReply:
+                        pass
+            finally:
+                c.shutdown()
+
+        t = threading.Thread(target=bidder)
+        t.start()
+        try:
+            wait_until(lambda: len(acked) >= 20, 20, "bids before the move")
+            for name in ("bid-1", "bid-2"):
+                p = m.procs[name]
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=20)
+            # While stopped: the stale client's direct try finds no node; the router says unavailable.
+            with self.assertRaises(bidmesh.RequestError) as e:
+                stale.get(items[0])
+            self.assertEqual(e.exception.code, "unavailable")
+            r = subprocess.run([os.path.join(mesh.BIN_DIR, "bidmesh-slots"), "move", "--config", m.config,
+                                "--slots", "0-4095", "--from", "bid-1", "--to", "bid-2"], cwd=m.dir,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=120, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            shutil.move(m.config + ".new", m.config)
+            m.procs["router"].send_signal(signal.SIGTERM)
+            m.procs["router"].wait(timeout=20)
+            for name in ("bid-1", "bid-2", "router"):
+                m.start(name)
+            m.wait_ready()
+            moved_at = len(acked)
+            wait_until(lambda: len(acked) >= moved_at + 20, 20, "bids after the move")
+        finally:
+            stop.set()
+            t.join(timeout=30)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(errors, [])
+        # The stale client: sent to bid-1 by its old map, answered `moved`, served by bid-2.
+        got = stale.get(items[0])
+        self.assertEqual(stale.stats["moved"], 1)
+        self.assertEqual(stale.last_path, "direct")
+        self.assertEqual(stale.slot_map.endpoint_of(items[0]), m.client_endpoints["bid-2"])
+        # Every acknowledged bid is stored with the seq and amount of its reply, and no bid is stored
+        # twice (each request has its own bidder name): 0 lost, 0 doubled.
+        for it in items:
+            events = []
+            after = 0
+            while True:
+                page = admin.history(it, after=after, limit=1000)["events"]
+                if not page:
+                    break
+                events += page
+                after = page[-1]["seq"]
+            self.assertEqual([e["seq"] for e in events], list(range(1, len(events) + 1)))
+            by_seq = {e["seq"]: e for e in events}
+            for (item, who, amount, seq) in (a for a in acked if a[0] == it):
+                self.assertEqual((by_seq[seq]["bidder"], by_seq[seq]["amount"]), (who, amount), (item, seq))
+            bidders = [e["bidder"] for e in events if e["event"] == "max"]
+            self.assertEqual(len(bidders), len(set(bidders)), it)
+        self.assertTrue(got["ok"])
+
+
+class DirectCurveTest(mesh.MeshTest):
+    """security = "curve": a DirectClient uses its keys and the mesh's server key on the node sockets too."""
+
+    security = "curve"
+    direct = True
+
+    @classmethod
+    def prepare_mesh(cls):
+        cls.house = bidmesh.load_curve_keys(cls.mesh.client_key("house", "auctioneer"), cls.mesh.mesh_public)
+        cls.stranger = bidmesh.load_curve_keys(cls.mesh.client_key("mallory", "auctioneer", allow=False),
+                                               cls.mesh.mesh_public)
+
+    def test_direct_with_keys(self):
+        c = bidmesh.DirectClient(self.mesh.endpoint, timeout=1.0, curve=self.house)
+        self.addCleanup(c.shutdown)
+        item = item_on("bid-2", "curve")
+        self.assertEqual(c.open(item)["seq"], 1)
+        self.assertEqual(c.last_path, "direct")
+
+    def test_refused_key_gets_nothing(self):
+        c = bidmesh.DirectClient(self.mesh.endpoint, timeout=0.3, retries=0, curve=self.stranger)
+        self.addCleanup(c.shutdown)
+        with self.assertRaises(bidmesh.NoReply):
+            c.get(item_on("bid-1", "curve"))
+        self.assertIsNone(c.slot_map)  # not even the map
+
+
+def sys_note(text):
+    import sys
+    sys.stderr.write("  note: %s\n" % text)
+
+
+if __name__ == "__main__":
+    mesh.main()

@@ -166,6 +166,7 @@ struct Shared {
   // endpoints, and target_of[i] is names[i]'s owner (0 for every item without --direct).
   std::vector<std::string> targets;
   std::vector<uint16_t> target_of;
+  std::vector<char> target_used;  // some item goes there: only those get sockets
 
   explicit Shared(const BenchConfig& c) : cfg(c) {}
 };
@@ -252,8 +253,13 @@ class Worker {
 
       // Wait for replies, or for the next intended send time.
       items.clear();
-      for (auto& c : conns_)
-        for (auto& sock : c.socks) items.push_back({sock->handle(), 0, ZMQ_POLLIN, 0});
+      polled_.clear();
+      for (std::size_t c = 0; c < conns_.size(); ++c)
+        for (uint16_t t = 0; t < conns_[c].socks.size(); ++t)
+          if (conns_[c].socks[t]) {
+            items.push_back({conns_[c].socks[t]->handle(), 0, ZMQ_POLLIN, 0});
+            polled_.push_back({static_cast<uint32_t>(c), t});
+          }
       const std::size_t sockets = items.size();
       long wait_ms = 20;
       if (open_loop && sending && !free_.empty() && !blocked) {
@@ -278,9 +284,8 @@ class Worker {
         uint64_t expirations;
         (void)!read(tfd, &expirations, sizeof expirations);
       }
-      const std::size_t per_conn = sh_.targets.size();
       for (std::size_t k = 0; k < sockets; ++k)
-        if (items[k].revents & ZMQ_POLLIN) drain(static_cast<uint32_t>(k / per_conn), static_cast<uint16_t>(k % per_conn));
+        if (items[k].revents & ZMQ_POLLIN) drain(polled_[k].first, polled_[k].second);
     }
     // Whatever is still in flight at the hard end is a timeout.
     scan_timeouts(INT64_MAX);
@@ -300,7 +305,7 @@ class Worker {
   // Cluster client holds one connection per node); one request in flight over all of them
   // (REQ) or `pipeline` (DEALER).
   struct Conn {
-    std::vector<std::unique_ptr<zmq::socket_t>> socks;  // by target
+    std::vector<std::unique_ptr<zmq::socket_t>> socks;  // by target; null for a target no item uses
     Pending req;  // REQ: the one request in flight
   };
 
@@ -308,7 +313,8 @@ class Worker {
 
   void open_conn(std::size_t c) {
     conns_[c].socks.resize(sh_.targets.size());
-    for (uint16_t t = 0; t < sh_.targets.size(); ++t) open_socket(c, t);
+    for (uint16_t t = 0; t < sh_.targets.size(); ++t)
+      if (sh_.target_used[t]) open_socket(c, t);
     conns_[c].req.active = false;
   }
   void open_socket(std::size_t c, uint16_t t) {
@@ -480,6 +486,7 @@ class Worker {
   std::mt19937_64 rng_;
   std::vector<Conn> conns_;
   std::unordered_map<uint32_t, std::string> req_ids_;  // REQ conn -> id in flight
+  std::vector<std::pair<uint32_t, uint16_t>> polled_;  // poll item k -> (connection, target)
   std::unordered_map<std::string, Pending> pending_;  // DEALER: id -> request in flight
   std::vector<uint32_t> free_;                        // one entry per free slot: its connection
   std::vector<uint32_t> items_;                       // global item indexes owned by this worker
@@ -589,6 +596,8 @@ BenchResult run_bench(zmq::context_t& ctx, const BenchConfig& cfg, const Progres
     }
     result.direct_endpoints = table->endpoints();
   }
+  sh.target_used.assign(sh.targets.size(), 0);
+  for (const uint16_t t : sh.target_of) sh.target_used[t] = 1;
 
   // Subscribers first, so that their subscriptions are live by the end of the warmup.
   std::vector<SubscriberResult> subs(static_cast<std::size_t>(std::max(cfg.subscribers, 0)));

@@ -98,6 +98,18 @@ void encode_batch_record(uint64_t now_ms, const std::vector<Request>& requests, 
   for (int i = 0; i < 4; ++i) out[count_at + i] = static_cast<char>((count >> (24 - 8 * i)) & 0xff);
 }
 
+std::size_t batch_record_write_bytes(const Request& r) {
+  std::size_t n = 3 + r.id.size() + r.item.size();
+  if (r.op == Op::open) {
+    n += 17 + (r.closes_at ? 8 : 0);
+    if (r.has_v2_fields())
+      n += 1 + (r.reserve ? 8 : 0) + 8 + 6 + r.title.size() + r.description.size() + r.image_url.size();
+  } else if (r.op == Op::bid) {
+    n += 9 + r.bidder.size() + (r.has_v2_fields() ? 8 : 0);
+  }
+  return n;
+}
+
 Status decode_batch_record(std::string_view in, BatchRecord* out) {
   Cursor c(in);
   out->writes.clear();

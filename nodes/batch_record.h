@@ -42,6 +42,11 @@ struct BatchRecord {
 // Appends the record of a batch to `out` (cleared first): the writes among `requests`, in order.
 void encode_batch_record(uint64_t now_ms, const std::vector<Request>& requests, std::string& out);
 
+// The bytes encode_batch_record spends on the record's header, and on one write `r` (exact), so a
+// batch can be kept within one log payload before it is applied.
+inline constexpr std::size_t kBatchRecordHeaderBytes = 13;
+std::size_t batch_record_write_bytes(const Request& r);
+
 // Parses a record made by encode_batch_record. A record that does not parse is corruption (its
 // CRC matched, so it was written like this: a bug or a foreign file, never to be guessed at).
 Status decode_batch_record(std::string_view in, BatchRecord* out);

@@ -275,11 +275,29 @@ Status ItemStore::checkpoint() {
 BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_t now_ms) {
   BatchResult res;
   res.replies.resize(requests.size());
-  bool has_writes = false, has_reads = false;
+  bool has_writes = false, has_reads = false, has_v2_open = false;
   for (const Request& r : requests) {
     if (op_is_write(r.op)) has_writes = true;
     if (r.op == Op::get || r.op == Op::history) has_reads = true;
+    if (r.op == Op::open && r.has_v2_fields()) has_v2_open = true;
   }
+  // One batch is one log record, at most LogWriter::max_payload() bytes. Only opens with long v2
+  // details can pass it (a v1 write is at most ~230 bytes): the writes from the first one past
+  // the limit on are left out of this batch and answered `internal`, safe to retry.
+  std::vector<Request> within;
+  std::size_t first_over = requests.size();
+  if (has_v2_open && log_) {
+    std::size_t bytes = kBatchRecordHeaderBytes;
+    for (std::size_t i = 0; i < requests.size() && first_over == requests.size(); ++i)
+      if (op_is_write(requests[i].op) && (bytes += batch_record_write_bytes(requests[i])) > log_->max_payload())
+        first_over = i;
+    if (first_over < requests.size()) {
+      within.assign(requests.begin(), requests.begin() + static_cast<std::ptrdiff_t>(first_over));
+      has_writes = false;
+      for (const Request& r : within) has_writes = has_writes || op_is_write(r.op);
+    }
+  }
+  const std::vector<Request>& applied = first_over < requests.size() ? within : requests;
   const bool closes_due = next_deadline_ && *next_deadline_ <= now_ms && now_ms >= retry_after_ms_;
 
   if (has_writes || closes_due) {
@@ -291,11 +309,11 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
       res.failure = "storage full: cannot allocate disk space for the store: " +
                     std::string(std::strerror(reserve_rc)) + "; free disk space in " + dir_.string();
     } else {
-      apply_writes(requests, now_ms, /*log=*/true, res);
+      apply_writes(applied, now_ms, /*log=*/true, res);
     }
     if (res.failure) {
       retry_after_ms_ = now_ms + kFailedTxnRetryMs;
-      for (std::size_t i = 0; i < requests.size(); ++i) {
+      for (std::size_t i = 0; i < applied.size(); ++i) {
         if (op_is_write(requests[i].op))
           res.replies[i] = encode_error(requests[i].id, ErrorCode::internal, *res.failure);
       }
@@ -305,7 +323,10 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
   // Reads only after the batch's writes: they see the whole batch, and only logged state.
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const Request& r = requests[i];
-    if (r.op == Op::ping) {
+    if (i >= first_over) {
+      res.replies[i] = encode_error(r.id, ErrorCode::internal,
+                                    "this batch's log record is full (long item details); not applied, retry");
+    } else if (r.op == Op::ping) {
       res.replies[i] = encode_ok(r.id);
     } else if (has_reads && (r.op == Op::get || r.op == Op::history)) {
       res.replies[i] = txn_ != nullptr ? read_reply(txn_, r)

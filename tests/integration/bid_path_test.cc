@@ -23,12 +23,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Reply must_call(Client& c, const Request& r) {
-  auto reply = c.call(r);
-  REQUIRE(reply.has_value());
-  return *reply;
-}
-
 std::string error_of(const Reply& r) { return r.error.value_or("<none>"); }
 
 bool is_nil(const Reply& r, const char* key) {

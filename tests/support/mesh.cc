@@ -13,6 +13,12 @@
 
 namespace bidmesh::test {
 
+Reply must_call(Client& c, const Request& r) {
+  auto reply = c.call(r);
+  REQUIRE(reply.has_value());
+  return *reply;
+}
+
 RunResult run_program(std::vector<std::string> argv, std::chrono::milliseconds timeout) {
   TempDir dir;
   const auto out_file = dir.path() / "out";

@@ -21,6 +21,9 @@
 
 namespace bidmesh::test {
 
+// One request that must be answered: REQUIRE-fails when no reply came after the client's retries.
+Reply must_call(Client& c, const Request& r);
+
 // Result of running a program to completion.
 struct RunResult {
   int exit_code = -1;  // -1 when killed by a signal or timed out

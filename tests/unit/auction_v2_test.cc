@@ -16,72 +16,13 @@
 #include "nodes/batch_record.h"
 #include "nodes/store_format.h"
 #include "protocol/messages.h"
+#include "tests/support/proxy_model.h"
 #include "tests/unit/store_fixtures.h"
 
 namespace bidmesh {
 namespace {
 
-// The proxy rule as docs/protocol.md words it, kept naively: every bidder's highest max and
-// when it was reached, the leader by highest max (earlier wins a tie), the price from the
-// second-highest max. Independent of auction_rules.cc's shortcut (only the leader's max kept).
-class ProxyModel {
- public:
-  ProxyModel(uint64_t start, uint64_t increment, std::optional<uint64_t> reserve)
-      : start_(start), inc_(increment), reserve_(reserve) {}
-
-  struct Outcome {
-    bool accepted = false;
-    bool leading = false;
-  };
-  Outcome bid(const std::string& bidder, uint64_t amount, std::optional<uint64_t> max) {
-    if (!price_ ? amount < start_ : (amount < *price_ || amount - *price_ < inc_)) return {};
-    ++clock_;
-    Entry& e = bidders_[bidder];
-    const uint64_t m = max.value_or(amount);
-    if (m > e.max) {
-      e.max = m;
-      e.reached = clock_;
-    }
-    e.amount = std::max(e.amount, amount);
-    const std::string& lead = leader();
-    std::optional<uint64_t> second;
-    for (const auto& [name, x] : bidders_)
-      if (name != lead) second = std::max(second.value_or(0), x.max);
-    const Entry& l = bidders_.at(lead);
-    uint64_t price = std::max(start_, l.amount);
-    if (second) price = std::max(price, std::min(sat_add(*second, inc_), l.max));
-    if (reserve_ && l.max >= *reserve_) price = std::max(price, *reserve_);
-    price_ = price;
-    return {true, lead == bidder};
-  }
-  std::string leader() const {
-    const std::pair<const std::string, Entry>* best = nullptr;
-    for (const auto& kv : bidders_)
-      if (!best || kv.second.max > best->second.max ||
-          (kv.second.max == best->second.max && kv.second.reached < best->second.reached))
-        best = &kv;
-    return best ? best->first : std::string();
-  }
-  std::optional<uint64_t> price() const { return price_; }
-  // Every max a bidder gave that is not the visible price: what no reply may show.
-  std::set<uint64_t> secrets() const {
-    std::set<uint64_t> out;
-    for (const auto& [name, x] : bidders_)
-      if (x.max != price_.value_or(0)) out.insert(x.max);
-    return out;
-  }
-
- private:
-  struct Entry {
-    uint64_t max = 0, amount = 0, reached = 0;
-  };
-  static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
-  uint64_t start_, inc_;
-  std::optional<uint64_t> reserve_;
-  std::optional<uint64_t> price_;
-  std::map<std::string, Entry> bidders_;
-  uint64_t clock_ = 0;
-};
+using test::ProxyModel;
 
 Request proxy_bid(std::string id, std::string bidder, uint64_t amount, std::optional<uint64_t> max) {
   Request r = bid_req(std::move(id), "lamp", std::move(bidder), amount);
@@ -461,6 +402,39 @@ TEST_CASE("auction v2: an item store keeps proxy, reserve, extension and details
   CHECK(e->bidder == "ann");
   CHECK(e->amount == 420u);
   CHECK(e->reserve_met == true);
+}
+
+}  // namespace bidmesh
+
+namespace bidmesh {
+
+TEST_CASE("auction v2: opens with long details past one log record are left for a retry", "[item_store][v2]") {
+  TempDir dir;
+  ItemStoreOptions o;
+  o.dir = dir.path();
+  o.map_size_bytes = 64ull << 20;
+  o.log_segment_bytes = 16ull << 10;  // a log record of at most 16 KiB - 17 bytes
+  auto store = open_store_with(o);
+  std::vector<Request> opens;
+  for (int i = 0; i < 12; ++i) {  // 12 x ~2 KiB: more than one record holds
+    Request r = open_req("o" + std::to_string(i), "item" + std::to_string(i));
+    r.description = std::string(kMaxDescriptionBytes, 'd');
+    opens.push_back(r);
+  }
+  const BatchResult first = store->apply_batch(opens, kNow);
+  REQUIRE(first.committed);
+  std::size_t applied = 0;
+  while (applied < opens.size() && decoded(first.replies[applied]).ok) ++applied;
+  CHECK(applied > 0);
+  CHECK(applied < opens.size());
+  for (std::size_t i = applied; i < opens.size(); ++i) CHECK(decoded(first.replies[i]).error == "internal");
+  // The rest succeed when sent again, and everything is in the log.
+  const std::vector<Request> rest(opens.begin() + static_cast<std::ptrdiff_t>(applied), opens.end());
+  const BatchResult second = store->apply_batch(rest, kNow + 1);
+  for (const std::string& reply : second.replies) CHECK(decoded(reply).ok);
+  store.reset();
+  store = open_store_with(o);
+  CHECK(store->item_count() == opens.size());
 }
 
 }  // namespace bidmesh

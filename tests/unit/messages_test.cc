@@ -526,9 +526,9 @@ TEST_CASE("replies and events round-trip", "[protocol]") {
     CHECK(r->message == std::optional<std::string>("big"));
   }
   SECTION("events, alone and spliced into history") {
-    Event open{EventKind::open, "a", 1, 10, {}, {}};
-    Event max{EventKind::max, "a", 2, 11, 500, "bob"};
-    Event closed{EventKind::closed, "a", 3, 12, {}, {}};
+    Event open{EventKind::open, "a", 1, 10, {}, {}, {}, {}};
+    Event max{EventKind::max, "a", 2, 11, 500, "bob", {}, {}};
+    Event closed{EventKind::closed, "a", 3, 12, {}, {}, {}, {}};
     const std::string eo = encode_event(open), em = encode_event(max), ec = encode_event(closed);
     auto d = decode_event(em);
     REQUIRE(d);

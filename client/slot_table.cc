@@ -3,6 +3,7 @@
 
 #include <msgpack.hpp>
 
+#include "protocol/messages.h"
 #include "protocol/slot_map.h"
 
 namespace bidmesh {
@@ -10,15 +11,10 @@ namespace bidmesh {
 std::size_t SlotTable::endpoint_of_item(std::string_view item) const { return owner_[slot_of(item)]; }
 
 std::string encode_slots_request(std::string_view id) {
-  msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(2);
-  pk.pack("op");
-  pk.pack("slots");
-  pk.pack("id");
-  pk.pack_str(static_cast<uint32_t>(id.size()));
-  pk.pack_str_body(id.data(), static_cast<uint32_t>(id.size()));
-  return std::string(buf.data(), buf.size());
+  Request r;
+  r.op = Op::slots;
+  r.id = std::string(id);
+  return encode_request(r);
 }
 
 namespace {

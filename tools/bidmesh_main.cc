@@ -24,6 +24,7 @@
 #include "client/client.h"
 #include "client/direct_client.h"
 #include "client/feed_watcher.h"
+#include "client/slot_table.h"
 #include "protocol/json.h"
 #include "protocol/clock.h"
 #include "protocol/messages.h"
@@ -144,6 +145,7 @@ std::string ok_line(Op op, const Reply& r, const std::string& endpoint, std::chr
       return "pong: " + endpoint + " in " + ms + " ms";
     }
     case Op::history:
+    case Op::slots:  // printed from the raw reply (run_request)
       break;
   }
   return "ok";
@@ -209,7 +211,18 @@ int run_request(const Globals& g, Request req) {
     return kExitRefused;
   }
   if (!g.json) {
-    if (req.op == Op::history) {
+    if (req.op == Op::slots) {
+      std::string why;
+      auto table = decode_slots_reply(*raw, &why);
+      if (!table) {
+        std::fprintf(stderr, "bidmesh: %s\n", why.c_str());
+        return kExitSystem;
+      }
+      std::printf("slot map %s\n", table->digest().c_str());
+      for (const auto& r : table->ranges())
+        std::printf("slots %u-%u: %s at %s\n", r.first, r.last, r.node.c_str(),
+                    r.endpoint.empty() ? "(no client endpoint: through the router)" : r.endpoint.c_str());
+    } else if (req.op == Op::history) {
       for (const auto& ev : reply->events) std::printf("%s\n", format_event(ev).c_str());
       if (reply->events.size() >= std::min<uint64_t>(req.limit, kMaxHistoryLimit) && !reply->events.empty())
         std::fprintf(stderr, "bidmesh: %zu events shown; more may follow: --after %llu\n", reply->events.size(),
@@ -388,6 +401,7 @@ int main(int argc, char** argv) {
 
   // ping
   auto* ping_cmd = app.add_subcommand("ping", "check that a router answers");
+  auto* slots_cmd = app.add_subcommand("slots", "the slot map: each range's bid node and its client endpoint (v1.2)");
 
   // watch
   WatchArgs w;
@@ -444,6 +458,11 @@ int main(int argc, char** argv) {
       Request ping;
       ping.op = Op::ping;
       return run_request(g, ping);
+    }
+    if (*slots_cmd) {
+      Request slots;
+      slots.op = Op::slots;
+      return run_request(g, slots);
     }
     if (*watch_cmd) return run_watch(g, w);
   } catch (const CLI::ParseError& e) {

@@ -108,6 +108,11 @@ class DirectTest(mesh.MeshTest):
             r = subprocess.run(cli + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, timeout=30, text=True)
             self.assertEqual((r.returncode, r.stdout.strip()), (0, want))
+        r = subprocess.run(cli[:-1] + ["slots"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30, text=True)
+        eps = self.mesh.client_endpoints
+        self.assertEqual((r.returncode, r.stdout.splitlines()[1:]),
+                         (0, ["slots 0-8191: bid-1 at %s" % eps["bid-1"], "slots 8192-16383: bid-2 at %s" % eps["bid-2"]]))
 
     @staticmethod
     def _answered_direct(c, item):

@@ -49,7 +49,6 @@ void DirectClient::open(Link& l, const std::string& endpoint) {
   l.sock->set(zmq::sockopt::immediate, 1);
   if (curve_) apply_curve_keys(*l.sock, *curve_);
   l.sock->connect(endpoint);
-  l.fresh = true;
 }
 
 DirectClient::Link& DirectClient::link(const std::string& endpoint) {
@@ -65,13 +64,13 @@ void DirectClient::note_fallback(Link& l, bool hold) {
 }
 
 std::optional<std::string> DirectClient::exchange(Link& l, const std::string& endpoint, std::string_view frame) {
-  const auto wait = l.fresh ? std::chrono::milliseconds(opt_.connect_wait_ms) : std::chrono::milliseconds(0);
+  // A node believed up may be reconnecting (a new socket, or a restart): give it connect_wait_ms.
+  // A node marked down is only probed, so its items cost nothing while it is away.
+  const auto wait = l.down ? std::chrono::milliseconds(0) : std::chrono::milliseconds(opt_.connect_wait_ms);
   if (!wait_for(*l.sock, ZMQ_POLLOUT, wait)) {
-    if (l.fresh) l.fresh = false;  // from now on only probed, never waited for
     note_fallback(l, false);
     return std::nullopt;
   }
-  l.fresh = false;
   ++last_attempts_;
   std::optional<std::size_t> sent;
   try {
@@ -81,7 +80,6 @@ std::optional<std::string> DirectClient::exchange(Link& l, const std::string& en
   }
   if (!sent) {
     open(l, endpoint);
-    l.fresh = false;
     note_fallback(l, false);
     return std::nullopt;
   }
@@ -98,7 +96,6 @@ std::optional<std::string> DirectClient::exchange(Link& l, const std::string& en
   // No reply: the REQ socket is stuck in its receive state. Reopen it (it reconnects in the
   // background while the node is held off) and send this request through the router.
   open(l, endpoint);
-  l.fresh = false;
   note_fallback(l, true);
   return std::nullopt;
 }

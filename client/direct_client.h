@@ -13,7 +13,8 @@
 // Fallback and return (docs/client-library.md, "Direct mode"). A node socket is a REQ with
 // ZMQ_IMMEDIATE: it takes a frame only once its connection (and CURVE handshake) is up. The same
 // frame, same id, goes through the router (a Client with its Lazy Pirate retries) when:
-//   - a new node socket is not connected within connect_wait_ms;
+//   - a node believed up (a new socket, or one that answered last time) is not connected
+//     within connect_wait_ms;
 //   - the node is marked down and its socket is still not connected (checked without waiting);
 //   - the node gives no reply within node_timeout_ms: it is then marked down and held off for
 //     holdoff_ms, during which its slots go through the router without any try;
@@ -60,7 +61,7 @@ struct DirectOptions {
   int timeout_ms = Client::kDefaultTimeoutMs;  // router path, per try
   int retries = Client::kDefaultRetries;       // router path
   int node_timeout_ms = 1000;  // a direct try without reply after this falls back (the router's own owner timeout)
-  int connect_wait_ms = 250;   // a new node socket must connect within this
+  int connect_wait_ms = 250;   // a node believed up must be connected within this
   int holdoff_ms = 1000;       // a node that timed out gets no direct try for this long
 };
 
@@ -110,7 +111,6 @@ class DirectClient {
   using clock = std::chrono::steady_clock;
   struct Link {
     std::unique_ptr<zmq::socket_t> sock;
-    bool fresh = true;        // opened and never connected yet
     bool down = false;        // last try failed; probe without waiting
     clock::time_point held_until{};
   };

@@ -10,8 +10,8 @@ The rules are those of the C++ DirectClient (client/direct_client.h, docs/client
 - `moved`: the map is fetched again and THE SAME frame, same `id`, goes to the endpoint the
   reply names; after MAX_MOVED hops in one call the router takes it.
 - Each node socket is a REQ with ZMQ_IMMEDIATE, so it takes a frame only once its connection is
-  up. The same frame goes through the router (a Client with its Lazy Pirate retries) when a new
-  node socket does not connect within `connect_wait`, when a node marked down is still not
+  up. The same frame goes through the router (a Client with its Lazy Pirate retries) when a node
+  believed up is not connected within `connect_wait`, when a node marked down is still not
   connected (checked without waiting), when the node gives no reply within `node_timeout` (it is
   then held off for `holdoff` seconds), or when it answers `unavailable` or `internal`.
 - A down node's socket reconnects in the background, so a node that returns gets direct
@@ -83,7 +83,6 @@ class SlotMap:
 class _Link:
     def __init__(self):
         self.socket = None
-        self.fresh = True
         self.down = False
         self.held_until = 0.0
 
@@ -130,7 +129,6 @@ class DirectClient(Client):
             self.curve.apply(s)
         s.connect(endpoint)
         link.socket = s
-        link.fresh = True
 
     def _link(self, endpoint):
         link = self._links.get(endpoint)
@@ -147,9 +145,9 @@ class DirectClient(Client):
 
     def _exchange(self, link, endpoint, frame):
         """One request-reply with a node: the reply frame, or None (the link is then down)."""
-        wait = self.connect_wait if link.fresh else 0
+        # A node believed up may be reconnecting: give it connect_wait. A down node is only probed.
+        wait = 0 if link.down else self.connect_wait
         writable = link.socket.poll(int(wait * 1000), zmq.POLLOUT)
-        link.fresh = False
         if not writable:
             self._fallback(link, False)
             return None
@@ -157,7 +155,6 @@ class DirectClient(Client):
             link.socket.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError:
             self._open(link, endpoint)
-            link.fresh = False
             self._fallback(link, False)
             return None
         if link.socket.poll(max(1, int(self.node_timeout * 1000)), zmq.POLLIN):
@@ -171,7 +168,6 @@ class DirectClient(Client):
         # No reply: the REQ socket is stuck. Reopen it (it reconnects in the background while
         # the node is held off) and let the router take this request.
         self._open(link, endpoint)
-        link.fresh = False
         self._fallback(link, True)
         return None
 

@@ -195,11 +195,15 @@ class DirectClient(Client):
             return False
         try:
             reply = decode_map(raw)
+        except BadReply:
+            return False
+        if reply.get("ok") is False and reply.get("error") == "bad_request":
+            # An older mesh, which knows no `slots`: everything goes through the router from now on.
+            self._slots_refused = True
+            return False
+        try:
             self.slot_map = SlotMap(reply)
         except BadReply:
-            # A refusal from the router is an older mesh: everything goes through it from now on.
-            if isinstance(locals().get("reply"), dict) and reply.get("error") == "bad_request":
-                self._slots_refused = True
             return False
         self._slots_refused = False
         self.stats["refreshes"] += 1

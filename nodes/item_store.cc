@@ -427,8 +427,9 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
   bool found = false;
   if ((rc = load_state(w, env_->data, r.item, &s, &found, w.key)) != 0) return rc;
   const std::optional<uint64_t> closes_at_before = s.closes_at;
+  const std::optional<std::string> leader_before = s.bidder;
   if (const std::optional<EventKind> change = judge_write(r, found, s, w.now, reply)) {
-    if ((rc = store_change(w, r.item, s, *change, closes_at_before)) != 0) return rc;
+    if ((rc = store_change(w, r.item, s, *change, closes_at_before, leader_before)) != 0) return rc;
     if (*change == EventKind::open && s.has_details &&
         (rc = w.put(env_->data, fmt::data_key(w.key, r.item, fmt::kTagDetails),
                     fmt::encode_details(ItemDetails{r.title, r.description, r.image_url}))) != 0)
@@ -446,7 +447,8 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
 // the write and queued for the feed, which gets it after the commit), and the deadline entry that
 // an open adds and a close removes.
 int ItemStore::store_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind,
-                             const std::optional<uint64_t>& closes_at_before) {
+                             const std::optional<uint64_t>& closes_at_before,
+                             const std::optional<std::string>& leader_before) {
   int rc = 0;
   if (kind == EventKind::closed && s.closes_at &&
       (rc = w.del(env_->deadlines, fmt::deadline_key(*s.closes_at, item))) != 0)
@@ -459,6 +461,8 @@ int ItemStore::store_change(WriteCtx& w, std::string_view item, const ItemState&
   std::string body = encode_event(e);
   if ((rc = w.put(env_->data, fmt::event_key(w.key, e.item, e.seq), body)) != 0) return rc;
   w.events.push_back({feed_topic(e.item), std::move(body)});
+  if (kind == EventKind::max && leader_before && s.bidder != leader_before && s.max)
+    w.events.push_back({bidder_topic(*leader_before), encode_outbid(item, e.seq, e.ts, *s.max)});
   if (extended) {
     // Soft close: the deadline entry moves with closes_at.
     if (closes_at_before && (rc = w.del(env_->deadlines, fmt::deadline_key(*closes_at_before, item))) != 0)

@@ -169,9 +169,12 @@ class ItemStore {
 
   int apply_write(WriteCtx& w, const Request& r, std::string* reply);
   // `closes_at_before`: the item's deadline before the write (a bid that moved it, soft close,
-  // also stores the `extended` event and moves the deadline entry).
+  // also stores the `extended` event and moves the deadline entry). `leader_before`: the item's
+  // leader before a bid; when the bid took the lead from it, an `outbid` notice is queued on its
+  // bidder topic (for the feed only, never stored).
   int store_change(WriteCtx& w, std::string_view item, const ItemState& s, EventKind kind,
-                   const std::optional<uint64_t>& closes_at_before = std::nullopt);
+                   const std::optional<uint64_t>& closes_at_before = std::nullopt,
+                   const std::optional<std::string>& leader_before = std::nullopt);
   int run_auto_closes(WriteCtx& w);
   // Applies the writes of one batch in a nested transaction of the checkpoint transaction; with
   // `log` the batch record is appended (durable) before the nested transaction is merged.

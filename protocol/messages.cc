@@ -713,11 +713,34 @@ std::optional<Event> decode_event(std::string_view body) {
   return event_from_object(handle.get());
 }
 
-std::string feed_topic(std::string_view item) {
-  std::string t(kFeedTopicPrefix);
-  t += item;
+namespace {
+std::string topic_of(std::string_view prefix, std::string_view name) {
+  std::string t(prefix);
+  t += name;
   t += '/';
   return t;
+}
+}  // namespace
+
+std::string feed_topic(std::string_view item) { return topic_of(kFeedTopicPrefix, item); }
+
+std::string bidder_topic(std::string_view bidder) { return topic_of(kBidderTopicPrefix, bidder); }
+
+std::string encode_outbid(std::string_view item, uint64_t seq, uint64_t ts, uint64_t amount) {
+  msgpack::sbuffer buf(80);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(5);
+  pack_str(pk, "event");
+  pack_str(pk, "outbid");
+  pack_str(pk, "item");
+  pack_str(pk, item);
+  pack_str(pk, "seq");
+  pk.pack_uint64(seq);
+  pack_str(pk, "ts");
+  pk.pack_uint64(ts);
+  pack_str(pk, "amount");
+  pk.pack_uint64(amount);
+  return std::string(buf.data(), buf.size());
 }
 
 const Value* Reply::find(std::string_view key) const {

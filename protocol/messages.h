@@ -166,6 +166,14 @@ std::optional<Event> decode_event(std::string_view body);
 std::string feed_topic(std::string_view item);
 inline constexpr std::string_view kFeedTopicPrefix = "item/";
 
+// v2 outbid notice, published on bidder_topic(old leader) when a bid takes the lead from it:
+// {event: "outbid", item, seq, ts, amount}: seq and ts are those of the item's `max` event that
+// moved the lead, amount the new visible price. Not stored: not in `history`.
+std::string encode_outbid(std::string_view item, uint64_t seq, uint64_t ts, uint64_t amount);
+// "bidder/<name>/".
+std::string bidder_topic(std::string_view bidder);
+inline constexpr std::string_view kBidderTopicPrefix = "bidder/";
+
 // A decoded reply for clients and tests: the map's fields by key.
 struct Reply {
   bool ok = false;

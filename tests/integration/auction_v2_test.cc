@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include <msgpack.hpp>
 #include <zmq.hpp>
 
 #include "client/client.h"
@@ -313,4 +314,68 @@ TEST_CASE_METHOD(V2Mesh, "auction v2: kill -9 and a restart keep proxies, extens
   Request other = b1;
   other.max = 501;
   CHECK(must_call(c, other).error == "conflict");
+}
+
+namespace {
+
+// The fields of one `outbid` notice (docs/protocol.md, "Outbid notices").
+struct Outbid {
+  std::string event, item;
+  uint64_t seq = 0, amount = 0;
+};
+
+std::optional<Outbid> decode_outbid(const zmq::message_t& body) {
+  const msgpack::object_handle h = msgpack::unpack(static_cast<const char*>(body.data()), body.size());
+  const msgpack::object& o = h.get();
+  if (o.type != msgpack::type::MAP) return std::nullopt;
+  Outbid n;
+  for (uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kv = o.via.map.ptr[i];
+    const std::string key = kv.key.as<std::string>();
+    if (key == "event") n.event = kv.val.as<std::string>();
+    if (key == "item") n.item = kv.val.as<std::string>();
+    if (key == "seq") n.seq = kv.val.as<uint64_t>();
+    if (key == "amount") n.amount = kv.val.as<uint64_t>();
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(V2Mesh, "auction v2: a bidder who loses the lead gets an outbid notice on bidder/<name>/",
+                 "[integration][v2]") {
+  zmq::socket_t sub(ctx, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::linger, 0);
+  sub.set(zmq::sockopt::rcvtimeo, 200);
+  sub.set(zmq::sockopt::subscribe, bidder_topic("alice"));
+  sub.connect(mesh.feed_endpoint());
+  // Subscriptions reach the bid nodes asynchronously: new items until a notice arrives.
+  std::optional<Outbid> notice;
+  std::string topic, item;
+  uint64_t bob_seq = 0, bob_price = 0;
+  const auto until = std::chrono::steady_clock::now() + 15s;
+  for (int n = 0; !notice && std::chrono::steady_clock::now() < until; ++n) {
+    item = "ob" + std::to_string(n);
+    REQUIRE(must_call(*client, v2_open(item, 10, 5)).ok);
+    REQUIRE(must_call(*client, v2_bid(item, "alice", 10, 40)).ok);
+    REQUIRE(must_call(*client, v2_bid(item, "carol", 20, 30)).ok);  // alice keeps the lead: no notice
+    const Reply bob = must_call(*client, v2_bid(item, "bob", 41, 60));  // price 45: alice's max + 5
+    REQUIRE(bob.ok);
+    bob_seq = *bob.u64("seq");
+    bob_price = *bob.u64("price");
+    std::vector<zmq::message_t> frames;
+    if (zmq::recv_multipart(sub, std::back_inserter(frames)).has_value()) {
+      REQUIRE(frames.size() == 2);
+      topic = frames[0].to_string();
+      notice = decode_outbid(frames[1]);
+    }
+  }
+  REQUIRE(notice);
+  CHECK(topic == "bidder/alice/");
+  CHECK(notice->event == "outbid");
+  CHECK(notice->item == item);
+  CHECK(notice->seq == bob_seq);
+  CHECK(notice->amount == bob_price);
+  // Never stored: history holds the item's events only (open and three max events).
+  CHECK(history_of(*client, item).size() == bob_seq);
 }

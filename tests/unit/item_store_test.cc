@@ -316,14 +316,19 @@ TEST_CASE("item store applies a batch in one transaction in arrival order", "[it
     CHECK(decoded(b.replies[7]).events.size() == 4);
   }
   SECTION("the events come in commit order") {
-    REQUIRE(b.events.size() == 5);
+    REQUIRE(b.events.size() == 6);
     std::vector<std::pair<std::string, uint64_t>> got;
     for (const auto& m : b.events) {
+      if (m.topic == bidder_topic("ann")) {  // bob took the lead from ann (docs/protocol.md)
+        CHECK(m.body == encode_outbid("lamp", 3, kNow, 11));
+        got.emplace_back("outbid ann", 3);
+        continue;
+      }
       Event e = event_of(m);
       got.emplace_back(e.item, e.seq);
     }
     CHECK(got == std::vector<std::pair<std::string, uint64_t>>{
-                     {"lamp", 1}, {"lamp", 2}, {"lamp", 3}, {"vase", 1}, {"lamp", 4}});
+                     {"lamp", 1}, {"lamp", 2}, {"lamp", 3}, {"outbid ann", 3}, {"vase", 1}, {"lamp", 4}});
   }
 }
 

@@ -55,24 +55,42 @@ std::optional<std::string> non_loopback_ipv4() {
   return found;
 }
 
+// Each test below runs twice (GENERATE): clients on the router's listen, and clients straight on
+// a bid node's client_listen (direct clients, v1.2), which must judge them the same.
+MeshOptions curve_mesh(bool direct) {
+  MeshOptions options;
+  options.curve = true;
+  options.client_listen = direct;
+  return options;
+}
+std::string client_side(const TestMesh& mesh, bool direct, int node) {
+  return direct ? mesh.client_endpoint(node) : mesh.request_endpoint();
+}
+// The process that serves that endpoint (its log, its SIGHUP).
+std::string serving_process(const TestMesh& mesh, bool direct, int node) {
+  return direct ? mesh.bid_node_name(node) : "router";
+}
+
 }  // namespace
 
 TEST_CASE("security: each role does what it may, and gets forbidden past it", "[integration][security]") {
-  MeshOptions options;
-  options.curve = true;
-  TestMesh mesh(options);
+  const bool direct = GENERATE(false, true);
+  TestMesh mesh(curve_mesh(direct));
   const CurveKeys alice = mesh.add_client("alice", "bidder");
   const CurveKeys reader = mesh.add_client("rita", "");
   const CurveKeys agent = mesh.add_client("agency", "agent");
   const CurveKeys auctioneer = mesh.add_client("auctioneer", "auctioneer");
   mesh.start_all();
   zmq::context_t ctx;
-  Client as_alice(ctx, mesh.request_endpoint(), 2000, 2, "alice", alice);
-  Client as_reader(ctx, mesh.request_endpoint(), 2000, 2, "rita", reader);
-  Client as_agent(ctx, mesh.request_endpoint(), 2000, 2, "agency", agent);
-  Client as_auctioneer(ctx, mesh.request_endpoint(), 2000, 2, "auct", auctioneer);
+  const std::string endpoint = client_side(mesh, direct, 0);
+  INFO("clients on " << endpoint << (direct ? " (bid node's client_listen)" : " (router)"));
+  Client as_alice(ctx, endpoint, 2000, 2, "alice", alice);
+  Client as_reader(ctx, endpoint, 2000, 2, "rita", reader);
+  Client as_agent(ctx, endpoint, 2000, 2, "agency", agent);
+  Client as_auctioneer(ctx, endpoint, 2000, 2, "auct", auctioneer);
   const std::string item = mesh.item_on_node(0, 3);
 
+  CHECK(error_of(as_reader.call(open_request(item))) == "forbidden");
   CHECK(error_of(as_alice.call(open_request(item))) == "forbidden");
   CHECK(error_of(as_agent.call(open_request(item))) == "forbidden");
   CHECK(error_of(as_auctioneer.call(open_request(item))) == "ok");
@@ -109,23 +127,30 @@ TEST_CASE("security: each role does what it may, and gets forbidden past it", "[
 }
 
 TEST_CASE("security: an unknown key and a plaintext client are refused at the handshake", "[integration][security]") {
-  MeshOptions options;
-  options.curve = true;
-  TestMesh mesh(options);
-  // Only the router: no request may reach a bid node here, and the count below must be exact.
-  mesh.start_node("router");
-  REQUIRE(log_has(mesh, "router", "serving clients on", 20s));
+  const bool direct = GENERATE(false, true);
+  TestMesh mesh(curve_mesh(direct));
+  // Only the process that serves the clients (the router, or one bid node): the count below must
+  // be exact.
+  const std::string server = serving_process(mesh, direct, 0);
+  mesh.start_node(server);
+  REQUIRE(log_has(mesh, server, direct ? "serving on " : "serving clients on", 20s));
+  const std::string endpoint = client_side(mesh, direct, 0);
   zmq::context_t ctx;
 
   // Keys of a client that is not in clients_dir: made the same way, then never installed.
   const CurveKeys stranger = mesh.add_client("stranger", "auctioneer");
   std::filesystem::remove(mesh.clients_dir() / "stranger.key");
-  Client unknown(ctx, mesh.request_endpoint(), 500, 1, "stranger", stranger);
+  // A `get` of an item of the node: past the handshake it would count as a request of the node.
+  const Request get = make_request(Op::get, mesh.item_on_node(0, 1));
+  Client unknown(ctx, endpoint, 500, 1, "stranger", stranger);
   CHECK_FALSE(unknown.call(make_request(Op::ping, "")).has_value());
-  Client plaintext(ctx, mesh.request_endpoint(), 500, 1, "plain");
+  CHECK_FALSE(unknown.call(get).has_value());
+  Client plaintext(ctx, endpoint, 500, 1, "plain");
   CHECK_FALSE(plaintext.call(make_request(Op::ping, "")).has_value());
-  // The feed refuses a plaintext subscriber the same way: it never gets the welcome of a join.
-  {
+  CHECK_FALSE(plaintext.call(get).has_value());
+  // The feed (the router's) refuses a plaintext subscriber the same way: it never gets the
+  // welcome of a join.
+  if (!direct) {
     zmq::socket_t sub(ctx, zmq::socket_type::sub);
     sub.set(zmq::sockopt::linger, 0);
     sub.set(zmq::sockopt::rcvtimeo, 300);
@@ -136,8 +161,19 @@ TEST_CASE("security: an unknown key and a plaintext client are refused at the ha
   }
 
   // One allowed request, one try (a long timeout: a retry would count twice).
-  Client admin(ctx, mesh.request_endpoint(), 10000, 0, "admin", *mesh.admin_keys());
+  Client admin(ctx, endpoint, 10000, 0, "admin", *mesh.admin_keys());
   CHECK(error_of(admin.call(make_request(Op::ping, ""))) == "ok");
+  if (direct) {
+    // And a `get`, which reaches the store.
+    CHECK(error_of(admin.call(get)) == "unknown_item");
+    mesh.stop_node(server, SIGTERM);
+    const std::string log = read_file(mesh.log_file(server));
+    std::smatch m;
+    INFO(log);
+    REQUIRE(std::regex_search(log, m, std::regex("stats: (\\d+) requests")));
+    CHECK(m[1] == "2");  // the admin's ping and get only: nothing of the refused peers' 8 tries
+    return;
+  }
 
   mesh.stop_node("router", SIGTERM);
   const std::string log = read_file(mesh.log_file("router"));
@@ -150,42 +186,44 @@ TEST_CASE("security: an unknown key and a plaintext client are refused at the ha
 
 TEST_CASE("security: a reload revokes a key within 1 s, on open connections too, and admits a new one",
           "[integration][security]") {
-  MeshOptions options;
-  options.curve = true;
-  TestMesh mesh(options);
+  const bool direct = GENERATE(false, true);
+  TestMesh mesh(curve_mesh(direct));
   const CurveKeys alice = mesh.add_client("alice", "bidder");
   mesh.start_all();
   zmq::context_t ctx;
-  Client as_alice(ctx, mesh.request_endpoint(), 2000, 2, "alice", alice);
+  const std::string endpoint = client_side(mesh, direct, 1), server = serving_process(mesh, direct, 1);
+  INFO("clients on " << endpoint << " of " << server);
+  Client as_alice(ctx, endpoint, 2000, 2, "alice", alice);
   const std::string item = mesh.item_on_node(1, 2);
-  Client admin(ctx, mesh.request_endpoint(), 2000, 2, "admin", *mesh.admin_keys());
+  Client admin(ctx, endpoint, 2000, 2, "admin", *mesh.admin_keys());
   REQUIRE(error_of(admin.call(open_request(item))) == "ok");
   REQUIRE(error_of(as_alice.call(make_bid(item, "alice", 5))) == "ok");
 
   std::filesystem::remove(mesh.clients_dir() / "alice.key");
   const CurveKeys dave = mesh.add_client("dave", "bidder");
   const auto reload_sent = std::chrono::steady_clock::now();
-  mesh.process("router")->signal(SIGHUP);
+  mesh.process(server)->signal(SIGHUP);
   // Alice's open connection: her next requests are `forbidden` once the reload is in.
   bool revoked = wait_until([&] { return error_of(as_alice.call(make_request(Op::get, item))) == "forbidden"; }, 5s);
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - reload_sent);
-  std::printf("security: revocation took effect %lld ms after the SIGHUP\n", static_cast<long long>(took.count()));
+  std::printf("security: revocation on %s took effect %lld ms after the SIGHUP\n", server.c_str(),
+              static_cast<long long>(took.count()));
   CHECK(revoked);
   CHECK(took < 1000ms);
   CHECK(error_of(as_alice.call(make_bid(item, "alice", 6))) == "forbidden");
   CHECK(error_of(as_alice.call(make_request(Op::ping, ""))) == "forbidden");
   // Her new connections are refused at the handshake.
-  Client alice_again(ctx, mesh.request_endpoint(), 500, 0, "alice2", alice);
+  Client alice_again(ctx, endpoint, 500, 0, "alice2", alice);
   CHECK_FALSE(alice_again.call(make_request(Op::ping, "")).has_value());
   // The added key connects and bids.
-  Client as_dave(ctx, mesh.request_endpoint(), 2000, 2, "dave", dave);
+  Client as_dave(ctx, endpoint, 2000, 2, "dave", dave);
   CHECK(error_of(as_dave.call(make_bid(item, "dave", 7))) == "ok");
-  CHECK(log_has(mesh, "router", "reloaded 2 clients", 1s));
+  CHECK(log_has(mesh, server, "reloaded 2 clients", 1s));
 
   // A clients_dir that no longer loads keeps the previous list in force, and says why.
   std::ofstream(mesh.clients_dir() / "broken.key") << "not a certificate\n";
-  mesh.process("router")->signal(SIGHUP);
-  CHECK(log_has(mesh, "router", "reload refused, the previous clients stay allowed", 5s));
+  mesh.process(server)->signal(SIGHUP);
+  CHECK(log_has(mesh, server, "reload refused, the previous clients stay allowed", 5s));
   CHECK(error_of(as_dave.call(make_bid(item, "dave", 8))) == "ok");
 }
 

@@ -8,6 +8,7 @@
 
 #include <zmq.hpp>
 
+#include "protocol/config.h"
 #include "security/certificate.h"
 #include "client/client.h"
 
@@ -53,7 +54,7 @@ TestMesh::TestMesh(MeshOptions options) : options_(std::move(options)) {
       << "data_dir = \"data\"\n"
       << "request_timeout_ms = " << options_.request_timeout_ms << "\n"
       << "map_size_mb = " << options_.map_size_mb << "\n"
-      << mesh_nodes_toml(request_endpoint_, feed_endpoint_, options_.bid_nodes);
+      << mesh_nodes_toml(request_endpoint_, feed_endpoint_, options_.bid_nodes, options_.client_listen);
   names_.push_back("router");
   for (int i = 0; i < options_.bid_nodes; ++i) names_.push_back(bid_node_name(i));
   cfg.close();
@@ -74,6 +75,14 @@ CurveKeys TestMesh::add_client(const std::string& name, const std::string& roles
   REQUIRE_FALSE(error.has_value());
   std::filesystem::rename(keys_dir() / (name + ".key"), clients_dir() / (name + ".key"));
   return CurveKeys{server_public_key_, written.public_key, written.secret_key};
+}
+
+std::string TestMesh::client_endpoint(int i) const {
+  const MeshConfig cfg = load_mesh_config(config_path_);
+  const NodeConfig* node = cfg.find(bid_node_name(i));
+  REQUIRE(node != nullptr);
+  REQUIRE_FALSE(node->client_listen.empty());
+  return node->client_listen;
 }
 
 std::filesystem::path TestMesh::log_file(const std::string& node) const { return dir() / "data" / "logs" / (node + ".log"); }

@@ -39,6 +39,8 @@ struct MeshOptions {
   // security = "curve": a mesh keypair in <dir>/keys, a clients_dir <dir>/clients holding an
   // "admin" client with every role (used by the mesh's own readiness checks).
   bool curve = false;
+  // A client_listen on every bid node (direct clients, wire contract v1.2); see client_endpoint().
+  bool client_listen = false;
 };
 
 // A mesh config with free ports in a temp dir, and the processes of it, started directly.
@@ -51,6 +53,8 @@ class TestMesh {
   const std::filesystem::path& config_path() const { return config_path_; }
   const std::string& request_endpoint() const { return request_endpoint_; }
   const std::string& feed_endpoint() const { return feed_endpoint_; }
+  // Bid node i's client_listen (needs options.client_listen), read back from the config.
+  std::string client_endpoint(int i) const;
   std::string bid_node_name(int i) const { return test::bid_node_name(i); }
   std::filesystem::path log_file(const std::string& node) const;
 

@@ -23,19 +23,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
 
-import msgpack
 import zmq
 
-SCALE = float(os.environ.get("BIDMESH_TEST_TIME_SCALE", "1") or "1")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pymesh import SCALE, bid_until, free_ports, request, wait_for  # noqa: E402
+
 READY_S = 30 * SCALE
 PROMETHEUS_S = 60 * SCALE
 HTTP_TIMEOUT_S = 5 * SCALE
@@ -57,34 +56,6 @@ EXPECTED = {
                    "bidmesh_supervisor_node_last_exit_code", "bidmesh_supervisor_node_last_exit_signal"],
 }
 EXPECTED["bid-2"] = EXPECTED["bid-1"]
-
-
-def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def wait_for(what, deadline_s, check, interval=0.2):
-    """Calls check() until it returns something true, or fails naming `what` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while True:
-        try:
-            got = check()
-            if got:
-                return got
-        except Exception as e:  # not there yet: a refused connection, an empty answer
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: not within %.0f s (last error: %r)" % (what, deadline_s, last))
-        time.sleep(interval)  # poll interval, bounded by the deadline above
 
 
 def http_get(url):
@@ -146,35 +117,15 @@ class Run:
         wait_for("the mesh's ready line", READY_S, ready, 0.05)
 
     def request(self, req):
-        s = self.ctx.socket(zmq.REQ)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(self.endpoint)
-        try:
-            s.send(msgpack.packb(req))
-            if not s.poll(int(HTTP_TIMEOUT_S * 1000), zmq.POLLIN):
-                return None
-            return msgpack.unpackb(s.recv(), raw=False)
-        finally:
-            s.close()
+        return request(self.ctx, self.endpoint, req, HTTP_TIMEOUT_S)
 
     def bid_forever(self):
         """Bids on ten items until told to stop: the rate Prometheus must see."""
+        def count(rep):
+            if rep and rep.get("ok"):
+                self.bids_ok += 1
         try:
-            items = ["metrics-item-%d" % i for i in range(10)]
-            for i, item in enumerate(items):
-                rep = wait_for("open " + item, READY_S,
-                               lambda: self.request({"op": "open", "id": "o%d" % i, "item": item}))
-                if not (rep.get("ok") or rep.get("error") == "exists"):
-                    raise AssertionError("open %s: %r" % (item, rep))
-            n = 0
-            while not self.stop_bidding.is_set():
-                n += 1
-                rep = self.request({"op": "bid", "id": "b%d" % n, "item": items[n % 10], "bidder": "alice",
-                                    "amount": n + 1})
-                if rep and rep.get("ok"):
-                    self.bids_ok += 1
-                if not rep:
-                    time.sleep(0.01)  # the owner is restarting: retry soon, without spinning
+            bid_until(self.request, ["metrics-item-%d" % i for i in range(10)], self.stop_bidding, READY_S, count)
         except Exception as e:
             self.bid_error = e
 

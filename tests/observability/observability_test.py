@@ -28,13 +28,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
-import msgpack
 import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import SCALE, free_ports, log_tails, wait_for  # noqa: E402
+from pymesh import SCALE, bid_until, free_ports, log_tails, request, wait_for  # noqa: E402
 READY_S = 30 * SCALE
 REPLY_S = 5 * SCALE
 TEXT_LINE = re.compile(r"^\[[A-Za-z0-9_-]+ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] ")
@@ -83,32 +81,14 @@ class Mesh:
         return r.stdout
 
     def request(self, req):
-        s = self.ctx.socket(zmq.REQ)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(self.endpoint)
-        try:
-            s.send(msgpack.packb(req))
-            if not s.poll(int(REPLY_S * 1000), zmq.POLLIN):
-                return None
-            return msgpack.unpackb(s.recv(), raw=False)
-        finally:
-            s.close()
+        return request(self.ctx, self.endpoint, req, REPLY_S)
 
     def bid_forever(self):
         """Bids on 20 items (both nodes own some) until told to stop."""
+        def count(rep):
+            self.bids_sent += 1
         try:
-            items = ["top-item-%d" % i for i in range(20)]
-            for i, item in enumerate(items):
-                rep = wait_for("open " + item, READY_S, lambda: self.request({"op": "open", "id": "o%d" % i, "item": item}))
-                if not (rep.get("ok") or rep.get("error") == "exists"):
-                    raise AssertionError("open %s: %r" % (item, rep))
-            n = 0
-            while not self.stop_bidding.is_set():
-                n += 1
-                rep = self.request({"op": "bid", "id": "b%d" % n, "item": items[n % 20], "bidder": "alice", "amount": n + 1})
-                self.bids_sent += 1
-                if not rep:
-                    time.sleep(0.01)  # the owner is restarting: retry soon, without spinning
+            bid_until(self.request, ["top-item-%d" % i for i in range(20)], self.stop_bidding, READY_S, count)
         except Exception as e:
             self.bid_error = e
 

@@ -52,3 +52,36 @@ def log_tails(folder, max_chars=3000):
                 with open(os.path.join(root, f), errors="replace") as fh:
                     out.append("----- %s -----\n%s" % (f, fh.read()[-max_chars:]))
     return "\n".join(out)
+
+
+def request(ctx, endpoint, req, timeout_s):
+    """One request over a fresh REQ socket: the reply as a dict, or None after timeout_s."""
+    import msgpack
+    import zmq
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    try:
+        s.send(msgpack.packb(req))
+        if not s.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return None
+        return msgpack.unpackb(s.recv(), raw=False)
+    finally:
+        s.close()
+
+
+def bid_until(send, items, stop, ready_s, on_reply):
+    """Opens `items` (an `exists` is fine), then bids on them in turn as alice, each bid 1 more,
+    until the Event `stop` is set. send(req) returns the reply or None (no reply in time: the
+    owner may be restarting, so the next bid goes after a short pause); on_reply(reply) sees each."""
+    for i, item in enumerate(items):
+        rep = wait_for("open " + item, ready_s, lambda: send({"op": "open", "id": "o%d" % i, "item": item}))
+        if not (rep.get("ok") or rep.get("error") == "exists"):
+            raise AssertionError("open %s: %r" % (item, rep))
+    n = 0
+    while not stop.is_set():
+        n += 1
+        rep = send({"op": "bid", "id": "b%d" % n, "item": items[n % len(items)], "bidder": "alice", "amount": n + 1})
+        on_reply(rep)
+        if not rep:
+            time.sleep(0.01)  # retry soon, without spinning

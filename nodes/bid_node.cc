@@ -151,7 +151,9 @@ std::optional<std::string> BidNode::start() {
       " items, map " + std::to_string(store_->map_size_bytes()) + " bytes, feed " + feed_collect_ + "; log replayed " +
       std::to_string(replayed.records) + " batches (" + std::to_string(replayed.writes) + " writes, " +
       std::to_string(replayed.bytes) + " bytes) in " + std::to_string(replayed.micros / 1000) + " ms from " +
-      store_->checkpoint_position().to_string() + (replayed.torn_tail ? ", a torn last record was cut off" : ""));
+      store_->checkpoint_position().to_string() + (replayed.torn_tail ? ", a torn last record was cut off" : ""),
+      {{"listen", listen_}, {"digest", config_digest_hex_}, {"items", store_->item_count()},
+       {"replayed_batches", replayed.records}, {"replay_ms", replayed.micros / 1000}, {"torn_tail", replayed.torn_tail}});
   if (unsafe_no_sync_) {
     log("unsafe_no_sync", "WARNING: unsafe_no_sync is set: the write-ahead log is NOT synced to disk, so acknowledged bids can be "
         "lost in a crash. The wire contract's durability does not hold. Never run this in production.",

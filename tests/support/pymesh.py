@@ -85,3 +85,62 @@ def bid_until(send, items, stop, ready_s, on_reply):
         on_reply(rep)
         if not rep:
             time.sleep(0.01)  # retry soon, without spinning
+
+
+class Supervised:
+    """A bidmesh-supervisor on `config` (run in `folder`, output in folder/supervisor.out):
+    start() waits for its `mesh ready` line, ctl() runs bidmesh-ctl, pid_of() reads a node's pid
+    from `bidmesh-ctl --json status`, stop() ends it with SIGTERM (SIGKILL after 30 s)."""
+
+    def __init__(self, bin_dir, config, folder):
+        self.bin_dir, self.config, self.folder = bin_dir, config, folder
+        self.out = os.path.join(folder, "supervisor.out")
+        self.proc = None
+
+    def start(self, ready_s):
+        import subprocess
+        with open(self.out, "w") as out:
+            self.proc = subprocess.Popen(
+                [os.path.join(self.bin_dir, "bidmesh-supervisor"), "--config", self.config],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("supervisor exited with %s\n%s" % (self.proc.returncode, log_tails(self.folder)))
+            with open(self.out) as f:
+                return "mesh ready" in f.read()
+        wait_for("the mesh's ready line", ready_s, ready, 0.05)
+
+    def ctl(self, *args):
+        import subprocess
+        r = subprocess.run([os.path.join(self.bin_dir, "bidmesh-ctl"), "--config", self.config] + list(args),
+                           capture_output=True, text=True, timeout=60 * SCALE)
+        if r.returncode != 0:
+            raise AssertionError("bidmesh-ctl %s: exit %d: %s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r.stdout
+
+    def node(self, name):
+        """The node's entry of `bidmesh-ctl --json status` (name, state, pid, restarts...)."""
+        import json
+        for node in json.loads(self.ctl("--json", "status")):
+            if node["name"] == name:
+                return node
+        raise AssertionError("no node %s in bidmesh-ctl status" % name)
+
+    def pid_of(self, name):
+        pid = self.node(name).get("pid")
+        if not pid:
+            raise AssertionError("no process of node %s" % name)
+        return pid
+
+    def stop(self):
+        import signal
+        import subprocess
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30 * SCALE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -161,8 +161,10 @@ Event change_event(std::string_view item, const ItemState& s, EventKind kind, ui
   return e;
 }
 
-std::string get_reply(const Request& r, const ItemState& s, const ItemDetails* details) {
-  std::vector<Field> fields{{"item", r.item},
+namespace {
+// The fields `get` and a `list` entry share.
+std::vector<Field> item_fields(std::string_view item, const ItemState& s) {
+  std::vector<Field> fields{{"item", std::string(item)},
                             {"status", std::string(s.closed ? "closed" : "open")},
                             {"max", opt_value(s.max)},
                             {"bidder", opt_value(s.bidder)},
@@ -174,12 +176,24 @@ std::string get_reply(const Request& r, const ItemState& s, const ItemDetails* d
   // v2 fields only for items that use them: a v1 item's reply is v1's.
   if (s.reserve) fields.push_back({"reserve_met", s.reserve_met()});
   if (s.extend_ms != 0) fields.push_back({"extend_ms", s.extend_ms});
+  return fields;
+}
+}  // namespace
+
+std::string get_reply(const Request& r, const ItemState& s, const ItemDetails* details) {
+  std::vector<Field> fields = item_fields(r.item, s);
   if (details) {
     if (!details->title.empty()) fields.push_back({"title", details->title});
     if (!details->description.empty()) fields.push_back({"description", details->description});
     if (!details->image_url.empty()) fields.push_back({"image_url", details->image_url});
   }
   return encode_ok(r.id, fields);
+}
+
+std::string list_entry(std::string_view item, const ItemState& s, std::string_view title) {
+  std::vector<Field> fields = item_fields(item, s);
+  if (!title.empty()) fields.push_back({"title", std::string(title)});
+  return encode_map(fields);
 }
 
 std::string unknown_item_reply(const Request& r) {

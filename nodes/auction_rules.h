@@ -103,5 +103,8 @@ struct ItemDetails {
 // an item that was never opened.
 std::string get_reply(const Request& r, const ItemState& s, const ItemDetails* details = nullptr);
 std::string unknown_item_reply(const Request& r);
+// One entry of a `list` reply (a MessagePack map): get's fields of the item, plus `title` when it
+// is not empty; never the description, the image URL, a hidden max or the reserve.
+std::string list_entry(std::string_view item, const ItemState& s, std::string_view title);
 
 }  // namespace bidmesh

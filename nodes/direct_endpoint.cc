@@ -15,7 +15,10 @@ DirectEndpoint::DirectEndpoint(zmq::context_t& ctx, const MeshConfig& cfg, const
       directory_(cfg),
       self_(directory_.index_of(self.name)),
       // The router's own options: the same limits on both client endpoints.
-      front_(ctx, RouterOptions{}, std::move(security)) {}
+      front_(ctx, RouterOptions{}, std::move(security)) {
+  for (const NodeConfig* n : cfg.bid_nodes())
+    if (n->name != self.name) other_bid_nodes_.push_back(n->name);
+}
 
 DirectEndpoint::Got DirectEndpoint::receive(zmq::message_t& identity, uint64_t now_ms, Request& request,
                                             std::string& reply, std::optional<Op>& op) {
@@ -33,6 +36,15 @@ DirectEndpoint::Got DirectEndpoint::receive(zmq::message_t& identity, uint64_t n
   Request& r = std::get<Request>(decoded);
   op = r.op;
   const Principal* who = front_.sender(body_);
+  if (r.op == Op::list) {
+    if (auto forbidden = authorize(who != nullptr ? *who : Principal{}, r)) {
+      reply = encode_error(r.id, ErrorCode::forbidden, *forbidden);
+      return Got::reply;
+    }
+    r.list_missing = other_bid_nodes_;  // this node's items only: a partial page
+    request = std::move(r);
+    return Got::request;
+  }
   if (!op_names_item(r.op)) {
     reply = ClientFront::local_reply(r.op, r.id, who, directory_);
     return Got::reply;

@@ -8,6 +8,8 @@
 // `endpoint`), then `forbidden` (the sender's roles, looked up per request so a revoked key is
 // refused at once), then, in the store, `conflict` and the item's state. `ping` and `slots` are
 // answered here. What passes joins the node's group-commit batch with the router's requests.
+// `list` (v2) is answered from this node's own items only: the reply is partial, its `missing`
+// names every other bid node (a router merges all of them; docs/protocol.md "Listing").
 //
 // Thread-compatible: belongs to the bid node's serving thread.
 #pragma once
@@ -17,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -54,6 +57,7 @@ class DirectEndpoint {
   const std::size_t max_request_bytes_;
   const SlotDirectory directory_;
   const std::size_t self_;  // this node's index in the directory
+  std::vector<std::string> other_bid_nodes_;  // a list reply's `missing`
   ClientFront front_;
   zmq::message_t body_;     // reused for every message
 };

@@ -151,6 +151,8 @@ Status ItemStore::begin_checkpoint_txn() {
     mdb_txn_abort(txn_);
     txn_ = nullptr;
   }
+  if (env_->listing == 0)
+    if (Status st = open_listing_index(); !st.ok()) return st;
   int rc = mdb_txn_begin(env_->env, nullptr, 0, &txn_);
   if (rc != 0) {
     txn_ = nullptr;
@@ -278,7 +280,7 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
   bool has_writes = false, has_reads = false, has_v2_open = false;
   for (const Request& r : requests) {
     if (op_is_write(r.op)) has_writes = true;
-    if (r.op == Op::get || r.op == Op::history) has_reads = true;
+    if (r.op == Op::get || r.op == Op::history || r.op == Op::list) has_reads = true;
     if (r.op == Op::open && r.has_v2_fields()) has_v2_open = true;
   }
   // One batch is one log record, at most LogWriter::max_payload() bytes. Only opens with long v2
@@ -328,9 +330,10 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
                                     "this batch's log record is full (long item details); not applied, retry");
     } else if (r.op == Op::ping) {
       res.replies[i] = encode_ok(r.id);
-    } else if (has_reads && (r.op == Op::get || r.op == Op::history)) {
-      res.replies[i] = txn_ != nullptr ? read_reply(txn_, r)
-                                       : encode_error(r.id, ErrorCode::internal, "the store is not readable now");
+    } else if (has_reads && (r.op == Op::get || r.op == Op::history || r.op == Op::list)) {
+      res.replies[i] = txn_ == nullptr  ? encode_error(r.id, ErrorCode::internal, "the store is not readable now")
+                       : r.op == Op::list ? list_reply(txn_, r)
+                                          : read_reply(txn_, r);
     }
   }
   return res;
@@ -453,6 +456,12 @@ int ItemStore::store_change(WriteCtx& w, std::string_view item, const ItemState&
   if (kind == EventKind::closed && s.closes_at &&
       (rc = w.del(env_->deadlines, fmt::deadline_key(*s.closes_at, item))) != 0)
     return rc;
+  // The listing tree: an open adds the item's key, a close moves it to the closed ones.
+  if (kind == EventKind::open && (rc = move_listing(w, std::nullopt, fmt::listing_key(false, s.closes_at, item))) != 0)
+    return rc;
+  if (kind == EventKind::closed && (rc = move_listing(w, fmt::listing_key(false, s.closes_at, item),
+                                                      fmt::listing_key(true, s.closes_at, item))) != 0)
+    return rc;
   if ((rc = w.put(env_->data, fmt::data_key(w.key, item, fmt::kTagState), fmt::encode_state(w.value, s))) != 0)
     return rc;
   const bool extended = kind == EventKind::max && bid_extended(s, closes_at_before);
@@ -468,6 +477,8 @@ int ItemStore::store_change(WriteCtx& w, std::string_view item, const ItemState&
     if (closes_at_before && (rc = w.del(env_->deadlines, fmt::deadline_key(*closes_at_before, item))) != 0)
       return rc;
     if ((rc = w.put(env_->deadlines, fmt::deadline_key(*s.closes_at, item), {})) != 0) return rc;
+    if ((rc = move_listing(w, fmt::listing_key(false, closes_at_before, item), fmt::listing_key(false, s.closes_at, item))) != 0)
+      return rc;
     const Event x = change_event(item, s, EventKind::extended, w.now);
     std::string xbody = encode_event(x);
     if ((rc = w.put(env_->data, fmt::event_key(w.key, x.item, x.seq), xbody)) != 0) return rc;
@@ -545,6 +556,89 @@ std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
   return encode_history_ok(r.id, r.item, events);
 }
 
+int ItemStore::move_listing(WriteCtx& w, const std::optional<std::string>& from, const std::string& to) {
+  int rc = 0;
+  if (from && (rc = w.del(env_->listing, *from)) != 0) return rc;
+  return w.put(env_->listing, to, {});
+}
+
+std::string ItemStore::list_reply(MDB_txn* txn, const Request& r) const {
+  // The first key of the page: just after the cursor's, or the first of the status.
+  std::string seek(1, r.list_closed ? 1 : 0);
+  std::optional<std::string> after;
+  if (!r.cursor.empty()) {
+    std::string why;
+    const std::optional<ListKey> key = decode_cursor(r.cursor, r.list_closed, &why);
+    if (!key) return encode_error(r.id, ErrorCode::bad_request, "field 'cursor' " + why);  // decode checked it
+    after = list_key_bytes(*key);
+    seek = *after;
+  }
+  std::vector<std::string> entries;
+  std::vector<std::string_view> views;
+  std::optional<ListKey> last;
+  bool more = false;
+  TxnCalls t{txn};
+  std::string scratch;
+  Cursor c;
+  int rc = c.open(txn, env_->listing);
+  MDB_val k = to_val(seek), v{};
+  if (rc == 0) rc = c.get(&k, &v, MDB_SET_RANGE);
+  if (rc == 0 && after && to_sv(k) == *after) rc = c.get(&k, &v, MDB_NEXT);  // strictly after
+  while (rc == 0 && to_sv(k).starts_with(seek.substr(0, 1))) {
+    if (entries.size() == r.limit) {
+      more = true;  // one key past the page: there is a next page
+      break;
+    }
+    std::optional<ListKey> key = parse_list_key_bytes(to_sv(k));
+    ItemState s;
+    bool found = false;
+    if (!key) rc = t.fail(kBadRecord, "listing key");
+    if (rc == 0) rc = load_state(t, env_->data, key->item, &s, &found, scratch);
+    if (rc == 0 && !found) rc = t.fail(kBadRecord, "listing key without an item");
+    ItemDetails details;
+    if (rc == 0 && s.has_details) {
+      std::string_view raw;
+      rc = get_value(txn, env_->data, fmt::data_key(scratch, key->item, fmt::kTagDetails), &raw);
+      if (rc == 0 && !fmt::decode_details(raw, &details)) rc = t.fail(kBadRecord, "item details");
+      else if (rc != 0) t.failed_at = "item details";
+    }
+    if (rc != 0) break;
+    entries.push_back(list_entry(key->item, s, details.title));
+    last = std::move(key);
+    rc = c.get(&k, &v, MDB_NEXT);
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    return encode_error(r.id, ErrorCode::internal, describe_failure(rc, *t.failed_at ? t.failed_at : "listing cursor"));
+  views.assign(entries.begin(), entries.end());
+  const std::optional<std::string> cursor = more && last ? std::optional<std::string>(encode_cursor(*last)) : std::nullopt;
+  return encode_list_ok(r.id, views, cursor, !r.list_missing.empty(), r.list_missing);
+}
+
+Status ItemStore::open_listing_index() {
+  Txn t;
+  int rc = t.begin(env_->env, 0);
+  MDB_dbi listing = 0;
+  if (rc == 0) rc = mdb_dbi_open(t.get(), "listing", MDB_CREATE, &listing);
+  if (rc != 0) return Status::io_error(describe_failure(rc, "opening the listing tree"));
+  std::string_view marker;
+  rc = get_value(t.get(), env_->meta, fmt::kListingMetaKey, &marker);
+  if (rc == MDB_NOTFOUND) {
+    // Built once from the states (a store from before the index, or one bidmesh-slots changed).
+    TxnCalls w{t.get()};
+    uint64_t records = 0;
+    rc = mdb_drop(t.get(), listing, 0);
+    if (rc == 0)
+      rc = walk_items(t.get(), [&](std::string_view item, const ItemState& s) {
+        return w.put(listing, fmt::listing_key(s.closed, s.closes_at, item), {});
+      }, &records);
+    if (rc == 0) rc = w.put(env_->meta, fmt::kListingMetaKey, "1");
+  }
+  if (rc == 0) rc = t.commit();
+  if (rc != 0) return Status::io_error(describe_failure(rc, "building the listing tree"));
+  env_->listing = listing;  // valid for the environment's life once its transaction committed
+  return Status::OK();
+}
+
 std::string ItemStore::describe_failure(int rc, const char* where) const {
   if (rc == MDB_MAP_FULL) {
     return "storage full: the LMDB map (" + std::to_string(map_size_bytes()) +
@@ -575,8 +669,17 @@ int ItemStore::count_open_and_records(uint64_t* open, uint64_t* records) const {
   *open = 0;
   *records = 0;
   if (txn_ == nullptr) return EINVAL;
+  return walk_items(txn_, [&](std::string_view, const ItemState& s) {
+    if (!s.closed) ++*open;
+    return 0;
+  }, records);
+}
+
+int ItemStore::walk_items(MDB_txn* txn, const std::function<int(std::string_view, const ItemState&)>& on_state,
+                          uint64_t* records) const {
+  *records = 0;
   Cursor c;
-  if (const int rc = c.open(txn_, env_->data); rc != 0) return rc;
+  if (const int rc = c.open(txn, env_->data); rc != 0) return rc;
   std::string seek;
   MDB_val k{}, v{};
   int rc = c.get(&k, &v, MDB_FIRST);
@@ -593,7 +696,7 @@ int ItemStore::count_open_and_records(uint64_t* open, uint64_t* records) const {
     if (tag == fmt::kTagState) {
       ItemState s;
       if (!fmt::decode_state(to_sv(v), &s)) return kBadRecord;
-      if (!s.closed) ++*open;
+      if ((rc = on_state(key.substr(0, *item_end), s)) != 0) return rc;
     }
     // Past the events to the state, past the state to the request records.
     seek.assign(key.substr(0, *item_end + 1));

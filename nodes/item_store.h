@@ -19,7 +19,7 @@
 //   same apply path: the state is exactly what was acknowledged. A torn last record (cut by a
 //   crash during its write, never acknowledged) is cut off; a damaged record before the end makes
 //   open() fail with the file, the offset and what to do.
-// - Reads (get, history) are answered from the checkpoint transaction after the batch's writes,
+// - Reads (get, history, list) are answered from the checkpoint transaction after the batch's writes,
 //   so they see every write of their batch and only logged state, and `get` always equals the
 //   last event of `history`.
 // - Idempotency: each write's (item, id) is stored with its fingerprint and its exact reply bytes
@@ -51,6 +51,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -185,6 +186,15 @@ class ItemStore {
   Status rebuild_from_log();
   std::filesystem::path log_dir() const;
   std::string read_reply(MDB_txn* txn, const Request& r) const;
+  // `list`: a walk of at most r.limit + 1 keys of the listing tree from the cursor, each with
+  // its item's state (and details, for the title): O(limit), never a scan of all items.
+  std::string list_reply(MDB_txn* txn, const Request& r) const;
+  // Moves (or adds, with `from` absent) an item's key in the listing tree, in w's transaction.
+  int move_listing(WriteCtx& w, const std::optional<std::string>& from, const std::string& to);
+  // Opens the listing tree in a transaction of its own, once per process (from
+  // begin_checkpoint_txn, before the checkpoint transaction exists), and builds it from the item
+  // states when meta "listing" is absent (store_format.h).
+  Status open_listing_index();
   std::string describe_failure(int rc, const char* where) const;
   int reserve_disk();
 
@@ -212,6 +222,10 @@ class ItemStore {
   // Counts the items not closed and the idempotency records in txn_, by one walk of the data
   // tree: O(items + records). For a store without meta "open" and "records", and for tests.
   int count_open_and_records(uint64_t* open, uint64_t* records) const;
+  // The walk behind it: on_state(item, state) for each item (a non-zero return stops the walk
+  // with that code), and the number of request records in *records.
+  int walk_items(MDB_txn* txn, const std::function<int(std::string_view, const ItemState&)>& on_state,
+                 uint64_t* records) const;
 };
 
 }  // namespace bidmesh

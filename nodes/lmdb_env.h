@@ -40,6 +40,7 @@ inline std::string_view to_sv(const MDB_val& v) { return {static_cast<const char
 struct LmdbEnv {
   MDB_env* env = nullptr;
   MDB_dbi meta = 0, data = 0, deadlines = 0;
+  MDB_dbi listing = 0;  // 0 until ItemStore opens it (named trees get handles >= 2)
   int lock_fd = -1;
 
   LmdbEnv() = default;

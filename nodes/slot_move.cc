@@ -258,6 +258,8 @@ Status LockedStore::import_range(const RangeData& data, uint64_t* imported, uint
     if (has_state(records)) ++added;
   }
   if ((rc = add_to_item_count(w, env_, added)) != 0) return lmdb_error(dir_, w.failed_at, rc);
+  // The listing tree is not moved record by record: the node rebuilds it at its next open.
+  if ((rc = w.del(env_.meta, fmt::kListingMetaKey)) != 0) return lmdb_error(dir_, w.failed_at, rc);
   // The environment has no MDB_NOSYNC: this commit is durable when it returns.
   if ((rc = t.commit()) != 0) return lmdb_error(dir_, "mdb_txn_commit", rc);
   return Status::OK();
@@ -282,6 +284,7 @@ Status LockedStore::drop_range(const RangeData& data, uint64_t* dropped) {
     ++*dropped;
   }
   if ((rc = add_to_item_count(w, env_, -static_cast<int64_t>(here_data.items))) != 0) return lmdb_error(dir_, w.failed_at, rc);
+  if ((rc = w.del(env_.meta, fmt::kListingMetaKey)) != 0) return lmdb_error(dir_, w.failed_at, rc);
   if ((rc = t.commit()) != 0) return lmdb_error(dir_, "mdb_txn_commit", rc);
   return Status::OK();
 }

@@ -34,6 +34,19 @@
 //                                               may hold any byte: they follow a fixed prefix)
 //   deadlines: u64 closes_at_ms, item -> "" (open items with a deadline, earliest first; touched
 //              only at the open and the close of such an item)
+//   listing:   list_key_bytes(status, closes_at, item) (protocol/listing.h) -> "": every item,
+//              in the order of the `list` op, so a page is a cursor walk of `limit` keys. Written
+//              in the same transaction as the item's state, by an open (added), a close and a
+//              soft-close extension (moved); a bid that leaves the deadline alone does not touch
+//              it. meta "listing" -> "1" says the tree is complete.
+//
+// The listing index came after format 4 without a format step: a store without meta "listing"
+// (written by a format-4 build from before the index, or changed by bidmesh-slots, which drops
+// the record) gets the tree emptied and rebuilt from the item states once, at open, O(items +
+// records) (ItemStore::open_listing_index); replay of the log then maintains it like any batch.
+// Caveat: a format-4 build from before the index that writes to a store after a build with it
+// leaves the tree stale (that build does not know the record); remove meta "listing" (or run
+// bidmesh-slots on the store) before going back to a newer build.
 // Format 1 (separate trees) is refused at open with a one-line error naming the directory: move it
 // away and restart.
 //
@@ -54,6 +67,7 @@
 #include <string_view>
 
 #include "nodes/auction_rules.h"
+#include "protocol/listing.h"
 #include "storage/log_format.h"
 
 namespace bidmesh::store_format {
@@ -119,6 +133,12 @@ std::string deadline_key(uint64_t closes_at, std::string_view item);
 // REQUIRES: key.size() >= kDeadlineKeyMinBytes (check it first: a shorter key is malformed).
 inline uint64_t deadline_of(std::string_view key) { return read_u64(key.data()); }
 inline std::string_view deadline_item(std::string_view key) { return key.substr(kDeadlineKeyMinBytes); }
+
+// Keys of the listing tree (the contract's order, memcmp-sortable; protocol/listing.h).
+inline std::string listing_key(bool closed, const std::optional<uint64_t>& closes_at, std::string_view item) {
+  return list_key_bytes(ListKey{closed, closes_at, std::string(item)});
+}
+inline constexpr std::string_view kListingMetaKey = "listing";
 
 // ItemState value, layout 1 (every item that uses no v2 field: the v1 bid path writes the same
 // bytes as before):

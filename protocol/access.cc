@@ -58,6 +58,7 @@ std::optional<std::string> authorize(const Principal& who, const Request& reques
   switch (request.op) {
     case Op::get:
     case Op::history:
+    case Op::list:
     case Op::slots:
     case Op::ping:
       return std::nullopt;

@@ -36,9 +36,9 @@ msgpack::unpack_limit reply_limits() {
   return msgpack::unpack_limit(2 * kMaxHistoryLimit, 64, 1 << 20, 1 << 20, 1 << 20, 6);
 }
 
-constexpr std::array<std::pair<Op, std::string_view>, 7> kOps{{
+constexpr std::array<std::pair<Op, std::string_view>, 8> kOps{{
     {Op::open, "open"}, {Op::bid, "bid"}, {Op::close, "close"},
-    {Op::get, "get"}, {Op::history, "history"}, {Op::slots, "slots"}, {Op::ping, "ping"},
+    {Op::get, "get"}, {Op::history, "history"}, {Op::list, "list"}, {Op::slots, "slots"}, {Op::ping, "ping"},
 }};
 
 std::string_view as_view(const msgpack::object& o) { return {o.via.str.ptr, o.via.str.size}; }
@@ -554,6 +554,28 @@ std::optional<RouteView> scan_route(std::string_view frame, std::size_t max_requ
   return route;
 }
 
+namespace {
+// list (v2): status (required), limit (1..kMaxListLimit), cursor (checked against the status).
+std::optional<DecodeError> read_list_fields(const FieldView& f, Request& r, const std::optional<std::string>& id) {
+  const msgpack::object* status = f.find("status");
+  if (status == nullptr) return bad("missing field 'status' (open or closed)", id);
+  if (status->type != msgpack::type::STR || (as_view(*status) != "open" && as_view(*status) != "closed"))
+    return bad("field 'status' must be \"open\" or \"closed\"", id);
+  r.list_closed = as_view(*status) == "closed";
+  bool present = false;
+  r.limit = kDefaultListLimit;
+  if (auto err = read_u64(f, "limit", false, 1, r.limit, present, id)) return err;
+  if (r.limit > kMaxListLimit) return bad("field 'limit' must be 1 to " + std::to_string(kMaxListLimit), id);
+  const msgpack::object* cursor = f.find("cursor");
+  if (cursor == nullptr) return std::nullopt;
+  if (cursor->type != msgpack::type::STR) return bad("field 'cursor' must be a string from a previous list reply", id);
+  std::string why;
+  if (!decode_cursor(as_view(*cursor), r.list_closed, &why)) return bad("field 'cursor' " + why, id);
+  r.cursor.assign(as_view(*cursor));
+  return std::nullopt;
+}
+}  // namespace
+
 std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64_t now_ms,
                                                   std::size_t max_request_bytes) {
   msgpack::object_handle handle;
@@ -567,8 +589,12 @@ std::variant<Request, DecodeError> decode_request(std::string_view frame, uint64
   r.op = head.route.op;
   r.id = std::move(head.route.id);
   r.item = std::move(head.route.item);
-  if (!op_names_item(r.op)) return r;
   bool present = false;
+  if (r.op == Op::list) {
+    if (auto err = read_list_fields(f, r, id)) return std::move(*err);
+    return r;
+  }
+  if (!op_names_item(r.op)) return r;
   switch (r.op) {
     case Op::open: {
       if (auto err = read_u64(f, "start", false, 1, r.start, present, id)) return std::move(*err);
@@ -743,6 +769,125 @@ std::string encode_outbid(std::string_view item, uint64_t seq, uint64_t ts, uint
   return std::string(buf.data(), buf.size());
 }
 
+std::string encode_map(const std::vector<Field>& fields) {
+  msgpack::sbuffer buf(128);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<uint32_t>(fields.size()));
+  for (const Field& f : fields) {
+    pack_str(pk, f.key);
+    pack_value(pk, f.value);
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+std::string encode_list_ok(std::string_view id, const std::vector<std::string_view>& encoded_entries,
+                           const std::optional<std::string>& cursor, bool partial,
+                           const std::vector<std::string>& missing) {
+  msgpack::sbuffer buf(256);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(6);
+  pack_str(pk, "ok");
+  pk.pack_true();
+  pack_str(pk, "id");
+  pack_str(pk, id);
+  pack_str(pk, "items");
+  pk.pack_array(static_cast<uint32_t>(encoded_entries.size()));
+  for (std::string_view e : encoded_entries) buf.write(e.data(), e.size());  // complete maps
+  pack_str(pk, "cursor");
+  pack_opt_id(pk, cursor);
+  pack_str(pk, "partial");
+  partial ? pk.pack_true() : pk.pack_false();
+  pack_str(pk, "missing");
+  pk.pack_array(static_cast<uint32_t>(missing.size()));
+  for (const std::string& m : missing) pack_str(pk, m);
+  return std::string(buf.data(), buf.size());
+}
+
+const Value* ListEntry::find(std::string_view key) const {
+  for (const Field& f : fields)
+    if (f.key == key) return &f.value;
+  return nullptr;
+}
+
+namespace {
+std::optional<ListEntry> list_entry_from_object(const msgpack::object& o) {
+  if (o.type != msgpack::type::MAP) return std::nullopt;
+  ListEntry e;
+  bool have_item = false, have_status = false, have_closes_at = false;
+  for (uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kv = o.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) return std::nullopt;
+    auto value = object_to_value(kv.val);
+    if (!value) continue;
+    const std::string_view key = as_view(kv.key);
+    if (key == "item") {
+      const auto* s = std::get_if<std::string>(&*value);
+      if (s == nullptr) return std::nullopt;
+      e.key.item = *s;
+      have_item = true;
+    } else if (key == "status") {
+      const auto* s = std::get_if<std::string>(&*value);
+      if (s == nullptr || (*s != "open" && *s != "closed")) return std::nullopt;
+      e.key.closed = *s == "closed";
+      have_status = true;
+    } else if (key == "closes_at") {
+      if (const auto* at = std::get_if<uint64_t>(&*value)) e.key.closes_at = *at;
+      else if (!std::holds_alternative<Nil>(*value)) return std::nullopt;
+      have_closes_at = true;
+    }
+    e.fields.push_back(Field{std::string(key), std::move(*value)});
+  }
+  if (!have_item || !have_status || !have_closes_at) return std::nullopt;
+  msgpack::sbuffer buf(128);
+  msgpack::pack(buf, o);
+  e.encoded.assign(buf.data(), buf.size());
+  return e;
+}
+}  // namespace
+
+std::optional<ListPage> decode_list_ok(std::string_view frame) {
+  msgpack::object_handle handle;
+  std::string why;
+  if (!unpack_whole(frame, reply_limits(), handle, why)) return std::nullopt;
+  const msgpack::object& root = handle.get();
+  if (root.type != msgpack::type::MAP) return std::nullopt;
+  ListPage page;
+  bool ok = false, have_items = false;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) return std::nullopt;
+    const std::string_view key = as_view(kv.key);
+    const msgpack::object& v = kv.val;
+    if (key == "ok") {
+      ok = v.type == msgpack::type::BOOLEAN && v.via.boolean;
+    } else if (key == "id" && v.type == msgpack::type::STR) {
+      page.id = std::string(as_view(v));
+    } else if (key == "items") {
+      if (v.type != msgpack::type::ARRAY) return std::nullopt;
+      for (uint32_t j = 0; j < v.via.array.size; ++j) {
+        auto e = list_entry_from_object(v.via.array.ptr[j]);
+        if (!e) return std::nullopt;
+        page.entries.push_back(std::move(*e));
+      }
+      have_items = true;
+    } else if (key == "cursor") {
+      if (v.type == msgpack::type::STR) page.cursor = std::string(as_view(v));
+      else if (v.type != msgpack::type::NIL) return std::nullopt;
+    } else if (key == "partial") {
+      if (v.type != msgpack::type::BOOLEAN) return std::nullopt;
+      page.partial = v.via.boolean;
+    } else if (key == "missing") {
+      if (v.type != msgpack::type::ARRAY) return std::nullopt;
+      for (uint32_t j = 0; j < v.via.array.size; ++j) {
+        if (v.via.array.ptr[j].type != msgpack::type::STR) return std::nullopt;
+        page.missing.emplace_back(as_view(v.via.array.ptr[j]));
+      }
+    }
+  }
+  if (!ok || !have_items) return std::nullopt;
+  return page;
+}
+
 const Value* Reply::find(std::string_view key) const {
   for (const Field& f : fields)
     if (f.key == key) return &f.value;
@@ -835,17 +980,15 @@ std::string encode_request(const Request& r) {
       f.push_back({"after", r.after});
       f.push_back({"limit", r.limit});
       break;
+    case Op::list:
+      f.push_back({"status", std::string(r.list_closed ? "closed" : "open")});
+      f.push_back({"limit", r.limit});
+      if (!r.cursor.empty()) f.push_back({"cursor", r.cursor});
+      break;
     default:
       break;
   }
-  msgpack::sbuffer buf(128);
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(static_cast<uint32_t>(f.size()));
-  for (const Field& x : f) {
-    pack_str(pk, x.key);
-    pack_value(pk, x.value);
-  }
-  return std::string(buf.data(), buf.size());
+  return encode_map(f);
 }
 
 }  // namespace bidmesh

@@ -14,14 +14,15 @@
 #include <vector>
 
 #include "protocol/errors.h"
+#include "protocol/listing.h"
 
 namespace bidmesh {
 
-// `slots` (v1.2, direct clients) sits before `ping` so that ping stays the last op (counts of
-// ops are sized by it).
-enum class Op { open, bid, close, get, history, slots, ping };
-// True for the ops whose request names an `item` (all but slots and ping).
-inline bool op_names_item(Op op) { return op != Op::ping && op != Op::slots; }
+// `slots` (v1.2, direct clients) and `list` (v2) sit before `ping` so that ping stays the last
+// op (counts of ops are sized by it).
+enum class Op { open, bid, close, get, history, list, slots, ping };
+// True for the ops whose request names an `item` (all but list, slots and ping).
+inline bool op_names_item(Op op) { return op != Op::ping && op != Op::slots && op != Op::list; }
 
 std::optional<Op> parse_op(std::string_view name);
 std::string_view op_name(Op op);
@@ -68,6 +69,14 @@ struct Request {
   std::optional<uint64_t> reserve;     // open, >= 1, never shown
   uint64_t extend_ms = 0;              // open, soft close, 0 = off, at most kMaxExtendMs
   std::string title, description, image_url;  // open, empty = absent
+  // list (v2): the status listed and where the page starts (a cursor from an earlier reply,
+  // checked by decode_request; empty = from the first item). `limit` is the page size there:
+  // 1..kMaxListLimit, kDefaultListLimit when absent.
+  bool list_closed = false;
+  std::string cursor;
+  // Not on the wire: set by a bid node's client endpoint, which answers `list` from its own items
+  // only, to the other bid nodes (the reply is then partial and names them in `missing`).
+  std::vector<std::string> list_missing;
 
   // True when the request carries any v2 field (the log record and fingerprint grow only then).
   bool has_v2_fields() const {
@@ -143,6 +152,15 @@ inline std::string encode_error(const DecodeError& e) { return encode_error(e.id
 std::string encode_history_ok(std::string_view id, std::string_view item,
                               const std::vector<std::string_view>& encoded_events);
 
+// A MessagePack map of the fields, in order (one entry of a list reply).
+std::string encode_map(const std::vector<Field>& fields);
+
+// {ok: true, id, items: [...], cursor, partial, missing}: each element of `encoded_entries` is
+// one MessagePack map as made by encode_map, spliced in as it is. `cursor` nil: no next page.
+std::string encode_list_ok(std::string_view id, const std::vector<std::string_view>& encoded_entries,
+                           const std::optional<std::string>& cursor, bool partial,
+                           const std::vector<std::string>& missing);
+
 enum class EventKind { open, max, closed, extended };
 std::string_view event_kind_name(EventKind kind);
 
@@ -187,6 +205,24 @@ struct Reply {
   std::optional<std::string> str(std::string_view key) const;
 };
 std::optional<Reply> decode_reply(std::string_view frame);
+
+// A decoded list reply (ok: true only). Each entry keeps its bytes (re-packed, for a router that
+// merges pages), its order key, and its scalar fields by key.
+struct ListEntry {
+  ListKey key;
+  std::string encoded;
+  std::vector<Field> fields;
+  const Value* find(std::string_view key) const;
+};
+struct ListPage {
+  std::optional<std::string> id;
+  std::vector<ListEntry> entries;
+  std::optional<std::string> cursor;
+  bool partial = false;
+  std::vector<std::string> missing;
+};
+// nullopt unless the frame is {ok: true, ..., items: [maps with item, status, closes_at]}.
+std::optional<ListPage> decode_list_ok(std::string_view frame);
 
 // Any MessagePack frame (reply or event) as one line of JSON, for tools (limits applied).
 std::string msgpack_to_json(std::string_view frame);

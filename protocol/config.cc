@@ -138,6 +138,62 @@ void check_protected_mode(const Reader& rd, const std::string& key, const std::s
                    "(docs/security.md), or listen on 127.0.0.1");
 }
 
+bool split_metrics_address(std::string_view address, std::string_view& host, std::string_view& port, bool& v6);
+void check_metrics_address(const Reader& rd, const std::string& key, const std::string& address, Security security);
+
+// A [[node]] of kind "gateway" (docs/web.md): an HTTP address like a metrics one, its own keys.
+// Read before the mesh-wide checks, which a gateway's listen (not a ZeroMQ endpoint) skips.
+void read_gateway(const Reader& rd, const toml::table& t, const std::string& named, const MeshConfig& cfg,
+                  NodeConfig& n) {
+  rd.refuse_unknown(t, named, {"name", "kind", "host", "listen", "restart", "metrics", "users_file", "allowed_origins",
+                               "web_root", "client_certificate", "router", "max_connections", "https"});
+  n.host = rd.read_string(t, named, "host", false).value_or("");
+  n.listen = *rd.read_string(t, named, "listen", true);
+  if (auto problem = metrics_address_problem(n.listen)) rd.fail(named + ".listen", *problem);
+  // Protected mode: a gateway bids for whoever signs in, so without CURVE it serves loopback only.
+  if (cfg.security == Security::none && !metrics_address_is_local(n.listen))
+    rd.fail(named + ".listen", "security = \"none\" may serve a gateway only on loopback, and " + n.listen +
+                                   " is not; set security = \"curve\" (docs/web.md), or listen on 127.0.0.1");
+  n.metrics = rd.read_string(t, named, "metrics", false).value_or("");
+  if (!n.metrics.empty()) check_metrics_address(rd, named + ".metrics", n.metrics, cfg.security);
+  if (n.metrics == n.listen) rd.fail(named + ".metrics", "is the gateway's own listen address");
+  const std::string restart = rd.read_string(t, named, "restart", false).value_or("permanent");
+  if (restart == "permanent") n.restart = RestartPolicy::permanent;
+  else if (restart == "transient") n.restart = RestartPolicy::transient;
+  else if (restart == "temporary") n.restart = RestartPolicy::temporary;
+  else rd.fail(named + ".restart", "must be \"permanent\", \"transient\" or \"temporary\"");
+  auto& g = n.gateway;
+  g.users_file = rd.resolve(*rd.read_string(t, named, "users_file", true));
+  if (auto root = rd.read_string(t, named, "web_root", false)) g.web_root = rd.resolve(*root);
+  g.router = rd.read_string(t, named, "router", false).value_or("");
+  rd.read_uint(t, named, "max_connections", g.max_connections, 1, 1000000);
+  g.https = rd.read_bool(t, named, "https");
+  if (const toml::node* origins = t.get("allowed_origins")) {
+    const toml::array* arr = origins->as_array();
+    if (arr == nullptr) rd.fail(named + ".allowed_origins", "must be a list of origins like \"https://bids.example\"");
+    for (const toml::node& v : *arr) {
+      const auto* s = v.as_string();
+      if (s == nullptr || (s->get().rfind("http://", 0) != 0 && s->get().rfind("https://", 0) != 0))
+        rd.fail(named + ".allowed_origins", "each origin is a string \"http(s)://HOST[:PORT]\"");
+      g.allowed_origins.push_back(s->get());
+    }
+  } else {
+    std::string_view host, port;
+    bool v6 = false;
+    split_metrics_address(n.listen, host, port, v6);
+    const std::string h = v6 ? "[" + std::string(host) + "]" : std::string(host);
+    g.allowed_origins.push_back("http://" + h + ":" + std::string(port));
+    if (metrics_address_is_local(n.listen)) g.allowed_origins.push_back("http://localhost:" + std::string(port));
+  }
+  const auto certificate = rd.read_string(t, named, "client_certificate", false);
+  if (cfg.security == Security::curve && !certificate)
+    rd.fail(named + ".client_certificate", "is required with security = \"curve\" (the gateway's agent secret "
+                                           "certificate; docs/web.md)");
+  if (cfg.security == Security::none && certificate)
+    rd.fail(named + ".client_certificate", "is set but security = \"none\" uses no keys");
+  if (certificate) g.client_certificate = rd.resolve(*certificate);
+}
+
 // Splits "HOST:PORT" / "[V6]:PORT" into the host (without brackets), the port and whether it
 // was bracketed; false when the shape is wrong.
 bool split_metrics_address(std::string_view address, std::string_view& host, std::string_view& port, bool& v6) {
@@ -235,7 +291,9 @@ bool endpoint_is_local(std::string_view endpoint) {
   return parts == 4;
 }
 
-std::string_view node_kind_name(NodeKind kind) { return kind == NodeKind::router ? "router" : "bid"; }
+std::string_view node_kind_name(NodeKind kind) {
+  return kind == NodeKind::router ? "router" : kind == NodeKind::gateway ? "gateway" : "bid";
+}
 
 std::string_view restart_policy_name(RestartPolicy p) {
   switch (p) {
@@ -267,6 +325,9 @@ uint64_t MeshConfig::digest() const {
     line("node", n.name);
     line("kind", node_kind_name(n.kind));
     line("host", n.host);
+    // A gateway is a client of the mesh: no process of the mesh connects to it, so its settings
+    // are its own host's business (as a client's would be); only its name and place are agreed.
+    if (n.kind == NodeKind::gateway) continue;
     line("listen", n.listen);
     // Only when set, so a mesh without direct clients keeps the digest it had before v1.2.
     if (!n.client_listen.empty()) line("client_listen", n.client_listen);
@@ -414,7 +475,13 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
     const std::string kind = *rd.read_string(*t, named, "kind", true);
     if (kind == "router") n.kind = NodeKind::router;
     else if (kind == "bid") n.kind = NodeKind::bid;
-    else rd.fail(named + ".kind", "must be \"router\" or \"bid\", got \"" + kind + "\"");
+    else if (kind == "gateway") n.kind = NodeKind::gateway;
+    else rd.fail(named + ".kind", "must be \"router\", \"bid\" or \"gateway\", got \"" + kind + "\"");
+    if (n.kind == NodeKind::gateway) {
+      read_gateway(rd, *t, named, cfg, n);
+      cfg.nodes.push_back(std::move(n));
+      continue;
+    }
     if (n.kind == NodeKind::router)
       rd.refuse_unknown(*t, named, {"name", "kind", "host", "listen", "feed", "restart", "metrics"});
     else
@@ -491,6 +558,7 @@ MeshConfig parse_mesh_config(std::string_view toml_text, const std::filesystem::
     check_protected_mode(rd, "feed.publish", cfg.feed_publish);
     check_protected_mode(rd, "feed.collect", cfg.feed_collect);
     for (const NodeConfig& n : cfg.nodes) {
+      if (n.kind == NodeKind::gateway) continue;  // read_gateway checked its address
       check_protected_mode(rd, "node '" + n.name + "'.listen", n.listen);
       if (!n.client_listen.empty()) check_protected_mode(rd, "node '" + n.name + "'.client_listen", n.client_listen);
     }

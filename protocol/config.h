@@ -23,7 +23,7 @@ struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class NodeKind { router, bid };
+enum class NodeKind { router, bid, gateway };
 std::string_view node_kind_name(NodeKind kind);
 
 // How the mesh's public endpoints are protected (shared/PROTOCOL.md, Security; docs/security.md).
@@ -78,6 +78,16 @@ struct NodeConfig {
   bool feed = false;                 // router only: this router process runs the feed forwarder
   RestartPolicy restart = RestartPolicy::permanent;
   std::string metrics;               // HOST:PORT of its Prometheus endpoint; "" = none (host-local, not in the digest)
+  // gateway only (docs/web.md): `listen` is its HTTP "HOST:PORT". Host-local, not in the digest.
+  struct Gateway {
+    std::filesystem::path users_file;            // absolute; required
+    std::vector<std::string> allowed_origins;    // default: http://HOST:PORT of listen (and localhost for loopback)
+    std::filesystem::path web_root;              // absolute; empty = the program's default
+    std::filesystem::path client_certificate;    // curve: the gateway's agent secret certificate, absolute
+    std::string router;                          // the router node it sends requests to; "" = the first
+    uint32_t max_connections = 2048;
+    bool https = false;                          // behind an https proxy: the cookie gets Secure
+  } gateway;
 };
 
 struct MeshConfig {

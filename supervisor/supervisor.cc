@@ -131,7 +131,14 @@ std::string node_fingerprint(const MeshConfig& cfg, const NodeConfig& n) {
   add("security", std::string(security_name(cfg.security)));
   add("server_certificate", cfg.server_certificate.string());
   add("metrics", n.metrics);  // read at start only: a new address needs a new process
-  if (n.kind == NodeKind::bid) {
+  if (n.kind == NodeKind::gateway) {
+    const auto& g = n.gateway;  // every key is read at start
+    add("gateway", g.users_file.string() + "|" + g.web_root.string() + "|" + g.client_certificate.string() + "|" +
+                       g.router + "|" + std::to_string(g.max_connections) + "|" + (g.https ? "1" : "0"));
+    for (const auto& o : g.allowed_origins) add("origin", o);
+    for (const NodeConfig* r : cfg.routers()) add("router:" + r->name, r->listen);
+    add("clients_dir", cfg.clients_dir.string());
+  } else if (n.kind == NodeKind::bid) {
     add("slots", slots_text(n.slots));
     add("map_size", std::to_string(n.map_size_bytes != 0 ? n.map_size_bytes : cfg.default_map_size_bytes));
     add("unsafe_no_sync", n.unsafe_no_sync ? "1" : "0");
@@ -278,6 +285,10 @@ void Supervisor::start_all() {
     if (n->removed) continue;
     if (n->cfg.kind == NodeKind::router) n->machine->start(now, true);
   }
+  for (auto& n : nodes_) {  // gateways are the mesh's clients: after the routers
+    if (n->removed) continue;
+    if (n->cfg.kind == NodeKind::gateway) n->machine->start(now, true);
+  }
 }
 
 Supervisor::Node* Supervisor::find(std::string_view name) {
@@ -298,7 +309,9 @@ pid_t Supervisor::spawn(std::string_view name, std::string& error) {
   }
   close_output(*n);  // what is left of the previous run's output
   SpawnSpec spec;
-  spec.path = (n->cfg.kind == NodeKind::router ? options_.router_bin : options_.bid_node_bin).string();
+  spec.path = (n->cfg.kind == NodeKind::router    ? options_.router_bin
+               : n->cfg.kind == NodeKind::gateway ? options_.gateway_bin
+                                                  : options_.bid_node_bin).string();
   spec.argv = {spec.path, "--config", cfg_.file.string(), "--name", n->cfg.name};
   if (n->cfg.kind == NodeKind::router && kRouterMemoryLimitUsable) {
     spec.max_data_bytes = uint64_t{cfg_.router_memory_mb} << 20;
@@ -633,7 +646,7 @@ CtlReply Supervisor::reload() {
       old->machine->start(now, false);
     } else {
       add_node(nc);
-      nodes_.back()->machine->start(now, nc.kind == NodeKind::router);
+      nodes_.back()->machine->start(now, nc.kind != NodeKind::bid);
     }
     added.push_back(nc.name);
   }
@@ -683,7 +696,7 @@ void Supervisor::begin_group_stop(bool then_start, bool then_exit) {
   g.then_exit = then_exit || (group_ && group_->then_exit);
   for (auto& n : nodes_) {
     g.members.insert(n->cfg.name);
-    if (n->cfg.kind == NodeKind::router) {
+    if (n->cfg.kind != NodeKind::bid) {  // routers and gateways first, then the bid nodes
       n->machine->stop(now);
     } else {
       g.bids_pending.insert(n->cfg.name);
@@ -702,13 +715,14 @@ void Supervisor::advance_group_stop() {
     }
     return false;
   };
-  if (!group_->bids_pending.empty() && !alive(NodeKind::router)) {
+  if (!group_->bids_pending.empty() && !alive(NodeKind::router) && !alive(NodeKind::gateway)) {
     for (auto& n : nodes_) {
       if (group_->bids_pending.count(n->cfg.name)) n->machine->stop(now);
     }
     group_->bids_pending.clear();
   }
-  if (!group_->bids_pending.empty() || alive(NodeKind::router) || alive(NodeKind::bid)) return;
+  if (!group_->bids_pending.empty() || alive(NodeKind::router) || alive(NodeKind::bid) || alive(NodeKind::gateway))
+    return;
   const GroupStop done = std::move(*group_);
   group_.reset();
   if (done.then_exit) {

@@ -54,6 +54,7 @@ struct SupervisorOptions {
   std::string host;                    // nodes with host "" or this one are run here
   std::filesystem::path bid_node_bin;  // absolute paths of the node programs
   std::filesystem::path router_bin;
+  std::filesystem::path gateway_bin;   // bidmesh-gateway (kind = "gateway", docs/web.md)
 };
 
 // Whether a node of the config runs on `host`.

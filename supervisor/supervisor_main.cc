@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "run the nodes whose host is this name or empty")->capture_default_str();
   app.add_option("--bid-node-bin", bid_bin, "bid node program")->capture_default_str();
   app.add_option("--router-bin", router_bin, "router program")->capture_default_str();
+  std::string gateway_bin = (self_dir() / "bidmesh-gateway").string();
+  app.add_option("--gateway-bin", gateway_bin, "web gateway program")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -66,6 +68,7 @@ int main(int argc, char** argv) {
   options.host = host;
   options.bid_node_bin = std::filesystem::absolute(bid_bin);
   options.router_bin = std::filesystem::absolute(router_bin);
+  options.gateway_bin = std::filesystem::absolute(gateway_bin);
   try {
     bidmesh::Supervisor supervisor(options, std::move(cfg));
     return supervisor.run();

@@ -1,0 +1,1083 @@
+// The web gateway's server (server.h): static files, /api/*, sign-in sessions, WebSocket watch.
+#include "gateway/server.h"
+
+#include <algorithm>
+#include <deque>
+#include <fstream>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <msgpack.hpp>
+#include <sodium.h>
+
+#include "gateway/json_value.h"
+#include "protocol/log.h"
+
+namespace bidmesh::gateway {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::size_t kHeaderLimit = 8 * 1024;
+constexpr std::size_t kBodyLimit = 4 * 1024;
+constexpr std::size_t kWsMessageMax = 4 * 1024;
+constexpr std::size_t kMaxSessions = 100000;
+constexpr std::size_t kMaxWatchedItems = 1000;   // per WebSocket
+constexpr int kAbuseLimit = 5;                    // bad messages before close 1008
+constexpr int kSigninsPerWindow = 10;
+constexpr std::chrono::seconds kSigninWindow{60};
+constexpr std::size_t kMaxRateEntries = 10000;
+constexpr std::chrono::hours kSessionIdle{24};
+constexpr uint64_t kHistoryPage = 1000;
+constexpr uint64_t kItemHistoryShown = 200;
+constexpr int kMaxCatchUpRounds = 20;
+constexpr const char* kCookieName = "bidmesh_session";
+constexpr const char* kCsp =
+    "default-src 'self'; connect-src 'self'; img-src 'self' http: https:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'";
+
+std::string content_type_of(const std::filesystem::path& p) {
+  const std::string ext = p.extension().string();
+  if (ext == ".html") return "text/html; charset=utf-8";
+  if (ext == ".js") return "text/javascript; charset=utf-8";
+  if (ext == ".css") return "text/css; charset=utf-8";
+  if (ext == ".json") return "application/json";
+  if (ext == ".svg") return "image/svg+xml";
+  if (ext == ".png") return "image/png";
+  if (ext == ".jpg" || ext == ".jpeg") return "image/jpeg";
+  if (ext == ".ico") return "image/x-icon";
+  if (ext == ".txt") return "text/plain; charset=utf-8";
+  if (ext == ".webmanifest") return "application/manifest+json";
+  return "application/octet-stream";
+}
+
+std::string error_json(std::string_view code, std::string_view message) {
+  JsonValue v(JsonObject{});
+  v.set("error", std::string(code));
+  v.set("message", std::string(message));
+  return v.dump();
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decoding of a query value ('+' is a space); nullopt for a broken escape.
+std::optional<std::string> url_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      const int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_query(std::string_view q) {
+  std::map<std::string, std::string> out;
+  while (!q.empty() && out.size() < 16) {
+    const auto amp = q.find('&');
+    const std::string_view part = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+    const auto eq = part.find('=');
+    auto key = url_decode(part.substr(0, eq));
+    auto value = url_decode(eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1));
+    if (key && value) out.emplace(std::move(*key), std::move(*value));
+  }
+  return out;
+}
+
+std::optional<std::string> cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    const auto semi = header.find(';');
+    std::string_view part = header.substr(0, semi);
+    header = semi == std::string_view::npos ? std::string_view{} : header.substr(semi + 1);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=')
+      return std::string(part.substr(name.size() + 1));
+  }
+  return std::nullopt;
+}
+
+std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
+
+bool same_secret(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && !a.empty() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// A mesh reply frame as JSON (msgpack_to_json applies the reply limits), parsed for reshaping.
+std::optional<JsonValue> reply_json(const std::string& raw) {
+  std::string why;
+  return parse_json(msgpack_to_json(raw), why, JsonLimits{1 << 24, 16});
+}
+
+std::string frame_of(const std::vector<std::pair<std::string, JsonValue>>& fields) {
+  msgpack::sbuffer buf(128);
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<uint32_t>(fields.size()));
+  for (const auto& [k, v] : fields) {
+    pk.pack(k);
+    if (const auto* s = v.string()) pk.pack(*s);
+    else if (auto u = v.u64()) pk.pack(*u);
+    else pk.pack_nil();
+  }
+  return std::string(buf.data(), buf.size());
+}
+
+}  // namespace
+
+std::string event_message(const Event& e) {
+  std::string out = "{\"type\":\"event\",\"item\":";
+  JsonValue(e.item).dump_to(out);
+  out += ",\"seq\":" + std::to_string(e.seq) + ",\"event\":\"" + std::string(event_kind_name(e.kind)) +
+         "\",\"ts\":" + std::to_string(e.ts);
+  auto opt_u = [&](const char* k, const std::optional<uint64_t>& v) {
+    out += std::string(",\"") + k + "\":" + (v ? std::to_string(*v) : "null");
+  };
+  auto opt_s = [&](const char* k, const std::optional<std::string>& v) {
+    out += std::string(",\"") + k + "\":";
+    if (v) JsonValue(*v).dump_to(out);
+    else out += "null";
+  };
+  switch (e.kind) {
+    case EventKind::max:
+      opt_u("amount", e.amount);
+      opt_s("bidder", e.bidder);
+      break;
+    case EventKind::closed:
+      opt_s("winner", e.bidder);
+      opt_u("amount", e.amount);
+      if (e.reserve_met) out += std::string(",\"reserve_met\":") + (*e.reserve_met ? "true" : "false");
+      break;
+    case EventKind::extended:
+      opt_u("closes_at", e.closes_at);
+      break;
+    case EventKind::open:
+      if (e.closes_at) opt_u("closes_at", e.closes_at);
+      break;
+  }
+  out += '}';
+  return out;
+}
+
+class WsSession;
+
+struct StoredEvent {
+  uint64_t seq = 0;
+  std::shared_ptr<const std::string> json;
+  Clock::time_point received;
+};
+
+struct AuthSession {
+  std::string name;
+  std::string csrf;
+  Clock::time_point last_used;
+};
+
+struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
+  Impl(net::io_context& io_, GatewaySettings s, UserFile u, MeshWorker& m, GatewayMetrics& g)
+      : io(io_), settings(std::move(s)), users(std::move(u)), mesh(m), metrics(g), acceptor(io_) {}
+
+  net::io_context& io;
+  const GatewaySettings settings;
+  UserFile users;
+  MeshWorker& mesh;
+  GatewayMetrics& metrics;
+  tcp::acceptor acceptor;
+  bool stopped = false;
+  uint32_t open_connections = 0;
+  std::map<std::string, std::pair<std::string, std::string>> files;  // "/name" -> (content type, bytes)
+  std::unordered_map<std::string, AuthSession> sessions;
+  std::unordered_map<std::string, std::pair<Clock::time_point, int>> signin_attempts;
+  // Event rings: the last events of each item, and the global insertion order for the total cap.
+  std::unordered_map<std::string, std::deque<StoredEvent>> rings;
+  std::deque<std::pair<std::string, uint64_t>> ring_order;
+  // Watchers, by item and of everything.
+  std::unordered_map<std::string, std::unordered_set<WsSession*>> item_watchers;
+  std::unordered_set<WsSession*> all_watchers;
+  std::unordered_set<std::shared_ptr<WsSession>> ws_sessions;
+  uint64_t id_counter = 0;
+  std::string id_prefix = "gw-" + random_token(6) + "-";
+
+  void accept();
+  bool origin_allowed(std::string_view origin) const {
+    return std::find(settings.allowed_origins.begin(), settings.allowed_origins.end(), origin) !=
+           settings.allowed_origins.end();
+  }
+  std::string next_id() { return id_prefix + std::to_string(++id_counter); }
+  const std::deque<StoredEvent>* ring(const std::string& item) const {
+    auto it = rings.find(item);
+    return it == rings.end() ? nullptr : &it->second;
+  }
+  AuthSession* session_of(const http::request<http::string_body>& req) {
+    auto value = cookie_value(sv(req[http::field::cookie]), kCookieName);
+    if (!value) return nullptr;
+    auto it = sessions.find(*value);
+    if (it == sessions.end()) return nullptr;
+    if (Clock::now() - it->second.last_used > kSessionIdle) {
+      sessions.erase(it);
+      return nullptr;
+    }
+    it->second.last_used = Clock::now();
+    return &it->second;
+  }
+  // True when `address` may try to sign in now (and counts the try).
+  bool signin_allowed(const std::string& address) {
+    const auto now = Clock::now();
+    if (signin_attempts.size() >= kMaxRateEntries)
+      std::erase_if(signin_attempts, [&](const auto& kv) { return now - kv.second.first > kSigninWindow; });
+    if (signin_attempts.size() >= kMaxRateEntries) return false;  // a flood from many addresses
+    auto& [start, count] = signin_attempts[address];
+    if (now - start > kSigninWindow) {
+      start = now;
+      count = 0;
+    }
+    return ++count <= kSigninsPerWindow;
+  }
+  std::string new_session(const std::string& name, std::string& csrf) {
+    if (sessions.size() >= kMaxSessions) {
+      auto oldest = sessions.begin();
+      for (auto it = sessions.begin(); it != sessions.end(); ++it)
+        if (it->second.last_used < oldest->second.last_used) oldest = it;
+      sessions.erase(oldest);
+    }
+    std::string token = random_token(32);
+    csrf = random_token(32);
+    sessions[token] = AuthSession{name, csrf, Clock::now()};
+    return token;
+  }
+  void unwatch_all(WsSession* s) {
+    all_watchers.erase(s);
+    for (auto it = item_watchers.begin(); it != item_watchers.end();) {
+      it->second.erase(s);
+      it = it->second.empty() ? item_watchers.erase(it) : std::next(it);
+    }
+  }
+  void publish(const Event& e, Clock::time_point received);
+};
+
+// One WebSocket client (server.h): watches, a bounded send queue, catch-up from the rings and
+// history. Lives on the io_context thread; kept alive by Impl::ws_sessions until it closes.
+class WsSession : public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(std::shared_ptr<Gateway::Impl> gw, tcp::socket&& socket) : gw_(std::move(gw)), ws_(std::move(socket)) {}
+
+  void start(http::request<http::string_body> req) {
+    gw_->metrics.ws_connections.Increment();
+    ++gw_->open_connections;
+    auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+    timeouts.idle_timeout = gw_->settings.ws_idle;  // a ping at half of it; no answer by the end: closed
+    ws_.set_option(timeouts);
+    ws_.read_message_max(kWsMessageMax);
+    ws_.text(true);
+    ws_.async_accept(req, beast::bind_front_handler(&WsSession::on_accept, shared_from_this()));
+  }
+
+  // A live event (already in its ring) for an item this session may watch.
+  void on_event(const std::string& item, uint64_t seq, const std::shared_ptr<const std::string>& json,
+                Clock::time_point received) {
+    if (closed_) return;
+    if (watch_all_) {
+      enqueue(json, received);
+      return;
+    }
+    auto it = watches_.find(item);
+    if (it == watches_.end()) return;
+    Watch& w = it->second;
+    if (w.catching_up) return;  // the catch-up's last step sends it from the ring
+    if (w.last_sent && seq <= *w.last_sent) return;
+    if (w.last_sent && seq > *w.last_sent + 1) {
+      catch_up(item);
+      return;
+    }
+    w.last_sent = seq;
+    enqueue(json, received);
+  }
+
+  void close_now() {
+    if (closed_) return;
+    beast::error_code ec;
+    beast::get_lowest_layer(ws_).socket().close(ec);
+  }
+
+ private:
+  struct Watch {
+    std::optional<uint64_t> last_sent;
+    bool catching_up = false;
+    int rounds = 0;
+  };
+  struct Outgoing {
+    std::shared_ptr<const std::string> text;
+    std::optional<Clock::time_point> received;  // events only
+  };
+
+  void on_accept(beast::error_code ec) {
+    if (ec) return finish();
+    do_read();
+  }
+
+  void do_read() {
+    ws_.async_read(buffer_, beast::bind_front_handler(&WsSession::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec) return finish();  // closed, timed out, or a frame over the cap (Beast closes with 1009)
+    const bool text = ws_.got_text();
+    const std::string message = beast::buffers_to_string(buffer_.data());
+    buffer_.consume(buffer_.size());
+    if (!text) {
+      refuse("binary frames are not understood: send JSON text");
+    } else {
+      handle(message);
+    }
+    if (abuse_ >= kAbuseLimit) {
+      ws_.async_close(websocket::close_reason(websocket::close_code::policy_error, "too many bad messages"),
+                      [self = shared_from_this()](beast::error_code) { self->finish(); });
+      return;
+    }
+    do_read();
+  }
+
+  void refuse(const std::string& why) {
+    ++abuse_;
+    JsonValue v(JsonObject{});
+    v.set("type", "error");
+    v.set("message", why);
+    enqueue(std::make_shared<const std::string>(v.dump()), std::nullopt);
+  }
+
+  void handle(const std::string& text) {
+    std::string why;
+    auto msg = parse_json(text, why, JsonLimits{kWsMessageMax, 4});
+    if (!msg || !msg->object()) return refuse("not a JSON object: " + (msg ? std::string("wrong type") : why));
+    const JsonValue* type = msg->get("type");
+    const std::string* t = type ? type->string() : nullptr;
+    if (t == nullptr) return refuse("a message needs \"type\": \"watch\" or \"unwatch\"");
+    if (*t == "watch") return watch(*msg);
+    if (*t == "unwatch") return unwatch(*msg);
+    refuse("unknown type \"" + *t + "\"");
+  }
+
+  void watch(const JsonValue& msg) {
+    if (const JsonValue* all = msg.get("all"); all && all->boolean() && *all->boolean()) {
+      watch_all_ = true;
+      gw_->all_watchers.insert(this);
+      return;
+    }
+    const JsonValue* items = msg.get("items");
+    const JsonValue* after = msg.get("after");
+    if (items == nullptr || items->array() == nullptr)
+      return refuse("watch needs \"items\": [names] or \"all\": true");
+    if (after && !after->is_null() && after->object() == nullptr)
+      return refuse("\"after\" must be an object {item: seq}");
+    std::vector<std::pair<std::string, std::optional<uint64_t>>> wanted;
+    for (const JsonValue& v : *items->array()) {
+      const std::string* item = v.string();
+      if (item == nullptr || !is_valid_identifier(*item))
+        return refuse("each item is 1..64 bytes of [A-Za-z0-9_-]");
+      std::optional<uint64_t> from;
+      if (after && after->object()) {
+        if (const JsonValue* a = after->get(*item)) {
+          if (!a->u64()) return refuse("\"after\" values are seqs (integers >= 0)");
+          from = *a->u64();
+        }
+      }
+      wanted.emplace_back(*item, from);
+    }
+    for (auto& [item, from] : wanted) {
+      if (!watches_.count(item) && watches_.size() >= kMaxWatchedItems)
+        return refuse("at most " + std::to_string(kMaxWatchedItems) + " items per connection");
+      Watch& w = watches_[item];
+      gw_->item_watchers[item].insert(this);
+      if (from) {
+        w.last_sent = *from;
+        w.rounds = 0;
+        if (!w.catching_up) catch_up(item);
+      }
+    }
+  }
+
+  void unwatch(const JsonValue& msg) {
+    const JsonValue* items = msg.get("items");
+    if (items == nullptr || items->array() == nullptr) return refuse("unwatch needs \"items\": [names]");
+    for (const JsonValue& v : *items->array()) {
+      const std::string* item = v.string();
+      if (item == nullptr) continue;
+      watches_.erase(*item);
+      if (auto it = gw_->item_watchers.find(*item); it != gw_->item_watchers.end()) {
+        it->second.erase(this);
+        if (it->second.empty()) gw_->item_watchers.erase(it);
+      }
+    }
+  }
+
+  // Sends what `item` has after its last_sent: from the ring when the ring reaches back that far,
+  // else from history (page by page), then from the ring again.
+  void catch_up(const std::string& item) {
+    auto it = watches_.find(item);
+    if (it == watches_.end() || closed_) return;
+    Watch& w = it->second;
+    const uint64_t after = w.last_sent.value_or(0);
+    const auto* ring = gw_->ring(item);
+    if (ring && !ring->empty() && ring->front().seq <= after + 1) {
+      send_from_ring(item, w);
+      return;
+    }
+    if (++w.rounds > kMaxCatchUpRounds) return resync("history");
+    w.catching_up = true;
+    Request r;
+    r.op = Op::history;
+    r.id = gw_->next_id();
+    r.item = item;
+    r.after = after;
+    r.limit = kHistoryPage;
+    std::weak_ptr<WsSession> weak = weak_from_this();
+    const bool queued = gw_->mesh.submit(encode_request(r), [weak, item](std::optional<std::string> raw) {
+      if (auto self = weak.lock()) self->on_history(item, raw);
+    });
+    if (!queued) resync("busy");
+  }
+
+  void on_history(const std::string& item, const std::optional<std::string>& raw) {
+    auto it = watches_.find(item);
+    if (it == watches_.end() || closed_) return;
+    Watch& w = it->second;
+    std::optional<Reply> reply = raw ? decode_reply(*raw) : std::nullopt;
+    if (!reply) return resync("unavailable");
+    if (!reply->ok) {
+      w.catching_up = false;  // unknown_item: nothing to send; its first event comes live
+      if (reply->error && *reply->error != "unknown_item") resync("unavailable");
+      return;
+    }
+    for (const Event& e : reply->events) {
+      if (e.seq != w.last_sent.value_or(0) + 1) continue;
+      w.last_sent = e.seq;
+      enqueue(std::make_shared<const std::string>(event_message(e)), std::nullopt);
+      if (closed_ || watches_.find(item) == watches_.end()) return;  // a resync dropped the watch
+    }
+    if (reply->events.size() >= kHistoryPage) return catch_up(item);  // more pages
+    // History is read up to its end as of the reply: the ring has what came since.
+    const auto* ring = gw_->ring(item);
+    if (ring && !ring->empty() && ring->back().seq > w.last_sent.value_or(0) &&
+        ring->front().seq > w.last_sent.value_or(0) + 1)
+      return catch_up(item);  // more came than the ring holds: another page
+    send_from_ring(item, w);
+  }
+
+  // The ring's events after w.last_sent, in order; the watch is live again.
+  void send_from_ring(const std::string& item, Watch& w) {
+    w.catching_up = false;
+    const auto* ring = gw_->ring(item);
+    if (ring == nullptr) return;
+    for (const StoredEvent& e : *ring) {
+      if (e.seq != w.last_sent.value_or(0) + 1) continue;
+      w.last_sent = e.seq;
+      enqueue(e.json, e.received);
+      if (closed_ || watches_.find(item) == watches_.end()) return;  // a resync dropped the watch
+    }
+  }
+
+  // The queue overflowed (or a catch-up cannot finish): drop it, tell the client, forget its
+  // watches; it re-sends watch with `after` and misses nothing.
+  void resync(const char* reason) {
+    gw_->metrics.resyncs.Increment();
+    queue_.resize(writing_ ? 1 : 0);
+    queued_bytes_ = writing_ ? queue_.front().text->size() : 0;
+    gw_->unwatch_all(this);
+    watches_.clear();
+    watch_all_ = false;
+    auto msg = std::make_shared<const std::string>(std::string("{\"type\":\"resync\",\"reason\":\"") + reason + "\"}");
+    queue_.push_back({msg, std::nullopt});
+    queued_bytes_ += msg->size();
+    write_next();
+  }
+
+  void enqueue(const std::shared_ptr<const std::string>& text, std::optional<Clock::time_point> received) {
+    if (closed_) return;
+    if (queue_.size() >= gw_->settings.send_queue_messages ||
+        queued_bytes_ + text->size() > gw_->settings.send_queue_bytes)
+      return resync("slow");
+    queue_.push_back({text, received});
+    queued_bytes_ += text->size();
+    write_next();
+  }
+
+  void write_next() {
+    if (writing_ || queue_.empty() || closed_) return;
+    writing_ = true;
+    ws_.async_write(net::buffer(*queue_.front().text),
+                    beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    writing_ = false;
+    if (ec) return finish();
+    if (!queue_.empty()) {
+      gw_->metrics.ws_messages.Increment();
+      if (queue_.front().received)
+        gw_->metrics.delivery_seconds.Observe(std::chrono::duration<double>(Clock::now() - *queue_.front().received).count());
+      queued_bytes_ -= queue_.front().text->size();
+      queue_.pop_front();
+    }
+    write_next();
+  }
+
+  void finish() {
+    if (closed_) return;
+    closed_ = true;
+    gw_->unwatch_all(this);
+    gw_->metrics.ws_connections.Decrement();
+    --gw_->open_connections;
+    queue_.clear();
+    gw_->ws_sessions.erase(shared_from_this());
+  }
+
+  std::shared_ptr<Gateway::Impl> gw_;
+  websocket::stream<beast::tcp_stream> ws_;
+  beast::flat_buffer buffer_;
+  std::deque<Outgoing> queue_;
+  std::size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool closed_ = false;
+  bool watch_all_ = false;
+  int abuse_ = 0;
+  std::map<std::string, Watch> watches_;
+};
+
+void Gateway::Impl::publish(const Event& e, Clock::time_point received) {
+  metrics.feed_events.Increment();
+  auto json = std::make_shared<const std::string>(event_message(e));
+  auto& ring_of = rings[e.item];
+  if (!ring_of.empty() && e.seq <= ring_of.back().seq) return;  // a duplicate
+  ring_of.push_back({e.seq, json, received});
+  ring_order.emplace_back(e.item, e.seq);
+  if (ring_of.size() > settings.ring_per_item) ring_of.pop_front();
+  while (ring_order.size() > settings.ring_total) {
+    auto [item, seq] = ring_order.front();
+    ring_order.pop_front();
+    auto it = rings.find(item);
+    if (it == rings.end()) continue;
+    while (!it->second.empty() && it->second.front().seq <= seq) it->second.pop_front();
+    if (it->second.empty()) rings.erase(it);
+  }
+  // Copies: a delivery may resync a session, which edits the sets.
+  const std::vector<WsSession*> all(all_watchers.begin(), all_watchers.end());
+  for (WsSession* s : all) s->on_event(e.item, e.seq, json, received);
+  if (auto it = item_watchers.find(e.item); it != item_watchers.end()) {
+    const std::vector<WsSession*> some(it->second.begin(), it->second.end());
+    for (WsSession* s : some)
+      if (!all_watchers.count(s)) s->on_event(e.item, e.seq, json, received);
+  }
+}
+
+// One HTTP connection: requests in turn (keep-alive), each under the header/body limits and the
+// idle timeout; /ws hands the socket to a WsSession.
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(std::shared_ptr<Gateway::Impl> gw, tcp::socket&& socket) : gw_(std::move(gw)), stream_(std::move(socket)) {
+    beast::error_code ec;
+    const auto remote = stream_.socket().remote_endpoint(ec);
+    address_ = ec ? "?" : remote.address().to_string();
+  }
+  ~HttpSession() {
+    if (counted_) {
+      gw_->metrics.http_connections.Decrement();
+      --gw_->open_connections;
+    }
+  }
+
+  void start(bool refuse) {
+    if (refuse) {
+      gw_->metrics.refused_connections.Increment();
+      keep_alive_ = false;
+      auto res = make_response(http::status::service_unavailable, 11, error_json("busy", "Too many connections; try again soon."));
+      return send(std::move(res));
+    }
+    counted_ = true;
+    gw_->metrics.http_connections.Increment();
+    ++gw_->open_connections;
+    do_read();
+  }
+
+ private:
+  using Request = http::request<http::string_body>;
+  using Response = http::response<http::string_body>;
+
+  void do_read() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(kBodyLimit);
+    stream_.expires_after(gw_->settings.http_idle);
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted)
+      return close();
+    if (ec) {
+      keep_alive_ = false;
+      if (ec == http::error::header_limit)
+        return send(make_response(http::status::request_header_fields_too_large, 11,
+                                  error_json("too_large", "The request's headers pass 8 KiB.")));
+      if (ec == http::error::body_limit)
+        return send(make_response(http::status::payload_too_large, 11,
+                                  error_json("too_large", "The request's body passes 4 KiB.")));
+      return send(make_response(http::status::bad_request, 11, error_json("bad_request", "Not an HTTP/1.1 request.")));
+    }
+    req_ = parser_->release();
+    keep_alive_ = req_.keep_alive();
+    if (req_.version() != 10 && req_.version() != 11) {
+      keep_alive_ = false;
+      return send(make_response(http::status::bad_request, 11, error_json("bad_request", "Only HTTP/1.0 and 1.1 are spoken here.")));
+    }
+    if (websocket::is_upgrade(req_)) return upgrade();
+    route();
+  }
+
+  Response make_response(http::status status, unsigned version, std::string body,
+                         std::string_view type = "application/json") {
+    Response res{status, version};
+    res.set(http::field::server, "bidmesh-gateway");
+    res.set(http::field::content_type, beast::string_view(type.data(), type.size()));
+    res.set(http::field::cache_control, "no-cache");
+    res.set("X-Content-Type-Options", "nosniff");
+    res.set("Content-Security-Policy", kCsp);
+    res.set("Referrer-Policy", "same-origin");
+    res.body() = std::move(body);
+    res.keep_alive(keep_alive_);
+    res.prepare_payload();
+    return res;
+  }
+  Response json(http::status status, std::string body) { return make_response(status, req_.version(), std::move(body)); }
+  Response error(http::status status, std::string_view code, std::string_view message) {
+    return json(status, error_json(code, message));
+  }
+
+  void send(Response res) {
+    res_ = std::make_shared<Response>(std::move(res));
+    stream_.expires_after(gw_->settings.http_idle);
+    http::async_write(stream_, *res_, beast::bind_front_handler(&HttpSession::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    res_.reset();
+    if (ec || !keep_alive_ || gw_->stopped) return close();
+    do_read();
+  }
+
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  // Origin: a browser sends it on every cross-site request and on POSTs; a request without one
+  // comes from no page (curl, an app) and is judged by its cookie and CSRF token alone.
+  bool origin_ok() const {
+    const auto origin = sv(req_[http::field::origin]);
+    return origin.empty() || gw_->origin_allowed(origin);
+  }
+
+  void upgrade() {
+    const auto origin = sv(req_[http::field::origin]);
+    if (req_.target() != "/ws") return send(error(http::status::not_found, "not_found", "No such path."));
+    if (!gw_->origin_allowed(origin)) {
+      keep_alive_ = false;
+      return send(error(http::status::forbidden, "origin", "This origin may not open the gateway's socket."));
+    }
+    // The connection slot passes to the WebSocket session.
+    counted_ = false;
+    gw_->metrics.http_connections.Decrement();
+    --gw_->open_connections;
+    stream_.expires_never();
+    auto ws = std::make_shared<WsSession>(gw_, stream_.release_socket());
+    gw_->ws_sessions.insert(ws);
+    ws->start(std::move(req_));
+  }
+
+  void route() {
+    const std::string_view target = sv(req_.target());
+    const auto q = target.find('?');
+    const std::string path(target.substr(0, q));
+    const std::string query(q == std::string_view::npos ? std::string_view{} : target.substr(q + 1));
+    const auto method = req_.method();
+    if (path.rfind("/api/", 0) == 0) {
+      if (path == "/api/items" && method == http::verb::get) return list_items(parse_query(query));
+      if (path.rfind("/api/items/", 0) == 0 && method == http::verb::get) return item_page(path.substr(11));
+      if (path == "/api/session" && method == http::verb::get) return session_info();
+      if (path == "/api/signin" && method == http::verb::post) return signin();
+      if (path == "/api/signout" && method == http::verb::post) return signout();
+      if (path == "/api/bid" && method == http::verb::post) return bid();
+      return send(error(http::status::not_found, "not_found", "No such API path or method."));
+    }
+    if (method != http::verb::get && method != http::verb::head)
+      return send(error(http::status::method_not_allowed, "bad_request", "Static files are read with GET."));
+    // The allow list made at start: anything else, "/../x" and "%2e%2e" included, is not found.
+    const auto it = gw_->files.find(path == "/" ? "/index.html" : path);
+    if (it == gw_->files.end()) return send(error(http::status::not_found, "not_found", "No such file."));
+    auto res = make_response(http::status::ok, req_.version(), method == http::verb::head ? "" : it->second.second,
+                             it->second.first);
+    if (method == http::verb::head) res.content_length(it->second.second.size());
+    send(std::move(res));
+  }
+
+  // Runs `frame` on the mesh worker, then `then(raw reply)` here; answers 503 busy when full.
+  // The session is kept alive until the reply (bounded by the worker's timeout and retries).
+  template <typename Then>
+  void ask(std::string frame, Then then) {
+    const bool queued = gw_->mesh.submit(std::move(frame), [self = shared_from_this(), then = std::move(then)](
+                                                               std::optional<std::string> raw) mutable { then(*self, raw); });
+    if (!queued) send(error(http::status::service_unavailable, "busy", "The gateway is busy; try again."));
+  }
+  void unavailable() {
+    send(error(http::status::bad_gateway, "unavailable", "The auction service did not answer; try again."));
+  }
+
+  void list_items(const std::map<std::string, std::string>& query) {
+    std::vector<std::pair<std::string, JsonValue>> f{{"op", "list"}, {"id", gw_->next_id()}};
+    if (auto it = query.find("status"); it != query.end()) {
+      if (it->second != "open" && it->second != "closed")
+        return send(error(http::status::bad_request, "bad_request", "status is open or closed."));
+      f.emplace_back("status", it->second);
+    }
+    uint64_t limit = 20;
+    if (auto it = query.find("limit"); it != query.end()) {
+      char* end = nullptr;
+      limit = std::strtoull(it->second.c_str(), &end, 10);
+      if (it->second.empty() || *end != '\0' || limit < 1 || limit > 100)
+        return send(error(http::status::bad_request, "bad_request", "limit is 1 to 100."));
+    }
+    f.emplace_back("limit", limit);
+    if (auto it = query.find("cursor"); it != query.end() && !it->second.empty()) {
+      if (it->second.size() > 512) return send(error(http::status::bad_request, "bad_request", "cursor is too long."));
+      f.emplace_back("cursor", it->second);
+    }
+    ask(frame_of(f), [](HttpSession& self, const std::optional<std::string>& raw) {
+      auto reply = raw ? reply_json(*raw) : std::nullopt;
+      if (!reply || !reply->object()) return self.unavailable();
+      const JsonValue* ok = reply->get("ok");
+      if (!ok || !ok->boolean() || !*ok->boolean()) {
+        const JsonValue* code = reply->get("error");
+        const JsonValue* msg = reply->get("message");
+        const std::string c = code && code->string() ? *code->string() : "unavailable";
+        const std::string m = msg && msg->string() ? *msg->string() : "The mesh refused the listing.";
+        return self.send(self.error(c == "bad_request" ? http::status::bad_request : http::status::bad_gateway, c, m));
+      }
+      JsonValue out(JsonObject{});
+      const JsonValue* items = reply->get("items");
+      out.set("items", items ? *items : JsonValue(JsonArray{}));
+      const JsonValue* cursor = reply->get("cursor");
+      out.set("cursor", cursor ? *cursor : JsonValue(nullptr));
+      const JsonValue* partial = reply->get("partial");
+      out.set("partial", partial && partial->boolean() ? *partial->boolean() : false);
+      const JsonValue* missing = reply->get("missing");
+      out.set("missing", missing ? *missing : JsonValue(JsonArray{}));
+      self.send(self.json(http::status::ok, out.dump()));
+    });
+  }
+
+  void item_page(const std::string& item) {
+    if (!is_valid_identifier(item)) return send(error(http::status::not_found, "not_found", "No such item."));
+    bidmesh::Request r;
+    r.op = Op::get;
+    r.id = gw_->next_id();
+    r.item = item;
+    ask(encode_request(r), [item](HttpSession& self, const std::optional<std::string>& raw) {
+      auto reply = raw ? reply_json(*raw) : std::nullopt;
+      if (!reply || !reply->object()) return self.unavailable();
+      const JsonValue* ok = reply->get("ok");
+      if (!ok || !ok->boolean() || !*ok->boolean()) {
+        const JsonValue* code = reply->get("error");
+        if (code && code->string() && *code->string() == "unknown_item")
+          return self.send(self.error(http::status::not_found, "not_found", "There is no such auction."));
+        return self.unavailable();
+      }
+      JsonValue fields(JsonObject{});
+      for (const auto& [k, v] : *reply->object())
+        if (k != "ok" && k != "id") fields.set(k, v);
+      const uint64_t seq = reply->get("seq") && reply->get("seq")->u64() ? *reply->get("seq")->u64() : 0;
+      bidmesh::Request h;
+      h.op = Op::history;
+      h.id = self.gw_->next_id();
+      h.item = item;
+      h.after = seq > kItemHistoryShown ? seq - kItemHistoryShown : 0;
+      h.limit = kItemHistoryShown;
+      self.ask(encode_request(h), [fields = std::move(fields)](HttpSession& s, const std::optional<std::string>& raw2) {
+        auto hist = raw2 ? reply_json(*raw2) : std::nullopt;
+        if (!hist || !hist->get("events") || !hist->get("events")->array()) return s.unavailable();
+        JsonValue out(JsonObject{});
+        out.set("item", fields);
+        out.set("history", *hist->get("events"));
+        s.send(s.json(http::status::ok, out.dump()));
+      });
+    });
+  }
+
+  void session_info() {
+    AuthSession* session = gw_->session_of(req_);
+    if (session == nullptr) return send(error(http::status::unauthorized, "signed_out", "Not signed in."));
+    JsonValue out(JsonObject{});
+    out.set("name", session->name);
+    out.set("csrf", session->csrf);
+    send(json(http::status::ok, out.dump()));
+  }
+
+  std::optional<JsonValue> body_object() {
+    std::string why;
+    auto v = parse_json(req_.body(), why, JsonLimits{kBodyLimit, 4});
+    if (!v || !v->object()) return std::nullopt;
+    return v;
+  }
+
+  void signin() {
+    if (!origin_ok()) return send(error(http::status::forbidden, "origin", "Cross-site requests are refused."));
+    if (!gw_->signin_allowed(address_)) {
+      gw_->metrics.signins_limited.Increment();
+      return send(error(http::status::too_many_requests, "rate_limited", "Too many sign-in attempts; wait a minute."));
+    }
+    auto body = body_object();
+    if (!body) return send(error(http::status::bad_request, "bad_request", "The body must be a JSON object."));
+    const JsonValue* name = body->get("name");
+    const JsonValue* token = body->get("token");
+    if (!name || !name->string() || !token || !token->string())
+      return send(error(http::status::bad_request, "bad_request", "Sign in with {\"name\", \"token\"}."));
+    if (auto problem = gw_->users.reload_if_changed())
+      log_event(LogLevel::warning, "users", "users file not reloaded, the previous list stays: " + *problem);
+    if (!gw_->users.verify(*name->string(), *token->string())) {
+      gw_->metrics.signins_refused.Increment();
+      return send(error(http::status::unauthorized, "bad_credentials", "That name and token do not match."));
+    }
+    gw_->metrics.signins_ok.Increment();
+    std::string csrf;
+    const std::string cookie = gw_->new_session(*name->string(), csrf);
+    JsonValue out(JsonObject{});
+    out.set("name", *name->string());
+    out.set("csrf", csrf);
+    auto res = json(http::status::ok, out.dump());
+    res.set(http::field::set_cookie, std::string(kCookieName) + "=" + cookie + "; HttpOnly; SameSite=Strict; Path=/" +
+                                         (gw_->settings.https ? "; Secure" : ""));
+    send(std::move(res));
+  }
+
+  // The checks of a state-changing request: origin, session, CSRF token. nullptr: answered.
+  AuthSession* authorise() {
+    if (!origin_ok()) {
+      send(error(http::status::forbidden, "origin", "Cross-site requests are refused."));
+      return nullptr;
+    }
+    AuthSession* session = gw_->session_of(req_);
+    if (session == nullptr) {
+      send(error(http::status::unauthorized, "signed_out", "Sign in first."));
+      return nullptr;
+    }
+    if (!same_secret(sv(req_["X-CSRF-Token"]), session->csrf)) {
+      send(error(http::status::forbidden, "csrf", "The request lacks this session's X-CSRF-Token."));
+      return nullptr;
+    }
+    return session;
+  }
+
+  void signout() {
+    AuthSession* session = authorise();
+    if (session == nullptr) return;
+    if (auto value = cookie_value(sv(req_[http::field::cookie]), kCookieName)) gw_->sessions.erase(*value);
+    auto res = make_response(http::status::no_content, req_.version(), "");
+    res.set(http::field::set_cookie, std::string(kCookieName) + "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    send(std::move(res));
+  }
+
+  void bid() {
+    AuthSession* session = authorise();
+    if (session == nullptr) return;
+    auto body = body_object();
+    if (!body) return send(error(http::status::bad_request, "bad_request", "The body must be a JSON object."));
+    const JsonValue* item = body->get("item");
+    const JsonValue* amount = body->get("amount");
+    const JsonValue* max = body->get("max");
+    const JsonValue* id = body->get("id");
+    if (!item || !item->string() || !is_valid_identifier(*item->string()))
+      return send(error(http::status::bad_request, "bad_request", "\"item\" names an auction."));
+    if (!amount || !amount->u64() || *amount->u64() == 0)
+      return send(error(http::status::bad_request, "bad_request", "\"amount\" is a whole number of at least 1."));
+    if (max && !max->is_null() && (!max->u64() || *max->u64() < *amount->u64()))
+      return send(error(http::status::bad_request, "bad_request", "\"max\" is a whole number not below the amount."));
+    if (id && !id->is_null() && (!id->string() || id->string()->empty() || id->string()->size() > 64))
+      return send(error(http::status::bad_request, "bad_request", "\"id\" is 1 to 64 bytes."));
+    bidmesh::Request r;
+    r.op = Op::bid;
+    r.item = *item->string();
+    r.bidder = session->name;
+    r.amount = *amount->u64();
+    if (max && max->u64() && *max->u64() > r.amount) r.max = *max->u64();
+    if (id && id->string()) {
+      // The page's id, kept apart per user: two users' ids never meet in the mesh's memory.
+      unsigned char h[16];
+      const std::string key = session->name + '\n' + *id->string();
+      crypto_generichash(h, sizeof h, reinterpret_cast<const unsigned char*>(key.data()), key.size(), nullptr, 0);
+      char hex[33];
+      sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+      r.id = std::string("web-") + hex;
+    } else {
+      r.id = gw_->next_id();
+    }
+    const uint64_t offered = r.amount;
+    ask(encode_request(r), [offered, item = r.item](HttpSession& self, const std::optional<std::string>& raw) {
+      std::optional<Reply> reply = raw ? decode_reply(*raw) : std::nullopt;
+      if (!reply || (!reply->ok && (reply->error == "unavailable" || reply->error == "internal"))) {
+        self.gw_->metrics.bids_failed.Increment();
+        JsonValue out(JsonObject{});
+        out.set("ok", false);
+        out.set("error", "unavailable");
+        out.set("message", "The auction service did not answer; your bid may not have counted. Try again.");
+        return self.send(self.json(http::status::ok, out.dump()));
+      }
+      JsonValue out(JsonObject{});
+      if (reply->ok) {
+        self.gw_->metrics.bids_ok.Increment();
+        const Value* leading = reply->find("leading");
+        out.set("ok", true);
+        out.set("leading", leading && std::holds_alternative<bool>(*leading) ? std::get<bool>(*leading) : true);
+        out.set("max", reply->u64("price").value_or(reply->u64("amount").value_or(offered)));
+        out.set("seq", reply->u64("seq").value_or(0));
+        return self.send(self.json(http::status::ok, out.dump()));
+      }
+      self.gw_->metrics.bids_refused.Increment();
+      const std::string code = reply->error.value_or("refused");
+      out.set("ok", false);
+      out.set("error", code);
+      if (auto price = reply->u64("max")) out.set("max", *price);
+      if (code != "too_low") {
+        std::string words = code == "closed"         ? "This auction has closed."
+                            : code == "unknown_item" ? "There is no such auction."
+                            : code == "forbidden"    ? "The gateway may not bid for you; tell the operator."
+                            : code == "conflict"     ? "This bid's id was already used for another bid."
+                                                     : reply->message.value_or("The bid was refused.");
+        out.set("message", words);
+        return self.send(self.json(http::status::ok, out.dump()));
+      }
+      // too_low: the increment comes from `get`, so the words can say what would be enough.
+      bidmesh::Request g;
+      g.op = Op::get;
+      g.id = self.gw_->next_id();
+      g.item = item;
+      self.ask(encode_request(g), [offered, out = std::move(out)](HttpSession& s, const std::optional<std::string>& raw2) mutable {
+        std::optional<Reply> state = raw2 ? decode_reply(*raw2) : std::nullopt;
+        const std::string bid = "Your bid of " + std::to_string(offered) + " is too low";
+        std::string words = bid + ".";
+        if (state && state->ok) {
+          const auto price = state->u64("max");
+          const auto increment = state->u64("increment").value_or(1);
+          if (price) {
+            words = bid + ": the price is now " + std::to_string(*price) + "; bid at least " +
+                    std::to_string(*price + increment) + ".";
+            out.set("max", *price);
+          } else {
+            words = bid + ": the opening bid is at least " + std::to_string(state->u64("start").value_or(1)) + ".";
+          }
+        }
+        out.set("message", words);
+        s.send(s.json(http::status::ok, out.dump()));
+      });
+    });
+  }
+
+  std::shared_ptr<Gateway::Impl> gw_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_{kHeaderLimit + kBodyLimit};
+  std::optional<http::request_parser<http::string_body>> parser_;
+  Request req_;
+  std::shared_ptr<Response> res_;
+  std::string address_;
+  bool keep_alive_ = true;
+  bool counted_ = false;
+};
+
+void Gateway::Impl::accept() {
+  acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    if (self->stopped) return;
+    if (!ec) {
+      const bool full = self->open_connections >= self->settings.max_connections;
+      std::make_shared<HttpSession>(self, std::move(socket))->start(full);
+    }
+    self->accept();
+  });
+}
+
+Gateway::Gateway(net::io_context& io, GatewaySettings settings, UserFile users, MeshWorker& mesh, GatewayMetrics& metrics)
+    : impl_(std::make_shared<Impl>(io, std::move(settings), std::move(users), mesh, metrics)) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(impl_->settings.web_root, ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    const auto name = entry.path().filename().string();
+    if (name.empty() || name[0] == '.' || entry.file_size(ec) > (8u << 20)) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    impl_->files["/" + name] = {content_type_of(entry.path()), std::move(bytes)};
+  }
+}
+
+Gateway::~Gateway() = default;
+
+std::size_t Gateway::static_files() const { return impl_->files.size(); }
+
+std::optional<std::string> Gateway::start() {
+  beast::error_code ec;
+  const auto address = net::ip::make_address(impl_->settings.listen_host, ec);
+  if (ec) return "listen: " + impl_->settings.listen_host + " is not an IP address";
+  const tcp::endpoint endpoint(address, impl_->settings.listen_port);
+  impl_->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl_->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl_->acceptor.bind(endpoint, ec);
+  if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return "cannot listen on " + impl_->settings.listen_host + ":" + std::to_string(impl_->settings.listen_port) +
+                 ": " + ec.message();
+  impl_->accept();
+  return std::nullopt;
+}
+
+uint16_t Gateway::port() const {
+  beast::error_code ec;
+  return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void Gateway::publish_event(const Event& event, Clock::time_point received) { impl_->publish(event, received); }
+
+void Gateway::reload_users() {
+  if (auto problem = impl_->users.reload_if_changed())
+    log_event(LogLevel::warning, "reload", "users file not reloaded, the previous list stays: " + *problem);
+  else
+    log_info("reload", "users: " + std::to_string(impl_->users.users().size()) + " from " + impl_->users.file().string());
+}
+
+void Gateway::shutdown() {
+  impl_->stopped = true;
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
+  const auto sessions = impl_->ws_sessions;
+  for (const auto& s : sessions) s->close_now();
+}
+
+}  // namespace bidmesh::gateway

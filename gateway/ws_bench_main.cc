@@ -1,0 +1,316 @@
+// bidmesh-ws-bench: the web gateway's WebSocket load test (issue 15, point 6; docs/web.md).
+//
+//   bidmesh-ws-bench --gateway 127.0.0.1:8080 --router tcp://127.0.0.1:5555
+//                    [--subscribers 1000] [--rate 500] [--seconds 10] [--items 20] [--threads 2]
+//
+// N WebSocket subscribers connect to the gateway and watch every item ({"type":"watch","all":
+// true}); a driver sends R bids per second through the router (one DEALER, pipelined) on fresh
+// items, each bid one more than the last on its item, so every bid is one `max` event.
+// Delivery time: the event's `ts` (unix ms, stamped by the bid node when it commits the bid)
+// to the moment a subscriber has read the message (system clock, same machine). So it spans the
+// bid node's publish, the feed forwarder, the gateway and the socket; `ts` is whole
+// milliseconds, so each figure may read up to 1 ms high.
+// Lost events: per subscriber and item, every seq from the first seen to the item's last must
+// arrive once, in order; a missing or repeated seq counts, and so does a resync message.
+// Prints one JSON line; exit 0 when it ran (whatever the figures), 100 usage, 111 failure.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "protocol/messages.h"
+
+namespace {
+
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+double unix_now_ms_precise() {
+  return std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The unsigned number after `"key":` in a JSON text, or nullopt (the gateway writes compact JSON).
+std::optional<uint64_t> number_after(std::string_view text, std::string_view key) {
+  const auto at = text.find(key);
+  if (at == std::string_view::npos) return std::nullopt;
+  uint64_t v = 0;
+  std::size_t i = at + key.size();
+  if (i >= text.size() || text[i] < '0' || text[i] > '9') return std::nullopt;
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) v = v * 10 + static_cast<uint64_t>(text[i] - '0');
+  return v;
+}
+
+std::string string_after(std::string_view text, std::string_view key) {
+  const auto at = text.find(key);
+  if (at == std::string_view::npos) return {};
+  const auto start = at + key.size();
+  const auto end = text.find('"', start);
+  return end == std::string_view::npos ? std::string{} : std::string(text.substr(start, end - start));
+}
+
+struct Subscriber : std::enable_shared_from_this<Subscriber> {
+  Subscriber(net::io_context& io, std::string host, std::string port, std::string origin, std::atomic<int>& ready)
+      : resolver(io), ws(io), host(std::move(host)), port(std::move(port)), origin(std::move(origin)), ready(ready) {}
+
+  void start() {
+    resolver.async_resolve(host, port, [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type r) {
+      if (ec) return self->fail("resolve", ec);
+      beast::get_lowest_layer(self->ws).async_connect(r, [self](beast::error_code ec2, const tcp::endpoint&) {
+        if (ec2) return self->fail("connect", ec2);
+        self->ws.set_option(websocket::stream_base::decorator([o = self->origin](websocket::request_type& req) {
+          req.set(beast::http::field::origin, o);
+        }));
+        self->ws.async_handshake(self->host + ":" + self->port, "/ws", [self](beast::error_code ec3) {
+          if (ec3) return self->fail("handshake", ec3);
+          self->out = R"({"type":"watch","all":true})";
+          self->ws.text(true);
+          self->ws.async_write(net::buffer(self->out), [self](beast::error_code ec4, std::size_t) {
+            if (ec4) return self->fail("watch", ec4);
+            ++self->ready;
+            self->read();
+          });
+        });
+      });
+    });
+  }
+
+  void read() {
+    ws.async_read(buffer, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) {
+        if (!self->stopping) self->fail("read", ec);
+        return;
+      }
+      self->on_message(beast::buffers_to_string(self->buffer.data()));
+      self->buffer.consume(self->buffer.size());
+      self->read();
+    });
+  }
+
+  void on_message(const std::string& text) {
+    const double now = unix_now_ms_precise();
+    if (text.find("\"type\":\"resync\"") != std::string::npos) {
+      ++resyncs;
+      return;
+    }
+    if (text.find("\"type\":\"event\"") == std::string::npos) return;
+    const std::string item = string_after(text, "\"item\":\"");
+    const auto seq = number_after(text, "\"seq\":");
+    const auto ts = number_after(text, "\"ts\":");
+    if (item.empty() || !seq || !ts) return;
+    ++received;
+    auto [it, first] = last_seq.try_emplace(item, *seq);
+    if (!first) {
+      if (*seq != it->second + 1) {
+        if (*seq > it->second) gaps += *seq - it->second - 1;
+        else ++repeats;
+      }
+      it->second = std::max(it->second, *seq);
+    }
+    if (text.find("\"event\":\"max\"") != std::string::npos)
+      delivery_us.push_back(static_cast<float>((now - static_cast<double>(*ts)) * 1000.0));
+  }
+
+  void fail(const char* what, beast::error_code ec) {
+    if (error.empty()) error = std::string(what) + ": " + ec.message();
+  }
+
+  tcp::resolver resolver;
+  websocket::stream<beast::tcp_stream> ws;
+  beast::flat_buffer buffer;
+  std::string host, port, origin, out, error;
+  std::atomic<int>& ready;
+  bool stopping = false;
+  std::atomic<uint64_t> received{0};  // read by the main thread while the run settles
+  uint64_t gaps = 0, repeats = 0, resyncs = 0;
+  std::unordered_map<std::string, uint64_t> last_seq;
+  std::vector<float> delivery_us;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bidmesh-ws-bench: N WebSocket subscribers of the web gateway under R bids/s through the router"};
+  std::string gateway = "127.0.0.1:8080", router = "tcp://127.0.0.1:5555", origin;
+  int subscribers = 1000, rate = 500, seconds = 10, items = 20, threads = 2;
+  app.add_option("--gateway", gateway, "the gateway's HOST:PORT")->capture_default_str();
+  app.add_option("--origin", origin, "Origin header (default http://GATEWAY)");
+  app.add_option("--router", router, "the router's request endpoint")->capture_default_str();
+  app.add_option("--subscribers", subscribers, "WebSocket subscribers")->capture_default_str()->check(CLI::Range(1, 100000));
+  app.add_option("--rate", rate, "bids (events) per second")->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--seconds", seconds, "how long the driver bids")->capture_default_str()->check(CLI::Range(1, 3600));
+  app.add_option("--items", items, "items bid on, in turn")->capture_default_str()->check(CLI::Range(1, 10000));
+  app.add_option("--threads", threads, "io threads of the subscribers")->capture_default_str()->check(CLI::Range(1, 64));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "bidmesh-ws-bench: " << e.what() << std::endl;
+    return 100;
+  }
+  const auto colon = gateway.rfind(':');
+  if (colon == std::string::npos) {
+    std::cerr << "bidmesh-ws-bench: --gateway is HOST:PORT" << std::endl;
+    return 100;
+  }
+  if (origin.empty()) origin = "http://" + gateway;
+
+  // Subscribers, each on one of `threads` io_contexts (no handler of one socket runs twice at once).
+  std::vector<std::unique_ptr<net::io_context>> ios;
+  for (int i = 0; i < threads; ++i) ios.push_back(std::make_unique<net::io_context>(1));
+  std::atomic<int> ready{0};
+  std::vector<std::shared_ptr<Subscriber>> subs;
+  for (int i = 0; i < subscribers; ++i) {
+    subs.push_back(std::make_shared<Subscriber>(*ios[i % threads], gateway.substr(0, colon), gateway.substr(colon + 1),
+                                                origin, ready));
+    subs.back()->start();
+  }
+  std::vector<std::thread> io_threads;
+  std::vector<std::unique_ptr<net::executor_work_guard<net::io_context::executor_type>>> guards;
+  for (auto& io : ios) {
+    guards.push_back(std::make_unique<net::executor_work_guard<net::io_context::executor_type>>(io->get_executor()));
+    io_threads.emplace_back([&io] { io->run(); });
+  }
+  const auto connect_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (ready.load() < subscribers && std::chrono::steady_clock::now() < connect_deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const int connected = ready.load();
+
+  // The driver: open the items, then R bids/s, pipelined on one DEALER.
+  zmq::context_t ctx(1);
+  zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.connect(router);
+  std::mt19937_64 rng(std::random_device{}());
+  char tag[9];
+  std::snprintf(tag, sizeof tag, "%08x", static_cast<unsigned>(rng()));
+  std::vector<std::string> names;
+  for (int i = 0; i < items; ++i) names.push_back(std::string("wsb-") + tag + "-" + std::to_string(i));
+  uint64_t next_id = 0, sent = 0, replies = 0, refused = 0;
+  auto send = [&](bidmesh::Request r) {
+    r.id = std::string("wsb-") + tag + "-" + std::to_string(++next_id);
+    const std::string frame = bidmesh::encode_request(r);
+    dealer.send(zmq::message_t(), zmq::send_flags::sndmore);
+    dealer.send(zmq::buffer(frame), zmq::send_flags::none);
+    ++sent;
+  };
+  std::map<std::string, uint64_t> final_seq;
+  auto drain = [&](std::chrono::milliseconds wait) {
+    std::vector<zmq::pollitem_t> poll{{dealer.handle(), 0, ZMQ_POLLIN, 0}};
+    while (zmq::poll(poll, wait) > 0) {
+      std::vector<zmq::message_t> parts;
+      if (!zmq::recv_multipart(dealer, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+      ++replies;
+      if (auto reply = bidmesh::decode_reply(parts.back().to_string_view())) {
+        if (!reply->ok) ++refused;
+        if (auto item = reply->str("item"); item && reply->u64("seq"))
+          final_seq[*item] = std::max(final_seq[*item], *reply->u64("seq"));
+      }
+      wait = std::chrono::milliseconds(0);
+    }
+  };
+  for (const auto& name : names) {
+    bidmesh::Request r;
+    r.op = bidmesh::Op::open;
+    r.item = name;
+    send(r);
+  }
+  while (replies < sent && std::chrono::steady_clock::now() < connect_deadline) drain(std::chrono::milliseconds(100));
+  std::vector<uint64_t> amount(names.size(), 0);
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::seconds(seconds);
+  uint64_t bids = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    const auto due = start + std::chrono::microseconds(bids * 1000000 / static_cast<uint64_t>(rate));
+    if (std::chrono::steady_clock::now() < due) {
+      drain(std::chrono::duration_cast<std::chrono::milliseconds>(due - std::chrono::steady_clock::now()));
+      continue;
+    }
+    const std::size_t i = bids % names.size();
+    bidmesh::Request r;
+    r.op = bidmesh::Op::bid;
+    r.item = names[i];
+    r.bidder = "wsbench";
+    r.amount = ++amount[i];
+    send(r);
+    ++bids;
+    drain(std::chrono::milliseconds(0));
+  }
+  const auto drive_end = std::chrono::steady_clock::now();
+  const auto reply_deadline = drive_end + std::chrono::seconds(10);
+  while (replies < sent && std::chrono::steady_clock::now() < reply_deadline) drain(std::chrono::milliseconds(100));
+  // Let the last events reach every subscriber: until all have arrived, or 10 s.
+  const auto settle_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < settle_deadline) {
+    uint64_t total = 0;
+    for (auto& s : subs) total += s->received.load(std::memory_order_relaxed);
+    const uint64_t expected = static_cast<uint64_t>(connected) * bids;
+    if (total >= expected) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (auto& s : subs)
+    net::post(s->ws.get_executor(), [s] {
+      s->stopping = true;
+      beast::error_code ec;
+      beast::get_lowest_layer(s->ws).socket().close(ec);
+    });
+  for (auto& g : guards) g->reset();
+  for (auto& io : ios) io->stop();
+  for (auto& t : io_threads) t.join();
+
+  uint64_t received = 0, gaps = 0, repeats = 0, resyncs = 0, tail_lost = 0;
+  std::vector<float> all;
+  std::string first_error;
+  for (auto& s : subs) {
+    received += s->received;
+    gaps += s->gaps;
+    repeats += s->repeats;
+    resyncs += s->resyncs;
+    if (first_error.empty()) first_error = s->error;
+    if (s->error.empty() || s->received > 0)
+      for (const auto& [item, seq] : final_seq) {
+        auto it = s->last_seq.find(item);
+        if (it == s->last_seq.end()) tail_lost += seq > 1 ? seq - 1 : 0;  // its bids, not the open
+        else if (it->second < seq) tail_lost += seq - it->second;
+      }
+    all.insert(all.end(), s->delivery_us.begin(), s->delivery_us.end());
+  }
+  std::sort(all.begin(), all.end());
+  auto pct = [&](double p) {
+    if (all.empty()) return 0.0;
+    return static_cast<double>(all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))]) / 1000.0;
+  };
+  const double drive_s = std::chrono::duration<double>(drive_end - start).count();
+  std::printf("{\"subscribers\":%d,\"connected\":%d,\"rate\":%d,\"seconds\":%.2f,\"bids\":%llu,\"replies\":%llu,"
+              "\"refused\":%llu,\"events_expected\":%llu,\"events_received\":%llu,\"lost\":%llu,\"repeats\":%llu,"
+              "\"resyncs\":%llu,\"delivery_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p999\":%.2f,\"max\":%.2f},"
+              "\"error\":\"%s\"}\n",
+              subscribers, connected, rate, drive_s, static_cast<unsigned long long>(bids),
+              static_cast<unsigned long long>(replies), static_cast<unsigned long long>(refused),
+              static_cast<unsigned long long>(static_cast<uint64_t>(connected) * bids),
+              static_cast<unsigned long long>(received), static_cast<unsigned long long>(gaps + tail_lost),
+              static_cast<unsigned long long>(repeats), static_cast<unsigned long long>(resyncs), pct(0.5), pct(0.9),
+              pct(0.99), pct(0.999), all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0, first_error.c_str());
+  return connected == subscribers ? 0 : 111;
+}

@@ -1,0 +1,575 @@
+"""The web gateway (issue 15, server side) through real processes: a supervisor-run mesh (one
+router with the feed, two bid nodes, one gateway) and HTTP/WebSocket clients of the standard
+library and Debian's python3-websockets (docs/web.md is the contract checked here).
+
+Covers: static files and their headers (CSP, nosniff, no-cache), the allow list (/../, %2e%2e),
+/api/items, /api/items/<item>, sign-in good and bad with the cookie's flags, bids with and
+without session and CSRF token, cross-origin POST and WebSocket upgrade refused, a CLI bid seen on
+a watching socket within 1 s, watch with `after` getting missed events, kill -9 of the gateway
+and a reconnect with `after` missing nothing, a slow reader getting `resync` with the gateway's
+memory bounded, the connection cap, and hostile input (malformed request lines, huge headers and
+bodies, slowloris, non-JSON bodies, WebSocket frames over the cap, binary frames, bad JSON): each
+gets a clean 4xx or close and the gateway answers afterwards with the same pid.
+
+Usage: gateway_test.py --bin-dir BUILD/bin [unittest args]
+"""
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pymesh import SCALE, free_ports, log_tails, wait_for  # noqa: E402
+
+import websockets  # noqa: E402  (Debian python3-websockets)
+
+BIN = None
+MAX_CONNECTIONS = 60
+IDLE_MS = 1500
+
+
+class Mesh:
+    """One supervised mesh with a gateway, shared by the tests (started once)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="bidmesh-gateway-")
+        (self.router_port, self.pub, self.collect, self.b1, self.b2, self.http_port,
+         self.metrics_port) = free_ports(7)
+        self.origin = "http://127.0.0.1:%d" % self.http_port
+        self.users = os.path.join(self.dir, "users")
+        self.config = os.path.join(self.dir, "mesh.toml")
+        with open(self.config, "w") as f:
+            f.write("""data_dir = "data"
+heartbeat_interval_ms = 200
+[feed]
+publish = "tcp://127.0.0.1:%d"
+collect = "tcp://127.0.0.1:%d"
+[[node]]
+name = "router"
+kind = "router"
+listen = "tcp://127.0.0.1:%d"
+feed = true
+[[node]]
+name = "bid-1"
+kind = "bid"
+listen = "tcp://127.0.0.1:%d"
+slots = ["0-8191"]
+[[node]]
+name = "bid-2"
+kind = "bid"
+listen = "tcp://127.0.0.1:%d"
+slots = ["8192-16383"]
+[[node]]
+name = "web"
+kind = "gateway"
+listen = "127.0.0.1:%d"
+users_file = "users"
+max_connections = %d
+metrics = "127.0.0.1:%d"
+""" % (self.pub, self.collect, self.router_port, self.b1, self.b2, self.http_port, MAX_CONNECTIONS,
+       self.metrics_port))
+        self.tokens = {}
+        for name in ("alice", "bob"):
+            out = subprocess.run([os.path.join(BIN, "bidmesh-gateway-users"), "add", name, "--file", self.users],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+            self.tokens[name] = out
+        env = dict(os.environ, BIDMESH_GATEWAY_HTTP_IDLE_MS=str(IDLE_MS))
+        self.out = open(os.path.join(self.dir, "supervisor.out"), "w")
+        self.supervisor = subprocess.Popen([os.path.join(BIN, "bidmesh-supervisor"), "--config", self.config],
+                                           stdout=self.out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for("gateway answers", 30 * SCALE, lambda: self.get("/")[0] == 200)
+            wait_for("router answers", 30 * SCALE, lambda: self.cli("ping").returncode == 0)
+        except Exception:
+            self.stop()
+            raise
+
+    def cli(self, *args):
+        return subprocess.run([os.path.join(BIN, "bidmesh"), "--endpoint", "tcp://127.0.0.1:%d" % self.router_port,
+                               "--feed", "tcp://127.0.0.1:%d" % self.pub] + list(args),
+                              capture_output=True, text=True, timeout=30)
+
+    def must(self, *args):
+        r = self.cli(*args)
+        if r.returncode != 0:
+            raise AssertionError("bidmesh %s: %d %s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r.stdout
+
+    def gateway_pid(self):
+        r = subprocess.run([os.path.join(BIN, "bidmesh-ctl"), "--config", self.config, "--json", "status"],
+                           capture_output=True, text=True, timeout=30)
+        for node in json.loads(r.stdout):
+            if node["name"] == "web" and node["state"] == "running":
+                return node["pid"]
+        return None
+
+    def request(self, method, path, body=None, headers=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+        finally:
+            c.close()
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
+
+    def post(self, path, obj, headers=None):
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        body = obj if isinstance(obj, (bytes, str)) else json.dumps(obj)
+        return self.request("POST", path, body=body, headers=h)
+
+    def signin(self, name):
+        status, headers, body = self.post("/api/signin", {"name": name, "token": self.tokens[name]},
+                                          {"Origin": self.origin})
+        assert status == 200, (status, body)
+        cookie = headers["set-cookie"].split(";")[0]
+        return cookie, json.loads(body)["csrf"], headers["set-cookie"]
+
+    def rss_kb(self, pid):
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.supervisor.poll() is None:
+            self.supervisor.send_signal(signal.SIGTERM)
+            try:
+                self.supervisor.wait(timeout=30 * SCALE)
+            except subprocess.TimeoutExpired:
+                self.supervisor.kill()
+                self.supervisor.wait(timeout=10)
+        self.out.close()
+
+
+MESH = None
+
+
+def ws_url():
+    return "ws://127.0.0.1:%d/ws" % MESH.http_port
+
+
+async def ws_connect(origin=None, **kw):
+    return await websockets.connect(ws_url(), origin=origin or MESH.origin, max_size=1 << 20, **kw)
+
+
+async def recv_json(ws, timeout):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def events_until(ws, item, last_seq, timeout):
+    """The events of `item` received until one with seq >= last_seq, in order."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while not got or got[-1]["seq"] < last_seq:
+        msg = await recv_json(ws, max(0.01, deadline - time.monotonic()))
+        if msg.get("type") == "event" and msg["item"] == item:
+            got.append(msg)
+    return got
+
+
+class GatewayTest(unittest.TestCase):
+    def setUp(self):
+        self.pid = MESH.gateway_pid()
+        self.assertIsNotNone(self.pid, "the gateway is running")
+
+    def assert_alive(self):
+        """The gateway still answers, and it is the same process."""
+        status, _, _ = MESH.get("/api/session")
+        self.assertEqual(status, 401)
+        self.assertEqual(MESH.gateway_pid(), self.pid)
+
+    # --- static files --------------------------------------------------------------------
+
+    def test_static_files_and_headers(self):
+        status, headers, body = MESH.get("/")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/html"))
+        self.assertEqual(headers["x-content-type-options"], "nosniff")
+        self.assertEqual(headers["cache-control"], "no-cache")
+        self.assertEqual(headers["content-security-policy"],
+                         "default-src 'self'; connect-src 'self'; img-src 'self' http: https:; style-src 'self'; "
+                         "script-src 'self'; frame-ancestors 'none'")
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "web", "index.html"), "rb") as f:
+            self.assertEqual(body, f.read())
+        for name, ctype in (("app.js", "text/javascript"), ("style.css", "text/css")):
+            if os.path.exists(os.path.join(os.path.dirname(__file__), "..", "..", "web", name)):
+                status, headers, _ = MESH.get("/" + name)
+                self.assertEqual(status, 200, name)
+                self.assertTrue(headers["content-type"].startswith(ctype), headers["content-type"])
+        for path in ("/../CMakeLists.txt", "/%2e%2e/CMakeLists.txt", "/..%2fCMakeLists.txt", "/web/index.html",
+                     "/index.html/", "//etc/passwd", "/.hidden", "/nope.js"):
+            status, headers, _ = MESH.get(path)
+            self.assertEqual(status, 404, path)
+            self.assertEqual(headers["x-content-type-options"], "nosniff")
+        self.assert_alive()
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def test_items_and_item_page(self):
+        MESH.must("open", "gw-lamp", "--start", "100", "--increment", "5")
+        MESH.must("bid", "gw-lamp", "carol", "120")
+        status, _, body = MESH.get("/api/items/gw-lamp")
+        self.assertEqual(status, 200, body)
+        page = json.loads(body)
+        self.assertEqual(page["item"]["item"], "gw-lamp")
+        self.assertEqual(page["item"]["max"], 120)
+        self.assertEqual(page["item"]["bidder"], "carol")
+        self.assertEqual([e["event"] for e in page["history"]], ["open", "max"])
+        self.assertEqual([e["seq"] for e in page["history"]], [1, 2])
+        status, _, body = MESH.get("/api/items/no-such-item")
+        self.assertEqual((status, json.loads(body)["error"]), (404, "not_found"))
+        status, _, body = MESH.get("/api/items/bad%20name")
+        self.assertEqual(status, 404)
+        status, _, body = MESH.get("/api/items?status=open&limit=100")
+        self.assertEqual(status, 200, body)
+        listing = json.loads(body)
+        self.assertEqual(set(listing), {"items", "cursor", "partial", "missing"})
+        mine = [i for i in listing["items"] if i["item"] == "gw-lamp"]
+        self.assertEqual(len(mine), 1, listing)
+        self.assertEqual((mine[0]["max"], mine[0]["bidder"], mine[0]["status"]), (120, "carol", "open"))
+        status, _, _ = MESH.get("/api/items?status=sideways")
+        self.assertEqual(status, 400)
+        status, _, _ = MESH.get("/api/items?limit=0")
+        self.assertEqual(status, 400)
+
+    def test_signin_and_session(self):
+        status, _, _ = MESH.get("/api/session")
+        self.assertEqual(status, 401)
+        cookie, csrf, raw = MESH.signin("alice")
+        self.assertIn("HttpOnly", raw)
+        self.assertIn("SameSite=Strict", raw)
+        self.assertIn("Path=/", raw)
+        self.assertNotIn("Secure", raw)
+        self.assertGreaterEqual(len(cookie.split("=", 1)[1]), 43)  # 256 bits in base64url
+        status, _, body = MESH.get("/api/session", {"Cookie": cookie})
+        self.assertEqual((status, json.loads(body)), (200, {"name": "alice", "csrf": csrf}))
+        bad = [{"name": "alice", "token": MESH.tokens["bob"]}, {"name": "mallory", "token": MESH.tokens["bob"]},
+               {"name": "alice", "token": ""}]
+        answers = set()
+        for creds in bad:
+            status, _, body = MESH.post("/api/signin", creds)
+            answers.add((status, body))
+        self.assertEqual(len(answers), 1, answers)  # the same answer for a bad name and a bad token
+        self.assertEqual(answers.pop()[0], 401)
+        status, _, _ = MESH.post("/api/signin", {"name": "bob", "token": MESH.tokens["bob"]},
+                                 {"Origin": "http://evil.example"})
+        self.assertEqual(status, 403)
+        # Sign-out needs the CSRF token, then the session is gone.
+        status, _, _ = MESH.post("/api/signout", {}, {"Cookie": cookie})
+        self.assertEqual(status, 403)
+        status, _, _ = MESH.post("/api/signout", {}, {"Cookie": cookie, "X-CSRF-Token": csrf})
+        self.assertEqual(status, 204)
+        status, _, _ = MESH.get("/api/session", {"Cookie": cookie})
+        self.assertEqual(status, 401)
+
+    def test_bid_with_and_without_csrf(self):
+        MESH.must("open", "gw-vase", "--start", "100", "--increment", "5")
+        status, _, _ = MESH.post("/api/bid", {"item": "gw-vase", "amount": 120})
+        self.assertEqual(status, 401)
+        cookie, csrf, _ = MESH.signin("bob")
+        status, _, body = MESH.post("/api/bid", {"item": "gw-vase", "amount": 120}, {"Cookie": cookie})
+        self.assertEqual((status, json.loads(body)["error"]), (403, "csrf"))
+        status, _, body = MESH.post("/api/bid", {"item": "gw-vase", "amount": 120},
+                                    {"Cookie": cookie, "X-CSRF-Token": "x" * len(csrf)})
+        self.assertEqual(status, 403)
+        status, _, body = MESH.post("/api/bid", {"item": "gw-vase", "amount": 120},
+                                    {"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": "http://evil.example"})
+        self.assertEqual(status, 403)
+        h = {"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": MESH.origin}
+        status, _, body = MESH.post("/api/bid", {"item": "gw-vase", "amount": 150, "id": "page-1"}, h)
+        self.assertEqual(status, 200, body)
+        reply = json.loads(body)
+        self.assertEqual((reply["ok"], reply["leading"], reply["max"], reply["seq"]), (True, True, 150, 2))
+        # A retry with the same id is the same bid, answered again, not counted twice.
+        status, _, body = MESH.post("/api/bid", {"item": "gw-vase", "amount": 150, "id": "page-1"}, h)
+        self.assertEqual(json.loads(body)["seq"], 2)
+        self.assertIn("max 150 by bob", MESH.must("get", "gw-vase"))
+        self.assertIn("1 bid", MESH.must("get", "gw-vase"))
+        status, _, body = MESH.post("/api/bid", {"item": "gw-vase", "amount": 120}, h)
+        reply = json.loads(body)
+        self.assertEqual((reply["ok"], reply["error"], reply["max"]), (False, "too_low", 150))
+        self.assertEqual(reply["message"], "Your bid of 120 is too low: the price is now 150; bid at least 155.")
+        MESH.must("close", "gw-vase")
+        status, _, body = MESH.post("/api/bid", {"item": "gw-vase", "amount": 500}, h)
+        reply = json.loads(body)
+        self.assertEqual((reply["error"], reply["message"]), ("closed", "This auction has closed."))
+        for bad in ({"item": "gw-vase"}, {"item": "../x", "amount": 5}, {"item": "gw-vase", "amount": -1},
+                    {"item": "gw-vase", "amount": 1.5}, [1, 2]):
+            status, _, _ = MESH.post("/api/bid", bad, h)
+            self.assertEqual(status, 400, bad)
+
+    # --- WebSocket ---------------------------------------------------------------------------
+
+    def test_cross_origin_websocket_refused(self):
+        async def run():
+            with self.assertRaises(websockets.exceptions.InvalidStatusCode) as caught:
+                await ws_connect(origin="http://evil.example")
+            self.assertEqual(caught.exception.status_code, 403)
+        asyncio.run(run())
+        self.assert_alive()
+
+    def test_watch_sees_cli_bid_within_one_second(self):
+        MESH.must("open", "gw-clock", "--start", "10")
+
+        async def run():
+            ws = await ws_connect()
+            await ws.send(json.dumps({"type": "watch", "items": ["gw-clock"]}))
+            all_ws = await ws_connect()
+            await all_ws.send(json.dumps({"type": "watch", "all": True}))
+            await asyncio.sleep(0.2)  # the watch is read before the bid is sent (ordering, not a wait for a condition)
+            sent = time.monotonic()
+            MESH.must("bid", "gw-clock", "dave", "42")
+            for sock in (ws, all_ws):
+                msg = await recv_json(sock, 1.0 * SCALE)
+                while msg["item"] != "gw-clock":
+                    msg = await recv_json(sock, 1.0 * SCALE)
+                self.assertEqual((msg["type"], msg["event"], msg["seq"], msg["amount"], msg["bidder"]),
+                                 ("event", "max", 2, 42, "dave"))
+            self.assertLess(time.monotonic() - sent, 1.0 * SCALE + 0.5)
+            await ws.close()
+            await all_ws.close()
+        asyncio.run(run())
+
+    def test_watch_after_gets_missed_events(self):
+        MESH.must("open", "gw-past", "--start", "1")
+        for amount in range(10, 60, 10):
+            MESH.must("bid", "gw-past", "erin", str(amount))  # seqs 2..6
+
+        async def run():
+            ws = await ws_connect()
+            await ws.send(json.dumps({"type": "watch", "items": ["gw-past"], "after": {"gw-past": 2}}))
+            got = await events_until(ws, "gw-past", 6, 3 * SCALE)
+            self.assertEqual([m["seq"] for m in got], [3, 4, 5, 6])
+            self.assertEqual([m["amount"] for m in got], [20, 30, 40, 50])
+            MESH.must("bid", "gw-past", "erin", "70")
+            got = await events_until(ws, "gw-past", 7, 2 * SCALE)
+            self.assertEqual([m["seq"] for m in got], [7])
+            await ws.close()
+        asyncio.run(run())
+
+    def test_bad_socket_messages(self):
+        async def run():
+            ws = await ws_connect()
+            await ws.send("not json")
+            self.assertEqual((await recv_json(ws, 2 * SCALE))["type"], "error")
+            await ws.send(b"\x00\x01binary")
+            self.assertEqual((await recv_json(ws, 2 * SCALE))["type"], "error")
+            await ws.send(json.dumps({"type": "watch", "items": ["../etc"]}))
+            self.assertEqual((await recv_json(ws, 2 * SCALE))["type"], "error")
+            await ws.send(json.dumps({"type": "dance"}))
+            self.assertEqual((await recv_json(ws, 2 * SCALE))["type"], "error")
+            await ws.send("[" * 100)
+            self.assertEqual((await recv_json(ws, 2 * SCALE))["type"], "error")
+            # The fifth bad message: closed with 1008 (policy).
+            with self.assertRaises(websockets.exceptions.ConnectionClosed) as closed:
+                while True:
+                    await recv_json(ws, 2 * SCALE)
+            self.assertEqual(closed.exception.code, 1008)
+            # A frame over the 4 KiB cap: closed with 1009 (too big).
+            ws = await ws_connect()
+            await ws.send(json.dumps({"type": "watch", "items": ["x" * 5000]}))
+            with self.assertRaises(websockets.exceptions.ConnectionClosed) as closed:
+                await recv_json(ws, 2 * SCALE)
+            self.assertEqual(closed.exception.code, 1009)
+        asyncio.run(run())
+        self.assert_alive()
+
+    def test_slow_reader_gets_resync_and_memory_stays_bounded(self):
+        MESH.must("open", "gw-flood", "--start", "1")
+        rss_before = MESH.rss_kb(self.pid)
+        # 3000 events (seqs 2..3001), pipelined on one DEALER, 200 in flight at most (the
+        # router's per-client bounds).
+        import zmq
+        import msgpack
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect("tcp://127.0.0.1:%d" % MESH.router_port)
+        replies = 0
+        for window in range(0, 3000, 200):
+            for i in range(window, window + 200):
+                s.send_multipart([b"", msgpack.packb({"op": "bid", "id": "f%d" % i, "item": "gw-flood",
+                                                      "bidder": "frank", "amount": i + 1})])
+            for _ in range(200):
+                if not s.poll(int(10000 * SCALE)):
+                    break
+                s.recv_multipart()
+                replies += 1
+        s.close()
+        ctx.term()
+        self.assertEqual(replies, 3000)
+
+        async def run():
+            # A reader that reads nothing after the handshake, and asks for all 3000 events at once:
+            # a history page of 1000 lands in a queue of 256.
+            reader, writer = await asyncio.open_connection("127.0.0.1", MESH.http_port, limit=1 << 16)
+            writer.write(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                          "Origin: %s\r\n\r\n" % MESH.origin).encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.assertIn(b"101", head.split(b"\r\n")[0])
+            frame = json.dumps({"type": "watch", "items": ["gw-flood"], "after": {"gw-flood": 0}}).encode()
+            writer.write(bytes([0x81, 0x80 | len(frame)]) + b"\0\0\0\0" + frame)  # masked with a zero key
+            await writer.drain()
+            data = b""
+            deadline = time.monotonic() + 10 * SCALE
+            while b'"resync"' not in data and time.monotonic() < deadline:
+                chunk = await asyncio.wait_for(reader.read(1 << 16), 5 * SCALE)
+                if not chunk:
+                    break
+                data += chunk
+            writer.close()
+            return data
+        data = asyncio.run(run())
+        self.assertIn(b'{"type":"resync","reason":"slow"}', data)
+        self.assertLess(MESH.rss_kb(self.pid) - rss_before, 64 * 1024)  # KiB: no unbounded queue
+        metrics = http.client.HTTPConnection("127.0.0.1", MESH.metrics_port, timeout=10)
+        metrics.request("GET", "/metrics")
+        text = metrics.getresponse().read().decode()
+        metrics.close()
+        resyncs = [l for l in text.splitlines() if l.startswith("bidmesh_gateway_ws_resyncs_total")]
+        self.assertGreaterEqual(float(resyncs[0].split()[-1]), 1)
+        self.assert_alive()
+
+    # --- limits and hostile input ------------------------------------------------------------
+
+    def raw(self, data, read_timeout=5.0):
+        """Sends raw bytes on a fresh connection; what came back until the gateway closed."""
+        s = socket.create_connection(("127.0.0.1", MESH.http_port), timeout=read_timeout * SCALE)
+        try:
+            s.sendall(data)
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ConnectionResetError, socket.timeout):
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return out
+        finally:
+            s.close()
+
+    def test_hostile_http(self):
+        cases = [
+            (b"GARBAGE\r\n\r\n", b"400"),
+            (b"GET / HTTP/9.9\r\n\r\n", b"400"),
+            (b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+            (b"POST /api/signin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"{" * 5000, b"413"),
+            (b"POST /api/signin HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot json!", b"400"),
+            (b"POST /api/signin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+             b"2000\r\n" + b"x" * 8192 + b"\r\n0\r\n\r\n", b"413"),
+            (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"404"),
+            (b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"404"),
+            (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Version: 13\r\nOrigin: " + MESH.origin.encode() + b"\r\n\r\n", b"400"),
+        ]
+        for data, want in cases:
+            got = self.raw(data)
+            self.assertTrue(got.startswith(b"HTTP/1.1 " + want), (data[:60], got[:200]))
+        # Slowloris: a request that never ends is closed after the idle timeout.
+        s = socket.create_connection(("127.0.0.1", MESH.http_port), timeout=10 * SCALE)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        self.assertLess(time.monotonic() - started, IDLE_MS / 1000 * 3 * SCALE + 1)
+        s.close()
+        self.assert_alive()
+
+    def test_connection_cap(self):
+        held = []
+        try:
+            for _ in range(MAX_CONNECTIONS + 5):
+                s = socket.create_connection(("127.0.0.1", MESH.http_port), timeout=5 * SCALE)
+                held.append(s)
+            # The cap's excess got 503 and a close; the first ones are served.
+            got = b""
+            extra = held[-1]
+            extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            while True:
+                chunk = extra.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            self.assertTrue(got.startswith(b"HTTP/1.1 503"), got[:100])
+        finally:
+            for s in held:
+                s.close()
+        wait_for("a slot after the close", 10 * SCALE, lambda: MESH.get("/")[0] == 200)
+        self.assert_alive()
+
+
+class GatewayRestartTest(unittest.TestCase):
+    """Last: the gateway is killed, the supervisor restarts it, a page catches up."""
+
+    def test_kill_gateway_and_reconnect_with_after(self):
+        MESH.must("open", "gw-phoenix", "--start", "1")
+        pid = MESH.gateway_pid()
+
+        async def watch_and_kill():
+            ws = await ws_connect()
+            await ws.send(json.dumps({"type": "watch", "items": ["gw-phoenix"]}))
+            await asyncio.sleep(0.2)  # the watch is read before the bid (ordering)
+            MESH.must("bid", "gw-phoenix", "gina", "5")
+            got = await events_until(ws, "gw-phoenix", 2, 2 * SCALE)
+            os.kill(pid, signal.SIGKILL)
+            # Bids while the gateway is down: the reconnecting page must get them.
+            for amount in (6, 7, 8):
+                MESH.must("bid", "gw-phoenix", "gina", str(amount))  # seqs 3..5
+            wait_for("gateway restarted", 30 * SCALE,
+                     lambda: MESH.gateway_pid() not in (None, pid) and MESH.get("/")[0] == 200)
+            ws = await ws_connect()
+            await ws.send(json.dumps({"type": "watch", "items": ["gw-phoenix"], "after": {"gw-phoenix": got[-1]["seq"]}}))
+            MESH.must("bid", "gw-phoenix", "gina", "9")  # seq 6, live
+            later = await events_until(ws, "gw-phoenix", 6, 5 * SCALE)
+            self.assertEqual([m["seq"] for m in got + later], [2, 3, 4, 5, 6])
+            await ws.close()
+        asyncio.run(watch_and_kill())
+
+
+def main():
+    global BIN, MESH
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin-dir", required=True)
+    args, rest = parser.parse_known_args()
+    BIN = os.path.abspath(args.bin_dir)
+    MESH = Mesh()
+    ok = False
+    try:
+        loader = unittest.TestLoader()
+        suite = unittest.TestSuite([loader.loadTestsFromTestCase(GatewayTest),
+                                    loader.loadTestsFromTestCase(GatewayRestartTest)])
+        if rest:
+            suite = unittest.TestSuite([loader.loadTestsFromNames(rest, sys.modules[__name__])])
+        ok = unittest.TextTestRunner(verbosity=2).run(suite).wasSuccessful()
+    finally:
+        MESH.stop()
+        if not ok:
+            print(log_tails(MESH.dir), file=sys.stderr)
+        shutil.rmtree(MESH.dir, ignore_errors=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

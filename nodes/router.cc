@@ -275,7 +275,11 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
     info = RouteView{peeked.op, peeked.id, peeked.item};
   }
   const Principal* who = front_.sender(body_);
-  if (!op_names_item(info.op)) {
+  if (info.op == Op::list && !stopping) {
+    handle_list(now, client, body, who);
+    return;
+  }
+  if (!op_names_item(info.op) && info.op != Op::list) {
     // ping and slots: answered here, judged whole (`forbidden` included).
     if (who != nullptr) metrics_.requests.ok(info.op).Increment();
     else metrics_.requests.error(info.op, ErrorCode::forbidden).Increment();
@@ -303,12 +307,8 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   Node& node = nodes_[owner];
   PendingTable::Entry& entry = pending_.acquire(now + timeout_);
   const uint64_t token = entry.token;
-  // With ZMQ_IMMEDIATE the first part fails (EAGAIN) when the node is not connected or its queue
-  // is full; once it is queued, libzmq queues the rest of the message with it.
-  if (!node.socket.send(zmq::const_buffer(&token, sizeof token), kMore) ||
-      !node.socket.send(zmq::const_buffer(&config_digest_, sizeof config_digest_), kMore) ||
-      !node.socket.send(zmq::const_buffer(principal_frame_.data(), principal_frame_.size()), kMore) ||
-      !node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast)) {
+  entry.gather = PendingTable::kNoGather;
+  if (!send_to_node(node, token, body)) {
     pending_.release(entry);
     metrics_.requests.error(info.op, ErrorCode::unavailable).Increment();
     reply_to_client(client, encode_error(std::string(info.id), ErrorCode::unavailable, node.refused_message));
@@ -318,6 +318,115 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   entry.id.assign(info.id);
   entry.node = owner;
   entry.op = info.op;
+}
+
+bool Router::send_to_node(Node& node, uint64_t token, std::string_view body) {
+  // With ZMQ_IMMEDIATE the first part fails (EAGAIN) when the node is not connected or its queue
+  // is full; once it is queued, libzmq queues the rest of the message with it.
+  return node.socket.send(zmq::const_buffer(&token, sizeof token), kMore) &&
+         node.socket.send(zmq::const_buffer(&config_digest_, sizeof config_digest_), kMore) &&
+         node.socket.send(zmq::const_buffer(principal_frame_.data(), principal_frame_.size()), kMore) &&
+         node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast);
+}
+
+void Router::handle_list(Clock::time_point now, std::string_view client, std::string_view body, const Principal* who) {
+  // Judged whole here (the pages are merged here): fields, then `forbidden`.
+  auto decoded = decode_request(body, unix_now_ms(), cfg_.max_request_bytes);
+  if (const auto* err = std::get_if<DecodeError>(&decoded)) {
+    metrics_.requests.error(Op::list, err->code).Increment();
+    reply_to_client(client, encode_error(*err));
+    return;
+  }
+  const Request& r = std::get<Request>(decoded);
+  if (auto forbidden = authorize(who != nullptr ? *who : Principal{}, r)) {
+    metrics_.requests.error(Op::list, ErrorCode::forbidden).Increment();
+    reply_to_client(client, encode_error(r.id, ErrorCode::forbidden, *forbidden));
+    return;
+  }
+  if (live_gathers_ >= kMaxListsInFlight || pending_.free_entries() < nodes_.size()) {
+    metrics_.requests.error(Op::list, ErrorCode::unavailable).Increment();
+    reply_to_client(client, encode_error(r.id, ErrorCode::unavailable, full_reply_message_));
+    return;
+  }
+  uint32_t g;
+  if (!free_gathers_.empty()) {
+    g = free_gathers_.back();
+    free_gathers_.pop_back();
+  } else {
+    g = static_cast<uint32_t>(gathers_.size());
+    gathers_.emplace_back();
+  }
+  ++live_gathers_;
+  ListGather& gather = gathers_[g];
+  gather.client.assign(client);
+  gather.id = r.id;
+  gather.limit = r.limit;
+  gather.pages.assign(nodes_.size(), std::nullopt);
+  gather.waiting = nodes_.size();
+  principal_frame_.clear();
+  if (mesh_key_) encode_principal_into(who != nullptr ? *who : Principal{}, principal_frame_);
+  std::vector<std::size_t> refused;
+  for (std::size_t n = 0; n < nodes_.size(); ++n) {
+    PendingTable::Entry& entry = pending_.acquire(now + timeout_);
+    if (!send_to_node(nodes_[n], entry.token, body)) {
+      pending_.release(entry);
+      refused.push_back(n);
+      continue;
+    }
+    entry.client.assign(client);
+    entry.id = r.id;
+    entry.node = n;
+    entry.op = Op::list;
+    entry.gather = g;
+  }
+  // Not connected: missing at once (the last of them may answer the client).
+  for (std::size_t n : refused) gather_page(g, n, std::nullopt);
+}
+
+void Router::gather_page(uint32_t g, std::size_t node, std::optional<std::string> page) {
+  ListGather& gather = gathers_[g];
+  gather.pages[node] = std::move(page);
+  if (--gather.waiting > 0) return;
+
+  // Every node answered or is missing: merge the sorted pages and take the first `limit`.
+  std::vector<ListPage> pages;
+  std::vector<std::string> missing;
+  bool more = false;
+  for (std::size_t n = 0; n < gather.pages.size(); ++n) {
+    std::optional<ListPage> p = gather.pages[n] ? decode_list_ok(*gather.pages[n]) : std::nullopt;
+    // A node's error (its digest refused, its store failing) leaves its items out, named.
+    if (!p || p->partial) {
+      missing.push_back(nodes_[n].name);
+      continue;
+    }
+    more = more || p->cursor.has_value();
+    pages.push_back(std::move(*p));
+  }
+  std::vector<std::size_t> next(pages.size(), 0);
+  std::vector<std::string_view> taken;
+  const ListEntry* last = nullptr;
+  for (;;) {
+    std::size_t best = pages.size();
+    for (std::size_t i = 0; i < pages.size(); ++i) {
+      if (next[i] == pages[i].entries.size()) continue;
+      if (best == pages.size() || list_key_less(pages[i].entries[next[i]].key, pages[best].entries[next[best]].key))
+        best = i;
+    }
+    if (best == pages.size()) break;  // every page used up
+    if (taken.size() == gather.limit) {
+      more = true;  // entries left past the page
+      break;
+    }
+    last = &pages[best].entries[next[best]++];
+    taken.push_back(last->encoded);
+  }
+  const std::optional<std::string> cursor =
+      more && last != nullptr ? std::optional<std::string>(encode_cursor(last->key)) : std::nullopt;
+  metrics_.requests.ok(Op::list).Increment();
+  reply_to_client(gather.client, encode_list_ok(gather.id, taken, cursor, !missing.empty(), missing));
+  gather.pages.clear();
+  free_gathers_.push_back(g);
+  --live_gathers_;
 }
 
 bool Router::handle_node_message(std::size_t n) {
@@ -352,6 +461,12 @@ bool Router::handle_node_message(std::size_t n) {
   PendingTable::Entry* entry = pending_.find(token);
   // Unknown: the request timed out and was answered `unavailable`; the late reply is dropped.
   if (entry == nullptr || entry->node != n) return true;
+  if (entry->gather != PendingTable::kNoGather) {
+    const uint32_t g = entry->gather;
+    pending_.release(*entry);
+    gather_page(g, n, std::string(view(body_)));
+    return true;
+  }
   metrics_.requests.answered(entry->op).Increment();
   reply_to_client(entry->client, view(body_));
   pending_.release(*entry);
@@ -361,6 +476,13 @@ bool Router::handle_node_message(std::size_t n) {
 void Router::expire(Clock::time_point now) {
   pending_.expire(now, [this](PendingTable::Entry& e) {
     metrics_.timeouts.Increment();
+    if (e.gather != PendingTable::kNoGather) {
+      // Released by expire() after this call; the gather no longer needs it.
+      const uint32_t g = e.gather;
+      e.gather = PendingTable::kNoGather;
+      gather_page(g, e.node, std::nullopt);
+      return;
+    }
     metrics_.requests.error(e.op, ErrorCode::unavailable).Increment();
     reply_to_client(e.client, encode_error(e.id, ErrorCode::unavailable, nodes_[e.node].timeout_message));
   });

@@ -25,6 +25,14 @@
 // A reply whose token is unknown (its request already timed out) is dropped. With security on,
 // a link to a node that is not on this machine is a CurveZMQ client of the mesh's own key.
 //
+// `list` (v2, docs/protocol.md "Listing") is the one request that goes to every bid node: the
+// router judges it whole (fields, `forbidden`), sends it to each bid node as one pending request
+// per node, and once each has answered or timed out (request_timeout_ms) merges the sorted pages
+// (k-way, taking the first `limit`) into one reply with the cursor of its last entry. A node that
+// is not connected, does not answer in time, or answers anything but a list page is named in
+// `missing` and the reply is `partial`. At most kMaxListsInFlight lists are gathered at once
+// (past it: `unavailable` at once).
+//
 // Guarantees: every request with a readable envelope is answered exactly once: by the owner's
 // reply, or `unavailable` at once when the owner is not connected or its queue is full, or
 // `unavailable` when the owner has not answered within request_timeout_ms. Memory is bounded by
@@ -87,7 +95,9 @@ class PendingTable {
     std::size_t node = 0;          // index of the bid node it was forwarded to
     Op op = Op::ping;              // the request's op, for the metrics of its answer
     Clock::time_point deadline{};
+    uint32_t gather = kNoGather;   // `list`: the gather this node's page belongs to
   };
+  static constexpr uint32_t kNoGather = UINT32_MAX;
 
   explicit PendingTable(std::size_t capacity);
   PendingTable(const PendingTable&) = delete;
@@ -95,6 +105,7 @@ class PendingTable {
 
   std::size_t size() const { return live_; }
   bool full() const { return live_ >= capacity_; }
+  std::size_t free_entries() const { return capacity_ - live_; }
 
   // Takes a free entry with a fresh token and the given deadline; the caller fills in the rest.
   // The reference stays valid until the entry is released.
@@ -142,6 +153,9 @@ inline constexpr int kNodeReconnectMs = 5;
 // How often the client socket's monitor events are read into the connections gauge: often
 // enough that libzmq's monitor queue (1000 events) holds a burst of connects between two reads.
 inline constexpr std::chrono::milliseconds kConnectionPollInterval{100};
+
+// `list` requests a router gathers at once (each holds one pending entry per bid node).
+inline constexpr std::size_t kMaxListsInFlight = 1024;
 
 // The client endpoint's options (ClientFrontOptions: high-water marks, handshake, heartbeats,
 // linger), then the router's own.
@@ -209,10 +223,26 @@ class Router {
     uint64_t their_digest = 0;
   };
 
+  // A `list` being gathered: each bid node's reply (nullopt: missing), and how many are due.
+  struct ListGather {
+    std::string client;
+    std::string id;
+    uint64_t limit = 0;
+    std::vector<std::optional<std::string>> pages;
+    std::size_t waiting = 0;
+  };
+
   // Each reads and handles one message; false when the socket had none.
   bool handle_client_message(PendingTable::Clock::time_point now, bool stopping);
   bool handle_node_message(std::size_t node);
   void handle_request(PendingTable::Clock::time_point now, bool stopping);
+  // `list`: judged here, then sent to every bid node (see above).
+  void handle_list(PendingTable::Clock::time_point now, std::string_view client, std::string_view body,
+                   const Principal* who);
+  // A bid node's page (or nullopt: it is missing) for gather `g`; the last one answers the client.
+  void gather_page(uint32_t g, std::size_t node, std::optional<std::string> page);
+  // Sends [token, digest, principal, body] to a bid node; false when it could not be queued.
+  bool send_to_node(Node& node, uint64_t token, std::string_view body);
   // Sends [client, "", body]; a gone client or a full queue drops it, as a ROUTER does.
   void reply_to_client(std::string_view client, std::string_view body) { front_.reply(client, body); }
   void expire(PendingTable::Clock::time_point now);
@@ -239,6 +269,9 @@ class Router {
   ClientFront front_;
   std::vector<Node> nodes_;
   PendingTable pending_;
+  std::vector<ListGather> gathers_;       // indexes are stable; free ones listed below
+  std::vector<uint32_t> free_gathers_;
+  std::size_t live_gathers_ = 0;
   std::vector<zmq_pollitem_t> poll_items_;
   // security = "curve": the mesh's keypair (links to bid nodes off this machine use it), and
   // requests carry their principal to the node.

@@ -1,9 +1,10 @@
 // bidmesh: the client command line of a bidmesh mesh. Sends one request (open, bid, close, get,
-// history, ping) through a Lazy Pirate Client, or watches the feed with a FeedWatcher.
+// history, list, ping) through a Lazy Pirate Client, or watches the feed with a FeedWatcher.
 //
 // Exit codes (the same on every bidmesh tool, after s6):
 //   0    ok
 //   1    the mesh refused the request (an error reply; "bidmesh: refused: <code>: <message>" on stderr)
+//   3    list: a page was partial (a bid node did not answer; its items are missing, named on stderr)
 //   100  usage (a bad command line)
 //   111  system failure: no reply after the retries, an undecodable reply, or `watch --count`
 //        not reached within `--seconds`
@@ -36,6 +37,7 @@ using namespace bidmesh;
 
 constexpr int kExitOk = 0;
 constexpr int kExitRefused = 1;
+constexpr int kExitPartial = 3;
 constexpr int kExitUsage = 100;
 constexpr int kExitSystem = 111;
 
@@ -145,6 +147,7 @@ std::string ok_line(Op op, const Reply& r, const std::string& endpoint, std::chr
       return "pong: " + endpoint + " in " + ms + " ms";
     }
     case Op::history:
+    case Op::list:   // printed by run_list
     case Op::slots:  // printed from the raw reply (run_request)
       break;
   }
@@ -234,6 +237,64 @@ int run_request(const Globals& g, Request req) {
   return kExitOk;
 }
 
+// One line per listed item: get's line, with the title (if any) on the same line.
+std::string list_line(const ListEntry& e) {
+  Reply r;
+  r.ok = true;
+  std::optional<std::string> title;
+  for (const Field& f : e.fields) {
+    if (f.key == "title") title = std::get_if<std::string>(&f.value) ? std::get<std::string>(f.value) : "";
+    else r.fields.push_back(f);
+  }
+  std::string line = state_line(r);
+  if (title) line += "; title: " + *title;
+  return line;
+}
+
+// list: one page, or every page with --all (through the router: a list merges every bid node).
+int run_list(const Globals& g, Request req, bool all) {
+  zmq::context_t ctx(1);
+  Client client(ctx, g.endpoint, g.timeout_ms, g.retries, std::string(), g.curve);
+  bool partial = false;
+  for (;;) {
+    req.id = g.id.empty() ? client.next_id() : g.id;
+    auto raw = client.call_raw(encode_request(req));
+    if (!raw) {
+      std::fprintf(stderr, "bidmesh: no reply from %s after %d tries of %d ms (request id %s)\n", g.endpoint.c_str(),
+                   client.last_attempts(), g.timeout_ms, req.id.c_str());
+      return kExitSystem;
+    }
+    if (g.json) std::printf("%s\n", msgpack_to_json(*raw).c_str());
+    auto page = decode_list_ok(*raw);
+    if (!page) {
+      auto reply = decode_reply(*raw);
+      if (!reply) {
+        std::fprintf(stderr, "bidmesh: undecodable reply (%zu bytes) from %s\n", raw->size(), g.endpoint.c_str());
+        return kExitSystem;
+      }
+      std::fflush(stdout);
+      std::fprintf(stderr, "bidmesh: refused: %s: %s\n", reply->error.value_or("error").c_str(),
+                   reply->message.value_or("").c_str());
+      return kExitRefused;
+    }
+    if (!g.json)
+      for (const ListEntry& e : page->entries) std::printf("%s\n", list_line(e).c_str());
+    std::fflush(stdout);
+    if (page->partial) {
+      partial = true;
+      for (const std::string& node : page->missing)
+        std::fprintf(stderr, "bidmesh: partial: node %s did not answer; its items are not in this page\n", node.c_str());
+    }
+    if (!page->cursor) break;
+    if (!all) {
+      std::fprintf(stderr, "bidmesh: more items follow: --cursor %s\n", page->cursor->c_str());
+      break;
+    }
+    req.cursor = *page->cursor;
+  }
+  return partial ? kExitPartial : kExitOk;
+}
+
 struct WatchArgs {
   std::vector<std::string> items;
   uint64_t count = 0;      // 0: no limit
@@ -316,6 +377,7 @@ int main(int argc, char** argv) {
       "Exit codes:\n"
       "  0    ok\n"
       "  1    the mesh refused the request (error reply; \"bidmesh: refused: <code>: <message>\" on stderr)\n"
+      "  3    list: a page was partial (a bid node did not answer; named on stderr)\n"
       "  100  usage (bad command line)\n"
       "  111  no reply after the retries (or an undecodable reply; watch: --count not reached in --seconds)\n"
       "Writes are idempotent by (item, id): to retry one by hand, resend it with the same --id.");
@@ -399,6 +461,20 @@ int main(int argc, char** argv) {
   hist_cmd->add_option("--after", h_after, "only events with a seq above this (default 0)")->check(kU64);
   hist_cmd->add_option("--limit", h_limit, "at most this many events (default 100, at most 1000)")->check(kU64);
 
+  // list
+  Request list_req;
+  list_req.op = Op::list;
+  list_req.limit = kDefaultListLimit;
+  std::string l_status = "open";
+  bool l_all = false;
+  auto* list_cmd = app.add_subcommand("list", "list items by deadline, then name (v2; through the router)");
+  list_cmd->add_option("--status", l_status, "open or closed")->check(CLI::IsMember({"open", "closed"}))->capture_default_str();
+  list_cmd->add_option("--limit", list_req.limit, "items per page, 1 to 100")
+      ->check(CLI::Range(uint64_t{1}, kMaxListLimit))
+      ->capture_default_str();
+  list_cmd->add_option("--cursor", list_req.cursor, "start after this cursor (from an earlier page)");
+  list_cmd->add_flag("--all", l_all, "page on until the last item");
+
   // ping
   auto* ping_cmd = app.add_subcommand("ping", "check that a router answers");
   auto* slots_cmd = app.add_subcommand("slots", "the slot map: each range's bid node and its client endpoint (v1.2)");
@@ -453,6 +529,10 @@ int main(int argc, char** argv) {
       if (!h_after.empty()) hist_req.after = u64(h_after);
       if (!h_limit.empty()) hist_req.limit = u64(h_limit);
       return run_request(g, hist_req);
+    }
+    if (*list_cmd) {
+      list_req.list_closed = l_status == "closed";
+      return run_list(g, list_req, l_all);
     }
     if (*ping_cmd) {
       Request ping;

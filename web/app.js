@@ -2,7 +2,7 @@
 // events arrive; an open event adds an item, a closed one marks it closed (a reload drops it).
 
 import { LiveSocket, applyEvent, getJSON, setLive, showStatus, tickCountdowns } from "./live.js";
-import { initAccount } from "./session.js";
+import { initAccount, refreshSession } from "./session.js";
 
 const PAGE_SIZE = 20;
 const rows = new Map(); // item name -> { li, state }
@@ -16,6 +16,7 @@ const more = document.getElementById("more");
 
 const socket = new LiveSocket({
   onOpen: () => {
+    refreshSession(); // a restarted gateway has forgotten its sessions
     socket.watchAll();
     reload(); // events of the time we were away are not replayed for `all`: read the state again
   },

@@ -2,13 +2,14 @@
 // the bid form for a signed-in person, with the gateway's refusals shown in its own words.
 
 import { LiveSocket, applyEvent, countdown, getJSON, setLive, showStatus, tickCountdowns } from "./live.js";
-import { initAccount, onSessionChange, post, session, setSession } from "./session.js";
+import { initAccount, onSessionChange, post, refreshSession, session, setSession } from "./session.js";
 
 const name = new URLSearchParams(location.search).get("item") || "";
 const BID_TRIES = 3; // a bid lost on the way is sent again with the same id: the mesh stores it once
 let state = null; // the item as `get` shows it, kept current by the events
 const events = new Map(); // seq -> event, every event the page knows of
 let socket = null;
+let outbid = false; // the signed-in person led and lost the lead since
 
 const $ = (id) => document.getElementById(id);
 
@@ -91,9 +92,14 @@ function apply(ev) {
   const leaderBefore = state.bidder;
   applyEvent(state, ev);
   const me = session.name;
-  if (me && ev.event === "max" && ev.bidder === me) showResult(`You lead at ${ev.amount}`);
-  else if (me && ev.event === "max" && leaderBefore === me) showResult(`You were outbid: the price is now ${ev.amount}`);
-  else if (me && ev.event === "closed" && ev.winner === me) showResult(`You won at ${ev.amount}`);
+  if (me && ev.event === "max") {
+    // Once outbid, the message follows the price until this person leads again.
+    if (ev.bidder === me) showResult(`You lead at ${ev.amount}`);
+    else if (leaderBefore === me || outbid) showResult(`You were outbid: the price is now ${ev.amount}`);
+    outbid = ev.bidder !== me && (leaderBefore === me || outbid);
+  } else if (me && ev.event === "closed" && ev.winner === me) {
+    showResult(`You won at ${ev.amount}`);
+  }
   $("history").prepend(historyEntry(ev));
   render();
 }
@@ -147,6 +153,7 @@ async function submitBid(e) {
     const reply = await sendBid(body);
     if (reply.ok) {
       showResult(reply.leading ? `You lead at ${reply.max}` : `You were outbid: the price is now ${reply.max}`);
+      outbid = !reply.leading;
       $("bid-form").reset();
     } else {
       $("bid-result").textContent = "";
@@ -178,6 +185,7 @@ async function start() {
   socket = new LiveSocket({
     onOpen: async () => {
       if (!state) await load(); // the first read failed: try again now that the gateway answers
+      refreshSession(); // a restarted gateway has forgotten its sessions
       socket.watchItems([name]); // with `after`: the gateway replays what we missed
     },
     onEvent: (ev) => state && ev.item === name && apply(ev),

@@ -70,10 +70,16 @@ export async function initAccount() {
     }
     setSession(null, null);
   });
+  await refreshSession();
+}
+
+// Asks the gateway who is signed in (after a reconnect: a restarted gateway forgot its sessions).
+export async function refreshSession() {
   try {
     const s = await getJSON("/api/session");
     setSession(s.name, s.csrf);
   } catch (err) {
-    setSession(null, null);
+    // Not signed in; or no answer (the gateway is away): keep a known name until a 401 says otherwise.
+    if (err.status === 401 || session.name === null) setSession(null, null);
   }
 }

@@ -15,7 +15,8 @@ gateway node (security = "none" on loopback) and a users file made with bidmesh-
       its price is the latest;
   (f) at 375x740 neither page scrolls sideways and every visible control is at least 40 px tall.
 Screenshots (desktop and phone) go to --out-dir; --doc-shot PATH also copies the desktop item
-page there (docs/web-page.png, by hand: the test does not write into the source tree by itself).
+page, signed in after the page's bid, there (docs/web-page.png, by hand: the test does not write
+into the source tree by itself).
 
 Exit 77 (skipped) when chromium, chromedriver or selenium is missing. Everything it starts is
 stopped and its temp dir removed, also on failure. Deadlines scale with BIDMESH_TEST_TIME_SCALE.
@@ -85,7 +86,7 @@ class GatewayMesh:
 
     def add_user(self, name):
         """A fresh token for `name`, from the gateway's users command (shown once, stored hashed)."""
-        r = subprocess.run([os.path.join(self.bin_dir, "bidmesh-gateway-users"), "--file", self.users, "add", name],
+        r = subprocess.run([os.path.join(self.bin_dir, "bidmesh-gateway-users"), "add", name, "--file", self.users],
                            capture_output=True, text=True, timeout=30 * SCALE)
         if r.returncode != 0:
             raise AssertionError("bidmesh-gateway-users add %s: exit %d: %s%s" % (name, r.returncode, r.stdout, r.stderr))
@@ -220,7 +221,7 @@ def sign_in(page, name, token):
     page.wait("signed in as " + name, lambda: page.text("#me") == name)
 
 
-def check_page_bid(page, mesh, token):
+def check_page_bid(page, mesh, token, shot):
     page.go(mesh.base + "/item.html?item=lamp")
     page.wait("the item page", lambda: page.text("#price") == "130")
     sign_in(page, "alice", token)
@@ -232,6 +233,7 @@ def check_page_bid(page, mesh, token):
     if got["bidder"] != "alice" or got["max"] != 150:
         raise AssertionError("bidmesh get after the page's bid: %r" % got)
     page.wait("the page's own bid in the history", lambda: page.history()[0][1:] == ("max", 150))
+    page.d.save_screenshot(shot)
     print("ok: signed in as alice, bid 150 from the page; bidmesh get: max 150 by alice")
 
     page.fill("#amount", 120)
@@ -296,12 +298,12 @@ def run(args, mesh, profile_dir):
         check_list(page, mesh)
         check_cli_bid_live(page, mesh)
         driver.save_screenshot(os.path.join(args.out_dir, "desktop-list.png"))
-        check_page_bid(page, mesh, token)
-        check_gateway_restart(page, mesh)
         item_shot = os.path.join(args.out_dir, "desktop-item.png")
-        driver.save_screenshot(item_shot)
+        check_page_bid(page, mesh, token, item_shot)
         if args.doc_shot:
             shutil.copyfile(item_shot, args.doc_shot)
+        check_gateway_restart(page, mesh)
+        driver.save_screenshot(os.path.join(args.out_dir, "desktop-item-after-restart.png"))
         check_phone(page, mesh, args.out_dir)
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "/api/session" not in e["message"]
                   and "favicon.ico" not in e["message"] and "/ws" not in e["message"]]
@@ -323,7 +325,7 @@ def main():
         print("SKIP: " + reason)
         return SKIP
     os.makedirs(args.out_dir, exist_ok=True)
-    mesh = GatewayMesh(args.bin_dir, args.web_root)
+    mesh = GatewayMesh(os.path.abspath(args.bin_dir), args.web_root)
     profile_dir = tempfile.mkdtemp(prefix="bidmesh-chromium-")
     try:
         run(args, mesh, profile_dir)

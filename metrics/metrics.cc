@@ -143,7 +143,9 @@ RouterMetrics::RouterMetrics(prometheus::Registry& r)
 
 FeedMetrics::FeedMetrics(prometheus::Registry& r)
     : events(counter(r, "bidmesh_feed_events_total", "Events the feed forwarder took from the bid nodes")),
-      subscribers(gauge(r, "bidmesh_feed_subscribers", "Open subscriber connections to the feed")) {}
+      subscribers(gauge(r, "bidmesh_feed_subscribers", "Open subscriber connections to the feed")),
+      refused_subscriptions(counter(r, "bidmesh_feed_refused_subscriptions_total",
+                                    "Feed subscriptions refused: a bidder/ topic that is not the key's own")) {}
 
 BidNodeMetrics::BidNodeMetrics(prometheus::Registry& r)
     : requests(r, "bidmesh_node_requests_total", "Requests by op and outcome (ok or the error code)", false),

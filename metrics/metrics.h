@@ -106,6 +106,7 @@ struct FeedMetrics {
   explicit FeedMetrics(prometheus::Registry& registry);
   prometheus::Counter& events;          // bidmesh_feed_events_total (forwarded to subscribers)
   prometheus::Gauge& subscribers;       // bidmesh_feed_subscribers (connections)
+  prometheus::Counter& refused_subscriptions;  // bidmesh_feed_refused_subscriptions_total (security on)
 };
 
 struct BidNodeMetrics {

@@ -1,31 +1,46 @@
 // The feed forwarder: one endpoint for every subscriber of the live feed.
 //
-//   bid nodes' PUB --connect--> XSUB (collect) ==proxy==> XPUB (publish) <--connect-- SUB clients
+//   bid nodes' PUB --connect--> XSUB (collect) ==loop==> XPUB (publish) <--connect-- SUB clients
 //
-// Events pass through unchanged (two frames: topic "item/<item>/", then the MessagePack event;
-// docs/protocol.md v1). Subscriptions travel the other way, so bid nodes filter at the source.
+// Events pass through unchanged (two frames: topic "item/<item>/" or "bidder/<name>/", then the
+// MessagePack event; docs/protocol.md). Subscriptions travel the other way, so bid nodes filter
+// at the source.
+//
+// Vetting (FeedOptions::allowed_clients set, i.e. security = "curve"): the XPUB runs with
+// ZMQ_XPUB_MANUAL and every subscription is judged by the subscriber's key (User-Id) against
+// nodes/feed_access.h: `bidder/<name>/` only for the key named <name> and `agent` keys, a wider
+// prefix narrowed to what the key may see, the rest refused (not subscribed; counted in
+// refused_subscriptions and logged at most once a second). Unsubscribes undo the same grant.
+// A key removed by a reload keeps the subscriptions it made before until it disconnects.
+// Without vetting (security = "none", loopback only) every subscription passes as asked.
 //
 // Guarantees: the feed never slows bidding. Each subscriber has a bounded send queue (sndhwm);
 // past it its events are dropped (xpub_nodrop off), and it sees the gap in `seq`. Nothing is
 // stored: a subscriber that is not connected misses what is published meanwhile.
 //
-// Threads: the forwarder runs zmq::proxy_steerable on a thread of its own, which owns the XSUB
-// and XPUB sockets. start() and stop() are called by one other thread (the owner), which steers
-// the proxy over an inproc PAIR; forwarded_events() is the owner's too. failed() and failure()
-// may be called from any thread.
+// Threads: the forwarder runs its own poll loop on a thread of its own, which owns the XSUB and
+// XPUB sockets; each readable socket is drained up to FeedOptions::burst messages a turn, so
+// neither side starves the other. start() and stop() are called by one other thread (the
+// owner), which steers the loop over an inproc PAIR; forwarded_events() is the owner's too.
+// failed(), failure() and refused_subscriptions() may be called from any thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <future>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 
+#include <prometheus/counter.h>
 #include <zmq.hpp>
+
+#include "security/allow_list.h"
 
 namespace bidmesh {
 
@@ -42,6 +57,16 @@ struct FeedOptions {
   // for the allowed clients (security/zap.h). Called on the forwarder's thread before bind.
   std::function<void(zmq::socket_t&)> secure_collect;
   std::function<void(zmq::socket_t&)> secure_publish;
+  // With security on: the allowed clients as of now (called on the forwarder's thread at each
+  // subscription, so it must be thread-safe; the router passes its ZapHandler's list). Set, it
+  // turns vetting on (above); a key not in the list (feed_public) is nameless: item/ only.
+  std::function<std::shared_ptr<const AllowList>()> allowed_clients;
+  // Incremented per refused subscription (FeedMetrics::refused_subscriptions); may be null.
+  prometheus::Counter* refused_metric = nullptr;
+  // Distinct requested prefixes tracked for the upstream subscriptions while vetting; past it new
+  // ones are refused (a peer sending endless distinct prefixes must not grow the router).
+  std::size_t max_tracked_subscriptions = 100000;
+  int burst = 256;  // messages read from one socket per loop turn
 };
 
 class FeedForwarder {
@@ -62,22 +87,26 @@ class FeedForwarder {
   // Stops forwarding and joins the thread. Events in flight are dropped. Idempotent.
   void stop();
 
-  // Events taken from the bid nodes since start (libzmq's proxy statistics; a multi-frame
-  // event counts once), or nullopt when the proxy does not answer within `timeout` (then a
-  // late answer is discarded by the next call). REQUIRES: start() succeeded, not stopped.
+  // Events taken from the bid nodes since start (a multi-frame event counts once), or nullopt
+  // when the loop does not answer within `timeout` (then a late answer is discarded by the next
+  // call). REQUIRES: start() succeeded, not stopped.
   std::optional<uint64_t> forwarded_events(std::chrono::milliseconds timeout);
 
   // The inproc endpoint of libzmq's monitor of the publish socket (for a ConnectionCounter of
   // the subscribers). REQUIRES: start() succeeded.
   const std::string& subscriber_monitor() const { return subscriber_monitor_; }
 
-  // Why the forwarder ended on its own (the proxy failed), or nullopt while it runs or after a
+  // Subscriptions refused since start (vetting only).
+  uint64_t refused_subscriptions() const { return refused_.load(std::memory_order_relaxed); }
+
+  // Why the forwarder ended on its own (the loop failed), or nullopt while it runs or after a
   // clean stop. The process should then exit so its supervisor restarts it.
   std::optional<std::string> failure() const;
   // Cheap check of the same, for a serving loop.
   bool failed() const { return failed_.load(std::memory_order_acquire); }
 
  private:
+  class Loop;
   void thread_main(std::promise<std::optional<std::string>>* bound);
   void set_failure(std::string reason);
 
@@ -91,6 +120,7 @@ class FeedForwarder {
   std::string subscriber_monitor_;       // set by the thread before start() returns
 
   std::atomic<bool> failed_{false};
+  std::atomic<uint64_t> refused_{0};
   mutable std::mutex mu_;
   std::optional<std::string> failure_;   // guarded by mu_
 };

@@ -85,10 +85,12 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
   std::optional<bidmesh::FeedForwarder> feed;
   if (self.feed) {
     bidmesh::FeedOptions options;
+    options.refused_metric = &feed_metrics.refused_subscriptions;
     if (security) {
       const bidmesh::Certificate mesh = security->mesh;
       options.secure_collect = [mesh](zmq::socket_t& s) { bidmesh::make_curve_server(s, mesh, bidmesh::kZapDomainMesh); };
       options.secure_publish = [mesh](zmq::socket_t& s) { bidmesh::make_curve_server(s, mesh, bidmesh::kZapDomainFeed); };
+      options.allowed_clients = [&zap] { return zap->allow_list(); };  // vets bidder/ subscriptions
     }
     feed.emplace(ctx, cfg.feed_collect, cfg.feed_publish, options);
     if (auto error = feed->start()) {

@@ -5,6 +5,8 @@
 // bid node's own client endpoint (its items only, partial), and `bidmesh list`.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <memory>
@@ -154,6 +156,26 @@ TEST_CASE("list through the router merges every bid node, and a node down makes 
     const Listed again = list_all(c, false, 7);
     CHECK_FALSE(again.any_partial);
     CHECK(again.keys == sorted(opened));
+  }
+
+  SECTION("a bid node that hangs (SIGSTOP) is missing after request_timeout_ms, its late pages dropped") {
+    const std::string hung = mesh.bid_node_name(2);
+    mesh.process(hung)->signal(SIGSTOP);
+    std::vector<ListKey> others;
+    for (std::size_t k = 0; k < opened.size(); ++k)
+      if (node_of[k] != 2) others.push_back(opened[k]);
+    const auto started = std::chrono::steady_clock::now();
+    const ListPage first = list_page(c, false, 20, "");
+    CHECK(std::chrono::steady_clock::now() - started >= 900ms);  // request_timeout_ms = 1000
+    CHECK(first.partial);
+    CHECK(first.missing == std::vector<std::string>{hung});
+    const Listed rest = list_all(c, false, 20);
+    CHECK(rest.missing == std::set<std::string>{hung});
+    CHECK(rest.keys == sorted(others));
+    mesh.process(hung)->signal(SIGCONT);
+    // Its late replies find no pending entry; the next pages are whole again.
+    REQUIRE(mesh.wait_node_serving(2, 20s));
+    CHECK(list_all(c, false, 20).keys == sorted(opened));
   }
 
   SECTION("a bid node's own client endpoint lists its items only, partial, naming the others") {

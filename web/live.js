@@ -32,6 +32,7 @@ export class LiveSocket {
     this.handlers = { onOpen, onEvent, onResync, onGap, onStatus };
     this.lastSeq = new Map();
     this.retryMs = FIRST_RETRY_MS;
+    this.resyncMs = 0; // resyncs in a row (the mesh unavailable for a catch-up) back off too
     this.ws = null;
     this.connect();
   }
@@ -96,12 +97,14 @@ export class LiveSocket {
       return; // not ours to fix; the gateway only sends JSON
     }
     if (msg.type === "resync") {
-      this.handlers.onResync();
+      setTimeout(() => this.handlers.onResync(), this.resyncMs);
+      this.resyncMs = Math.min(Math.max(this.resyncMs * 2, FIRST_RETRY_MS), MAX_RETRY_MS);
     } else if (msg.type === "error") {
       console.warn("gateway:", msg.message);
     } else if (msg.type === "event" && typeof msg.item === "string" && Number.isInteger(msg.seq)) {
       const have = this.seqOf(msg.item);
       if (msg.seq <= have) return;
+      this.resyncMs = 0;
       this.lastSeq.set(msg.item, msg.seq);
       this.handlers.onEvent(msg);
       if (have > 0 && msg.seq !== have + 1 && this.handlers.onGap) this.handlers.onGap(msg.item);

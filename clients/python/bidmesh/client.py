@@ -241,6 +241,15 @@ class Client:
         _check_int("limit", limit, optional=True)
         return self.request("history", item=item, after=after, limit=limit)
 
+    def list_items(self, status="open", limit=None, cursor=None):
+        """v2: one page of items by `status` ("open" or "closed"), by closes_at then item:
+        {items, cursor, partial, missing}. `limit`: 1 to 100 (default 20 at the mesh); `cursor`:
+        the `cursor` of the previous page (None: from the first item). `cursor` None in the reply:
+        no next page. `partial` True: the bid nodes named in `missing` did not answer and their
+        items are not in the page (list again later). Through a router: it merges every bid node."""
+        _check_int("limit", limit, optional=True)
+        return self.request("list", status=status, limit=limit, cursor=cursor)
+
     def ping(self):
         """{ok, id}: the router (or node) answers."""
         return self.request("ping")

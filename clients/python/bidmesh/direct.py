@@ -228,7 +228,7 @@ class DirectClient(Client):
         except BadReply:
             item = None
         if not isinstance(item, str) or not item:
-            return self._via_router(frame)  # ping, or a frame the router must judge
+            return self._via_router(frame)  # ping, list (the router merges every node), or a frame it must judge
         if self.slot_map is None and not self._slots_refused:
             self.refresh_slots()
         endpoint = self.slot_map.endpoint_of(item) if self.slot_map is not None else None

@@ -44,6 +44,35 @@ class ClientTest(mesh.MeshTest):
         self.assertEqual(c.call({"op": "ping", "id": "mine-1"})["id"], "mine-1")
         self.assertEqual(c.last_attempts, 1)
 
+    def test_list_items_pages_across_nodes(self):
+        c = self.c
+        far = int(time.time() * 1000) + 86_400_000
+        mine = [item_on(node, "list") for node in ("bid-1", "bid-2", "bid-1", "bid-2", "bid-1")]
+        for i, item in enumerate(mine):
+            closes_at = None if i == 4 else far + (i % 2) * 1000
+            c.open(item, closes_at=closes_at, title="Lot %d" % i if i == 0 else None)
+        c.close(mine[3])
+        seen, cursor = [], None
+        while True:
+            page = c.list_items("open", limit=2, cursor=cursor)
+            self.assertEqual((page["partial"], page["missing"]), (False, []))
+            self.assertLessEqual(len(page["items"]), 2)
+            seen += [e for e in page["items"] if e["item"] in mine]
+            cursor = page["cursor"]
+            if cursor is None:
+                break
+        key = lambda e: (e["closes_at"] is None, e["closes_at"] or 0, e["item"].encode())
+        self.assertEqual([e["item"] for e in seen], [e["item"] for e in sorted(seen, key=key)])
+        self.assertEqual({e["item"] for e in seen}, set(mine) - {mine[3]})
+        first = next(e for e in seen if e["item"] == mine[0])
+        self.assertEqual(first["title"], "Lot 0")
+        self.assertNotIn("description", first)
+        closed = c.list_items("closed", limit=100)
+        self.assertIn(mine[3], [e["item"] for e in closed["items"]])
+        with self.assertRaises(bidmesh.RequestError) as refused:
+            c.list_items("open", cursor=closed["cursor"] or "bogus")
+        self.assertEqual(refused.exception.code, "bad_request")
+
     def test_refusals(self):
         c = self.c
         item = item_on("bid-1", "ref")

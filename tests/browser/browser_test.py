@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """The live page (web/) in a real browser (issue 15, point 5): Debian chromium, headless, driven
 through chromium-driver and python3-selenium, against a real mesh under a real supervisor with a
-gateway node (security = "none" on loopback) and a users file made with bidmesh-gateway-users.
+gateway node (security = "none" on loopback, or with --security curve CURVE keys from
+bidmesh-keygen, the gateway bidding with an `agent` key) and a users file made with
+bidmesh-gateway-users.
 
   (a) the list page shows the items opened with the CLI (title or name, "no bids yet");
   (b) a bid made with `bidmesh bid` shows in the list page's price within 1 s of the CLI's reply
@@ -62,11 +64,25 @@ def skip_reason():
 
 
 class GatewayMesh:
-    """Router with the feed, two bid nodes and a gateway, supervised, in a temp dir."""
+    """Router with the feed, two bid nodes and a gateway, supervised, in a temp dir. With
+    security = "curve": the mesh's keypair, the gateway's `agent` key, and the CLI's key
+    (auctioneer and agent: it opens items and bids as bob and carol), from bidmesh-keygen."""
 
-    def __init__(self, bin_dir, web_root):
+    def __init__(self, bin_dir, web_root, security):
         self.bin_dir = bin_dir
         self.dir = tempfile.mkdtemp(prefix="bidmesh-browser-")
+        self.cli_keys = []
+        curve_top, curve_gateway = "", ""
+        if security == "curve":
+            for d in ("keys", "clients"):
+                os.mkdir(os.path.join(self.dir, d))
+            self.keygen("mesh", "reader")
+            self.keygen("gateway", "agent")
+            self.keygen("cli", "auctioneer,agent")
+            curve_top = 'security = "curve"\nserver_certificate = "keys/mesh.key_secret"\nclients_dir = "clients"\n'
+            curve_gateway = 'client_certificate = "keys/gateway.key_secret"\n'
+            self.cli_keys = ["--cert", os.path.join(self.dir, "keys", "cli.key_secret"),
+                             "--server-cert", os.path.join(self.dir, "keys", "mesh.key")]
         p = free_ports(6)
         self.endpoint = "tcp://127.0.0.1:%d" % p[0]
         self.feed = "tcp://127.0.0.1:%d" % p[1]
@@ -74,15 +90,26 @@ class GatewayMesh:
         self.users = os.path.join(self.dir, "users")
         config = os.path.join(self.dir, "mesh.toml")
         with open(config, "w") as f:
-            f.write('data_dir = "data"\nrestart_intensity = 100\n'
+            f.write(curve_top + 'data_dir = "data"\nrestart_intensity = 100\n'
                     '[feed]\npublish = "%s"\ncollect = "tcp://127.0.0.1:%d"\n'
                     '[[node]]\nname = "router"\nkind = "router"\nlisten = "%s"\nfeed = true\n'
                     '[[node]]\nname = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n'
                     '[[node]]\nname = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n'
                     '[[node]]\nname = "gateway"\nkind = "gateway"\nlisten = "127.0.0.1:%d"\n'
-                    'users_file = "%s"\nweb_root = "%s"\n'
-                    % (self.feed, p[2], self.endpoint, p[3], p[4], p[5], self.users, os.path.abspath(web_root)))
+                    'users_file = "%s"\nweb_root = "%s"\n%s'
+                    % (self.feed, p[2], self.endpoint, p[3], p[4], p[5], self.users, os.path.abspath(web_root),
+                       curve_gateway))
         self.supervisor = Supervised(bin_dir, config, self.dir)
+
+    def keygen(self, name, roles):
+        """keys/NAME.key and NAME.key_secret; the public half of a client goes into clients/."""
+        keys = os.path.join(self.dir, "keys")
+        r = subprocess.run([os.path.join(self.bin_dir, "bidmesh-keygen"), name, "--dir", keys, "--roles", roles],
+                           capture_output=True, text=True, timeout=30 * SCALE)
+        if r.returncode != 0:
+            raise AssertionError("bidmesh-keygen %s: exit %d: %s%s" % (name, r.returncode, r.stdout, r.stderr))
+        if name != "mesh":
+            shutil.copy(os.path.join(keys, name + ".key"), os.path.join(self.dir, "clients"))
 
     def add_user(self, name):
         """A fresh token for `name`, from the gateway's users command (shown once, stored hashed)."""
@@ -106,7 +133,7 @@ class GatewayMesh:
 
     def cli(self, *args):
         r = subprocess.run([os.path.join(self.bin_dir, "bidmesh"), "--endpoint", self.endpoint, "--feed", self.feed,
-                            "--json"] + list(args), capture_output=True, text=True, timeout=30 * SCALE)
+                            "--json"] + self.cli_keys + list(args), capture_output=True, text=True, timeout=30 * SCALE)
         if r.returncode != 0:
             raise AssertionError("bidmesh %s: exit %d: %s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
         return json.loads(r.stdout)
@@ -319,13 +346,15 @@ def main():
     parser.add_argument("--web-root", required=True)
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--doc-shot", help="also copy the desktop item page's screenshot here")
+    parser.add_argument("--security", choices=("none", "curve"), default="none",
+                        help="the mesh's security; with curve the gateway bids with an agent key")
     args = parser.parse_args()
     reason = skip_reason()
     if reason:
         print("SKIP: " + reason)
         return SKIP
     os.makedirs(args.out_dir, exist_ok=True)
-    mesh = GatewayMesh(os.path.abspath(args.bin_dir), args.web_root)
+    mesh = GatewayMesh(os.path.abspath(args.bin_dir), args.web_root, args.security)
     profile_dir = tempfile.mkdtemp(prefix="bidmesh-chromium-")
     try:
         run(args, mesh, profile_dir)

@@ -1451,6 +1451,73 @@ class UnavailableRestartTest(MeshTestCase):
                                     "a direct client falls back to the router (docs/protocol.md)")
         super().setUpClass()
 
+    def list_pages(self, status, limit):
+        """Every page of `list` for `status`: (entries, pages' partial flags, missing names)."""
+        entries, partial, missing, cursor = [], [], set(), None
+        for _ in range(1000):
+            rid = self.next_id()
+            req = {"op": "list", "id": rid, "status": status, "limit": limit}
+            if cursor is not None:
+                req["cursor"] = cursor
+            rep = self.call(req)
+            self.ok(rep, rid, ["items", "cursor", "partial", "missing"])
+            self.assertLessEqual(len(rep["items"]), limit)
+            self.assertEqual(rep["partial"], bool(rep["missing"]), rep)
+            partial.append(rep["partial"])
+            missing.update(rep["missing"])
+            entries += rep["items"]
+            cursor = rep["cursor"]
+            if cursor is None:
+                return entries, partial, missing
+        self.fail("the cursor never ended")
+
+    def test_list_order_pages_and_a_node_down(self):
+        far = now_ms() + 7 * 86_400_000
+        mine = {}
+        for i, node in enumerate(["bid-1", "bid-2"] * 4):
+            item = item_on(node, "list")
+            fields = {} if i == 7 else {"closes_at": far + (i % 3) * 1000}
+            if i == 0:
+                fields["title"] = "Lot zero"
+                fields["description"] = "only in get"
+            self.open(item, **fields)
+            mine[item] = (node, fields.get("closes_at"))
+        key = lambda e: (e["closes_at"] is None, e["closes_at"] or 0, e["item"].encode())
+        entries, partial, missing = self.list_pages("open", 3)
+        # The whole order holds (every open item of the mesh), and each item is there once.
+        self.assertEqual(entries, sorted(entries, key=key))
+        self.assertEqual(len({e["item"] for e in entries}), len(entries))
+        listed = {e["item"]: e for e in entries if e["item"] in mine}
+        self.assertEqual(set(listed), set(mine))
+        get_fields = {"item", "status", "max", "bidder", "seq", "bids", "start", "increment", "closes_at"}
+        for item, e in listed.items():
+            self.assertTrue(get_fields <= set(e), e)
+            self.assertEqual((e["status"], e["closes_at"]), ("open", mine[item][1]))
+        first = listed[next(iter(mine))]
+        self.assertEqual(first["title"], "Lot zero")
+        self.assertNotIn("description", first)
+        self.assertEqual((any(partial), missing), (False, set()))
+
+        rid = self.next_id()
+        self.bad({"op": "list", "id": rid, "status": "sold"}, rid)
+        self.bad({"op": "list", "id": rid, "status": "open", "limit": 101}, rid)
+        self.bad({"op": "list", "id": rid, "status": "open", "cursor": "not-a-cursor"}, rid)
+
+        self.mesh.kill("bid-2")
+        try:
+            entries, partial, missing = self.list_pages("open", 3)
+            self.assertTrue(all(partial))
+            self.assertEqual(missing, {"bid-2"})
+            self.assertEqual({e["item"] for e in entries if e["item"] in mine},
+                             {item for item, (node, _) in mine.items() if node == "bid-1"})
+            self.assertEqual(entries, sorted(entries, key=key))
+        finally:
+            self.mesh.start("bid-2")
+            self.mesh.wait_ready(nodes=("bid-2",))
+        entries, partial, missing = self.list_pages("open", 3)
+        self.assertEqual((any(partial), missing), (False, set()))
+        self.assertTrue(set(mine) <= {e["item"] for e in entries})
+
     def test_kill_and_restart_bid_node(self):
         item = item_on("bid-2")
         live = item_on("bid-1")

@@ -1,0 +1,184 @@
+// Who may subscribe to outbid notices (docs/protocol.md "Outbid notices", docs/security.md "The
+// feed"), end to end: a real router with the feed and two real bid nodes with security =
+// "curve", client certificates written into the mesh's clients_dir by the security library
+// (TestMesh::add_client, as bidmesh-keygen writes them), subscribers on real CurveZMQ SUB
+// sockets. Every item lives on bid-1, so one bid node's PUB carries every event in order: once a
+// subscriber has the final marker event, it has had everything published before it.
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "protocol/messages.h"
+#include "tests/support/mesh.h"
+#include "tests/support/requests.h"
+#include "client/client.h"
+
+using namespace bidmesh;
+using namespace bidmesh::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string item_topic(const std::string& item) { return "item/" + item + "/"; }
+
+// One SUB of the feed with a client's key, and every topic it has received.
+struct Watcher {
+  Watcher(zmq::context_t& ctx, const TestMesh& mesh, const CurveKeys& keys, const std::vector<std::string>& prefixes)
+      : socket(ctx, zmq::socket_type::sub) {
+    socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::rcvhwm, 0);  // the test's bursts are small; nothing may be dropped
+    apply_curve_keys(socket, keys);
+    for (const auto& p : prefixes) socket.set(zmq::sockopt::subscribe, p);
+    socket.connect(mesh.feed_endpoint());
+  }
+  // Reads whatever has arrived, without waiting.
+  void drain() {
+    for (;;) {
+      std::vector<zmq::message_t> frames;
+      if (!zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+      if (!frames.empty()) ++topics[frames[0].to_string()];
+    }
+  }
+  bool has(const std::string& topic) const { return topics.count(topic) != 0; }
+  bool has_item_event() const {
+    for (const auto& [t, n] : topics)
+      if (t.rfind("item/", 0) == 0) return true;
+    return false;
+  }
+  // Topics received other than `allowed` ones (by exact topic or by prefix).
+  std::set<std::string> beyond(const std::vector<std::string>& allowed_prefixes) const {
+    std::set<std::string> out;
+    for (const auto& [t, n] : topics) {
+      bool ok = false;
+      for (const auto& p : allowed_prefixes) ok = ok || t.rfind(p, 0) == 0;
+      if (!ok) out.insert(t);
+    }
+    return out;
+  }
+  zmq::socket_t socket;
+  std::map<std::string, int> topics;
+};
+
+std::string error_of(const std::optional<Reply>& r) {
+  if (!r) return "<no reply>";
+  return r->ok ? "ok" : r->error.value_or("<none>");
+}
+
+}  // namespace
+
+TEST_CASE("feed vetting: bidder/ topics reach only their bidder and agents, item events reach everyone, unsubscribe works",
+          "[integration][feed][security]") {
+  MeshOptions options;
+  options.curve = true;
+  TestMesh mesh(options);
+  const CurveKeys alice = mesh.add_client("alice", "bidder");
+  const CurveKeys bob = mesh.add_client("bob", "bidder");
+  const CurveKeys agent = mesh.add_client("agent7", "agent");
+  const CurveKeys rita = mesh.add_client("rita", "");  // a reader
+  mesh.start_all();
+  zmq::context_t ctx;
+  Client admin(ctx, mesh.request_endpoint(), 2000, 2, "admin", *mesh.admin_keys());  // every role
+
+  const std::string fin = mesh.item_on_node(0, 1000);  // the marker item everybody watches
+  REQUIRE(error_of(admin.call(make_request(Op::open, fin))) == "ok");
+  const std::string fin_topic = item_topic(fin);
+  const auto with_fin = [&](std::vector<std::string> prefixes) {
+    prefixes.push_back(fin_topic);
+    return prefixes;
+  };
+  Watcher alice_own(ctx, mesh, alice, with_fin({"bidder/alice/"}));
+  Watcher alice_bob(ctx, mesh, alice, with_fin({"bidder/bob/"}));      // someone else's: refused
+  Watcher alice_all(ctx, mesh, alice, with_fin({""}));                 // narrowed to item/ + her own
+  Watcher alice_b(ctx, mesh, alice, with_fin({"b"}));                  // narrowed to her own
+  Watcher alice_wide(ctx, mesh, alice, with_fin({"bidder/"}));         // narrowed to her own
+  Watcher bob_own(ctx, mesh, bob, with_fin({"bidder/bob/"}));
+  Watcher agent_all(ctx, mesh, agent, with_fin({"bidder/"}));          // an agent sees everyone's
+  Watcher rita_all(ctx, mesh, rita, with_fin({""}));                   // a reader: item events only
+  Watcher rita_alice(ctx, mesh, rita, with_fin({"bidder/alice/"}));    // refused
+  std::vector<Watcher*> all{&alice_own, &alice_bob, &alice_all, &alice_b, &alice_wide,
+                            &bob_own,   &agent_all, &rita_all,  &rita_alice};
+
+  // One round: alice leads, bob takes the lead (alice's notice), alice takes it back (bob's).
+  int round = 0;
+  const auto play_round = [&] {
+    const std::string item = mesh.item_on_node(0, round++);
+    REQUIRE(error_of(admin.call(make_request(Op::open, item))) == "ok");
+    REQUIRE(error_of(admin.call(make_bid(item, "alice", 10))) == "ok");
+    REQUIRE(error_of(admin.call(make_bid(item, "bob", 20))) == "ok");
+    REQUIRE(error_of(admin.call(make_bid(item, "alice", 30))) == "ok");
+  };
+  const auto drain_all = [&] {
+    for (Watcher* w : all) w->drain();
+  };
+  // Subscriptions reach the bid nodes asynchronously: rounds until each allowed topic arrived.
+  const bool live = wait_until(
+      [&] {
+        play_round();
+        drain_all();
+        return alice_own.has("bidder/alice/") && bob_own.has("bidder/bob/") && agent_all.has("bidder/alice/") &&
+               agent_all.has("bidder/bob/") && alice_all.has("bidder/alice/") && alice_all.has_item_event() &&
+               alice_b.has("bidder/alice/") && alice_wide.has("bidder/alice/") && rita_all.has_item_event();
+      },
+      20s, 100ms);
+  REQUIRE(live);
+  play_round();  // every subscription is live now
+  // Marker: bids on `fin` until every watcher has one of its events after that round.
+  uint64_t fin_amount = 1;
+  const auto sync_on_fin = [&](std::vector<Watcher*> watchers) {
+    std::map<Watcher*, int> before;
+    for (Watcher* w : watchers) before[w] = w->topics[fin_topic];
+    return wait_until(
+        [&] {
+          REQUIRE(error_of(admin.call(make_bid(fin, "someone", fin_amount++))) == "ok");
+          drain_all();
+          for (Watcher* w : watchers)
+            if (w->topics[fin_topic] == before[w]) return false;
+          return true;
+        },
+        10s, 20ms);
+  };
+  REQUIRE(sync_on_fin(all));
+
+  // Never a topic beyond what each key may see.
+  CHECK(alice_own.beyond({"bidder/alice/", fin_topic}).empty());
+  CHECK(alice_bob.beyond({fin_topic}).empty());  // nothing of bob's
+  CHECK(alice_all.beyond({"item/", "bidder/alice/"}).empty());
+  CHECK(alice_b.beyond({"bidder/alice/", fin_topic}).empty());
+  CHECK(alice_wide.beyond({"bidder/alice/", fin_topic}).empty());
+  CHECK(bob_own.beyond({"bidder/bob/", fin_topic}).empty());
+  CHECK(agent_all.beyond({"bidder/", fin_topic}).empty());
+  CHECK(rita_all.beyond({"item/"}).empty());
+  CHECK(rita_alice.beyond({fin_topic}).empty());
+  // Item events reach every subscriber that asked for them, whatever its role.
+  CHECK(alice_all.topics.size() > 2);  // several items' events, and her notices
+  CHECK(rita_all.topics.size() > 2);
+  // The refusals are in the router's log (at most a line a second).
+  CHECK(wait_until([&] { return read_file(mesh.log_file("router")).find("feed subscription(s)") != std::string::npos; },
+                   5s));
+
+  // Unsubscribe: alice drops "" and asks for one more marker item on the same connection; once
+  // that marker arrives her unsubscribe has been applied (the feed reads a connection in order).
+  const std::string after = mesh.item_on_node(0, 1001);
+  REQUIRE(error_of(admin.call(make_request(Op::open, after))) == "ok");
+  alice_all.socket.set(zmq::sockopt::unsubscribe, "");
+  alice_all.socket.set(zmq::sockopt::subscribe, item_topic(after));
+  uint64_t after_amount = 1;
+  REQUIRE(wait_until(
+      [&] {
+        REQUIRE(error_of(admin.call(make_bid(after, "someone", after_amount++))) == "ok");
+        alice_all.drain();
+        return alice_all.has(item_topic(after));
+      },
+      10s, 20ms));
+  alice_all.topics.clear();
+  play_round();  // alice is outbid again, on a new item
+  REQUIRE(sync_on_fin({&alice_all, &alice_own, &agent_all}));
+  CHECK(alice_all.beyond({fin_topic, item_topic(after)}).empty());  // neither the item nor her notice
+  CHECK(alice_own.topics["bidder/alice/"] >= 2);  // while her other connection still gets hers
+}

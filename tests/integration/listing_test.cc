@@ -209,3 +209,26 @@ TEST_CASE("list through the router merges every bid node, and a node down makes 
     CHECK(bad.out.find("refused: bad_request: field 'cursor'") != std::string::npos);
   }
 }
+
+TEST_CASE("list with security on: a reader key lists through the router, every node's items", "[v2][list][security]") {
+  MeshOptions options;
+  options.curve = true;
+  TestMesh mesh(options);
+  const CurveKeys reader = mesh.add_client("rita", "");
+  mesh.start_all();
+  zmq::context_t ctx;
+  Client admin(ctx, mesh.request_endpoint(), 5000, 2, "admin", mesh.admin_keys());
+  std::vector<ListKey> opened;
+  for (int i = 0; i < 2; ++i) {
+    for (int n = 0; n < 3; ++n) {
+      Request open = make_request(Op::open, mesh.item_on_node(i, n));
+      open.closes_at = unix_now_ms() + 3'600'000 + static_cast<uint64_t>(n) * 1000;
+      REQUIRE(must_call(admin, open).ok);
+      opened.push_back(ListKey{false, open.closes_at, open.item});
+    }
+  }
+  Client as_reader(ctx, mesh.request_endpoint(), 5000, 2, "rita", reader);
+  const Listed listed = list_all(as_reader, false, 4);
+  CHECK_FALSE(listed.any_partial);
+  CHECK(listed.keys == sorted(opened));
+}

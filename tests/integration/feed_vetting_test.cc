@@ -182,3 +182,40 @@ TEST_CASE("feed vetting: bidder/ topics reach only their bidder and agents, item
   CHECK(alice_all.beyond({fin_topic, item_topic(after)}).empty());  // neither the item nor her notice
   CHECK(alice_own.topics["bidder/alice/"] >= 2);  // while her other connection still gets hers
 }
+
+TEST_CASE("feed vetting: with feed_public a key outside clients_dir is nameless and gets item topics only",
+          "[integration][feed][security]") {
+  MeshOptions options;
+  options.curve = true;
+  options.extra_top_level = "feed_public = true";
+  TestMesh mesh(options);
+  // A key the mesh does not list: written like the others, then taken out of clients_dir.
+  const CurveKeys stranger = mesh.add_client("stranger", "agent");
+  std::filesystem::remove(mesh.clients_dir() / "stranger.key");
+  mesh.start_all();
+  zmq::context_t ctx;
+  Client admin(ctx, mesh.request_endpoint(), 2000, 2, "admin", *mesh.admin_keys());
+
+  const std::string fin = mesh.item_on_node(0, 1000);
+  REQUIRE(error_of(admin.call(make_request(Op::open, fin))) == "ok");
+  Watcher everything(ctx, mesh, stranger, {""});
+  Watcher alice_topic(ctx, mesh, stranger, {"bidder/alice/", item_topic(fin)});
+  int round = 0;
+  uint64_t fin_amount = 1;
+  // Rounds (alice outbid on each) until both have an event of `fin`, bid on after each round.
+  REQUIRE(wait_until(
+      [&] {
+        const std::string item = mesh.item_on_node(0, round++);
+        REQUIRE(error_of(admin.call(make_request(Op::open, item))) == "ok");
+        REQUIRE(error_of(admin.call(make_bid(item, "alice", 10))) == "ok");
+        REQUIRE(error_of(admin.call(make_bid(item, "bob", 20))) == "ok");
+        REQUIRE(error_of(admin.call(make_bid(fin, "someone", fin_amount++))) == "ok");
+        everything.drain();
+        alice_topic.drain();
+        return everything.has(item_topic(fin)) && alice_topic.has(item_topic(fin)) && round >= 3;
+      },
+      20s, 100ms));
+  CHECK(everything.has_item_event());
+  CHECK(everything.beyond({"item/"}).empty());            // "" narrowed to item/: no notices
+  CHECK(alice_topic.beyond({item_topic(fin)}).empty());   // bidder/alice/ refused
+}

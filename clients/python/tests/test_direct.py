@@ -46,8 +46,10 @@ class DirectTest(mesh.MeshTest):
 
     def test_every_op_direct(self):
         c = self.client()
+        closed_items = set()
         for node in ("bid-1", "bid-2"):
             item = item_on(node, "ops")
+            closed_items.add(item)
             self.assertEqual(c.open(item, start=10)["seq"], 1)
             self.assertEqual(c.last_path, "direct")
             self.assertEqual(c.bid(item, "alice", 10)["seq"], 2)
@@ -62,6 +64,17 @@ class DirectTest(mesh.MeshTest):
         self.assertEqual(c.last_path, "router")  # ping names no item
         self.assertEqual(c.stats["router"], 1)
         self.assertEqual(c.stats["fallbacks"], 0)
+        # list names no item either: the router merges both nodes' items, none missing.
+        listed, cursor = set(), None
+        while True:
+            page = c.list_items("closed", limit=100, cursor=cursor)
+            self.assertEqual(c.last_path, "router")
+            self.assertEqual((page["partial"], page["missing"]), (False, []))
+            listed |= {e["item"] for e in page["items"]}
+            cursor = page["cursor"]
+            if cursor is None:
+                break
+        self.assertTrue(closed_items <= listed)
 
     def test_moved_with_a_stale_map(self):
         c = self.client()

@@ -35,7 +35,7 @@ inline constexpr int kBadRecord = -30000;
 inline MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 inline std::string_view to_sv(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
-// The store's environment: its three trees (nodes/store_format.h) and the lock file that refuses
+// The store's environment: its four trees (nodes/store_format.h) and the lock file that refuses
 // a second process.
 struct LmdbEnv {
   MDB_env* env = nullptr;

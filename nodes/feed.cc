@@ -57,8 +57,13 @@ class FeedForwarder::Loop {
         throw zmq::error_t();
       }
       if ((items[0].revents & ZMQ_POLLIN) != 0 && !steer()) return;
-      if ((items[1].revents & ZMQ_POLLIN) != 0) forward_events();
+      // Subscriptions first: libzmq 4.3.4 (Debian 12) lets ZMQ_SUBSCRIBE in XPUB_MANUAL reach a
+      // connection that closed after its message was queued (fixed in 4.3.5, "XPUB socket allows
+      // manual subscription on terminated pipe"). Closings are processed only inside calls on
+      // the XPUB (poll, and sends while forwarding), so reading the queue before any send keeps
+      // that window as small as it can be from here.
       if ((items[2].revents & ZMQ_POLLIN) != 0) take_subscriptions();
+      if ((items[1].revents & ZMQ_POLLIN) != 0) forward_events();
       if (refused_unlogged_ > 0) log_refusals();
     }
   }
@@ -111,7 +116,6 @@ class FeedForwarder::Loop {
       unattributed_ = true;
       return;
     }
-    if (unattributed_ && !has_pending_input()) unattributed_ = false;
     const bool subscribe = body[0] == 1;
     const std::string_view requested = body.substr(1);
     const char* key = zmq_msg_gets(msg_.handle(), "User-Id");
@@ -142,6 +146,9 @@ class FeedForwarder::Loop {
       ledger_.remove(requested, granted, upstream_);
       send_upstream(false);
     }
+    // Attribution is right again once libzmq's queue is empty (checked only after the
+    // ZMQ_(UN)SUBSCRIBE calls above: the check processes libzmq's commands, closings too).
+    if (unattributed_ && !has_pending_input()) unattributed_ = false;
   }
 
   // Sends upstream_ to the bid nodes as (un)subscriptions; the XSUB counts references.

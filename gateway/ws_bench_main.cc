@@ -217,6 +217,7 @@ int main(int argc, char** argv) {
   };
   std::map<std::string, uint64_t> final_seq;
   auto drain = [&](std::chrono::milliseconds wait) {
+    wait = std::max(wait, std::chrono::milliseconds(0));  // a negative wait is forever to zmq_poll
     std::vector<zmq::pollitem_t> poll{{dealer.handle(), 0, ZMQ_POLLIN, 0}};
     while (zmq::poll(poll, wait) > 0) {
       std::vector<zmq::message_t> parts;
@@ -260,12 +261,13 @@ int main(int argc, char** argv) {
   const auto drive_end = std::chrono::steady_clock::now();
   const auto reply_deadline = drive_end + std::chrono::seconds(10);
   while (replies < sent && std::chrono::steady_clock::now() < reply_deadline) drain(std::chrono::milliseconds(100));
-  // Let the last events reach every subscriber: until all have arrived, or 10 s.
-  const auto settle_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  // Let the last events reach every subscriber: until all have arrived, or 30 s (what has not
+  // arrived by then counts as lost).
+  const auto settle_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < settle_deadline) {
     uint64_t total = 0;
     for (auto& s : subs) total += s->received.load(std::memory_order_relaxed);
-    const uint64_t expected = static_cast<uint64_t>(connected) * bids;
+    const uint64_t expected = static_cast<uint64_t>(connected) * (bids + names.size());  // opens too
     if (total >= expected) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -308,7 +310,7 @@ int main(int argc, char** argv) {
               "\"error\":\"%s\"}\n",
               subscribers, connected, rate, drive_s, static_cast<unsigned long long>(bids),
               static_cast<unsigned long long>(replies), static_cast<unsigned long long>(refused),
-              static_cast<unsigned long long>(static_cast<uint64_t>(connected) * bids),
+              static_cast<unsigned long long>(static_cast<uint64_t>(connected) * (bids + names.size())),
               static_cast<unsigned long long>(received), static_cast<unsigned long long>(gaps + tail_lost),
               static_cast<unsigned long long>(repeats), static_cast<unsigned long long>(resyncs), pct(0.5), pct(0.9),
               pct(0.99), pct(0.999), all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0, first_error.c_str());

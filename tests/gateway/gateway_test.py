@@ -29,7 +29,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import SCALE, free_ports, log_tails, wait_for  # noqa: E402
+from pymesh import SCALE, free_ports, log_tails, router_and_two_bid_nodes, wait_for, write_mesh_toml  # noqa: E402
 
 import websockets  # noqa: E402  (Debian python3-websockets)
 
@@ -47,37 +47,14 @@ class Mesh:
          self.metrics_port) = free_ports(7)
         self.origin = "http://127.0.0.1:%d" % self.http_port
         self.users = os.path.join(self.dir, "users")
-        self.config = os.path.join(self.dir, "mesh.toml")
-        with open(self.config, "w") as f:
-            f.write("""data_dir = "data"
-heartbeat_interval_ms = 200
-[feed]
-publish = "tcp://127.0.0.1:%d"
-collect = "tcp://127.0.0.1:%d"
-[[node]]
-name = "router"
-kind = "router"
-listen = "tcp://127.0.0.1:%d"
-feed = true
-[[node]]
-name = "bid-1"
-kind = "bid"
-listen = "tcp://127.0.0.1:%d"
-slots = ["0-8191"]
-[[node]]
-name = "bid-2"
-kind = "bid"
-listen = "tcp://127.0.0.1:%d"
-slots = ["8192-16383"]
-[[node]]
-name = "web"
-kind = "gateway"
-listen = "127.0.0.1:%d"
-users_file = "users"
-max_connections = %d
-metrics = "127.0.0.1:%d"
-""" % (self.pub, self.collect, self.router_port, self.b1, self.b2, self.http_port, MAX_CONNECTIONS,
-       self.metrics_port))
+        nodes = router_and_two_bid_nodes("tcp://127.0.0.1:%d" % self.router_port, "tcp://127.0.0.1:%d" % self.b1,
+                                         "tcp://127.0.0.1:%d" % self.b2)
+        nodes.append({"name": "web", "kind": "gateway", "listen": "127.0.0.1:%d" % self.http_port,
+                      "users_file": "users", "max_connections": MAX_CONNECTIONS,
+                      "metrics": "127.0.0.1:%d" % self.metrics_port})
+        self.config = write_mesh_toml(
+            os.path.join(self.dir, "mesh.toml"), {"data_dir": "data", "heartbeat_interval_ms": 200},
+            {"publish": "tcp://127.0.0.1:%d" % self.pub, "collect": "tcp://127.0.0.1:%d" % self.collect}, nodes)
         self.tokens = {}
         for name in ("alice", "bob"):
             out = subprocess.run([os.path.join(BIN, "bidmesh-gateway-users"), "add", name, "--file", self.users],
@@ -520,6 +497,50 @@ class GatewayTest(unittest.TestCase):
         self.assert_alive()
 
 
+class GatewayConfigTest(unittest.TestCase):
+    """Protected mode and the gateway's own keys, as bidmesh-gateway reads them (exit 100)."""
+
+    def refusal(self, node_lines, top=""):
+        folder = tempfile.mkdtemp(prefix="bidmesh-gateway-config-")
+        try:
+            config = os.path.join(folder, "mesh.toml")
+            with open(config, "w") as f:
+                f.write(top + """data_dir = "data"
+[feed]
+publish = "tcp://127.0.0.1:1"
+collect = "tcp://127.0.0.1:2"
+[[node]]
+name = "router"
+kind = "router"
+listen = "tcp://127.0.0.1:3"
+[[node]]
+name = "bid-1"
+kind = "bid"
+listen = "tcp://127.0.0.1:4"
+slots = ["0-16383"]
+[[node]]
+name = "web"
+kind = "gateway"
+""" + node_lines)
+            r = subprocess.run([os.path.join(BIN, "bidmesh-gateway"), "--config", config, "--name", "web"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 100, r.stderr)
+            return r.stderr
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def test_refusals(self):
+        err = self.refusal('listen = "0.0.0.0:8080"\nusers_file = "u"\n')
+        self.assertIn("may serve a gateway only on loopback", err)
+        self.assertIn("is required", self.refusal('listen = "127.0.0.1:8080"\n'))
+        self.assertIn("unknown", self.refusal('listen = "127.0.0.1:8080"\nusers_file = "u"\nslots = ["0-1"]\n').lower())
+        self.assertIn("origin", self.refusal('listen = "127.0.0.1:8080"\nusers_file = "u"\nallowed_origins = ["evil"]\n'))
+        self.assertIn("security", self.refusal('listen = "127.0.0.1:8080"\nusers_file = "u"\nclient_certificate = "k"\n'))
+        self.assertIn("no gateway named", subprocess.run(
+            [os.path.join(BIN, "bidmesh-gateway"), "--config", MESH.config, "--name", "router"],
+            capture_output=True, text=True, timeout=30).stderr)
+
+
 class GatewayRestartTest(unittest.TestCase):
     """Last: the gateway is killed, the supervisor restarts it, a page catches up."""
 
@@ -559,6 +580,7 @@ def main():
     try:
         loader = unittest.TestLoader()
         suite = unittest.TestSuite([loader.loadTestsFromTestCase(GatewayTest),
+                                    loader.loadTestsFromTestCase(GatewayConfigTest),
                                     loader.loadTestsFromTestCase(GatewayRestartTest)])
         if rest:
             suite = unittest.TestSuite([loader.loadTestsFromNames(rest, sys.modules[__name__])])

@@ -82,9 +82,10 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
   }
 
   zmq::context_t ctx(1);
-  boost::asio::io_context io(1);
+  // Before the io_context: handlers it still holds at exit end sessions, which count in these.
   bidmesh::MetricsRegistry metrics;
   gw::GatewayMetrics gateway_metrics(metrics.registry());
+  boost::asio::io_context io(1);
 
   gw::MeshWorker::Options worker_options;
   worker_options.endpoint = router->listen;

@@ -77,60 +77,6 @@ RequestCounters::RequestCounters(prometheus::Registry& registry, const std::stri
   }
 }
 
-namespace {
-
-// MessagePack, as msgpack-c packs what protocol/messages.cc encodes: reads one str header at
-// *p; returns its body, or nullopt when *p holds no str.
-std::optional<std::string_view> read_str(std::string_view in, std::size_t* p) {
-  if (*p >= in.size()) return std::nullopt;
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(in[i]); };
-  const unsigned char tag = byte(*p);
-  std::size_t len = 0, head = 1;
-  if ((tag & 0xe0) == 0xa0) {
-    len = tag & 0x1f;
-  } else if (tag == 0xd9 || tag == 0xda || tag == 0xdb) {
-    head = 1 + (std::size_t{1} << (tag - 0xd9));  // 1, 2 or 4 length bytes, big-endian
-    if (*p + head > in.size()) return std::nullopt;
-    for (std::size_t i = 1; i < head; ++i) len = (len << 8) | byte(*p + i);
-  } else {
-    return std::nullopt;
-  }
-  if (*p + head + len > in.size()) return std::nullopt;
-  const std::string_view body = in.substr(*p + head, len);
-  *p += head + len;
-  return body;
-}
-
-// The outcome's column in RequestCounters: 0 for ok, 1 + the code for an error reply; nullopt
-// for another shape.
-std::optional<std::size_t> reply_outcome(std::string_view in) {
-  if (in.empty()) return std::nullopt;
-  const unsigned char map = static_cast<unsigned char>(in[0]);
-  std::size_t p = (map & 0xf0) == 0x80 ? 1 : map == 0xde ? 3 : map == 0xdf ? 5 : 0;
-  if (p == 0 || read_str(in, &p) != "ok" || p >= in.size()) return std::nullopt;
-  const unsigned char ok = static_cast<unsigned char>(in[p++]);
-  if (ok == 0xc3) return 0;
-  if (ok != 0xc2 || read_str(in, &p) != "id" || p >= in.size()) return std::nullopt;
-  if (static_cast<unsigned char>(in[p]) == 0xc0) {
-    ++p;  // nil: a request whose id could not be read
-  } else if (!read_str(in, &p)) {
-    return std::nullopt;
-  }
-  if (read_str(in, &p) != "error") return std::nullopt;
-  const auto name = read_str(in, &p);
-  if (!name) return std::nullopt;
-  const auto code = parse_error_code(*name);
-  if (!code) return std::nullopt;
-  return 1 + static_cast<std::size_t>(*code);
-}
-
-}  // namespace
-
-void RequestCounters::count_reply(std::optional<Op> op, std::string_view reply) {
-  const std::optional<std::size_t> outcome = reply_outcome(reply);
-  children_[op_index(op)][outcome.value_or(1 + static_cast<std::size_t>(ErrorCode::internal))]->Increment();
-}
-
 RouterMetrics::RouterMetrics(prometheus::Registry& r)
     : requests(r, "bidmesh_router_requests_total",
                "Client requests by op and outcome: the router's own answer (an error code, or ok for ping), "

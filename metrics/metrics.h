@@ -83,11 +83,9 @@ class RequestCounters {
   }
   // REQUIRES: built with_answered.
   prometheus::Counter& answered(std::optional<Op> op) { return *children_[op_index(op)][1 + kErrorCodeCount]; }
-  // Counts a reply as protocol/messages.h encodes it (encode_ok, encode_error, encode_history_ok:
-  // a map whose first entries are "ok", then "id" and "error" for an error) by reading those
-  // few bytes: ok, or the error code it names. A reply of another shape (none is made) counts as
-  // internal. No allocation.
-  void count_reply(std::optional<Op> op, std::string_view reply);
+  // Counts one reply: ok when `error` is nullopt, else the error code it carries. The code comes
+  // from where the reply was made (e.g. BatchResult::outcomes), never from its bytes. No allocation.
+  void count(std::optional<Op> op, std::optional<ErrorCode> error) { (error ? this->error(op, *error) : ok(op)).Increment(); }
 
  private:
   static std::size_t op_index(std::optional<Op> op) { return op ? static_cast<std::size_t>(*op) : kOpCount; }

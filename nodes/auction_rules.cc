@@ -2,6 +2,8 @@
 #include "nodes/auction_rules.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <utility>
 #include <vector>
 
 #include "protocol/errors.h"
@@ -14,9 +16,72 @@ std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 uint64_t saturating_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
-std::optional<EventKind> judge_open(const Request& r, bool found, ItemState& s, std::string* reply) {
+// MessagePack, as msgpack-c packs what protocol/messages.cc encodes: reads one str header at
+// *p; returns its body, or nullopt when *p holds no str.
+std::optional<std::string_view> read_str(std::string_view in, std::size_t* p) {
+  if (*p >= in.size()) return std::nullopt;
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(in[i]); };
+  const unsigned char tag = byte(*p);
+  std::size_t len = 0, head = 1;
+  if ((tag & 0xe0) == 0xa0) {
+    len = tag & 0x1f;
+  } else if (tag == 0xd9 || tag == 0xda || tag == 0xdb) {
+    head = 1 + (std::size_t{1} << (tag - 0xd9));  // 1, 2 or 4 length bytes, big-endian
+    if (*p + head > in.size()) return std::nullopt;
+    for (std::size_t i = 1; i < head; ++i) len = (len << 8) | byte(*p + i);
+  } else {
+    return std::nullopt;
+  }
+  if (*p + head + len > in.size()) return std::nullopt;
+  const std::string_view body = in.substr(*p + head, len);
+  *p += head + len;
+  return body;
+}
+
+// The outcome of a reply as encode_ok and encode_error make it (a map whose first entries are
+// "ok", then "id" and "error" for an error), read from those few bytes without unpacking:
+// *error = nullopt for ok, the code for an error. False for bytes of another shape. No allocation.
+bool read_reply_outcome(std::string_view in, std::optional<ErrorCode>* error) {
+  if (in.empty()) return false;
+  const unsigned char map = static_cast<unsigned char>(in[0]);
+  std::size_t p = (map & 0xf0) == 0x80 ? 1 : map == 0xde ? 3 : map == 0xdf ? 5 : 0;
+  if (p == 0 || read_str(in, &p) != "ok" || p >= in.size()) return false;
+  const unsigned char ok = static_cast<unsigned char>(in[p++]);
+  if (ok == 0xc3) {
+    *error = std::nullopt;
+    return true;
+  }
+  if (ok != 0xc2 || read_str(in, &p) != "id" || p >= in.size()) return false;
+  if (static_cast<unsigned char>(in[p]) == 0xc0) {
+    ++p;  // nil: a request whose id could not be read
+  } else if (!read_str(in, &p)) {
+    return false;
+  }
+  if (read_str(in, &p) != "error") return false;
+  const auto name = read_str(in, &p);
+  const auto code = name ? parse_error_code(*name) : std::nullopt;
+  if (!code) return false;
+  *error = code;
+  return true;
+}
+
+// Where a judgment goes: the reply, and its outcome (nullopt for ok, else the error code).
+struct Judged {
+  std::string* reply;
+  std::optional<ErrorCode>* error;
+  void set(std::string bytes, std::optional<ErrorCode> code) {
+    *reply = std::move(bytes);
+    *error = code;
+  }
+  void ok(std::string bytes) { set(std::move(bytes), std::nullopt); }
+  void refuse(const Request& r, ErrorCode code, std::string_view message, const std::vector<Field>& extra = {}) {
+    set(encode_error(r.id, code, message, extra), code);
+  }
+};
+
+std::optional<EventKind> judge_open(const Request& r, bool found, ItemState& s, Judged out) {
   if (found) {
-    *reply = encode_error(r.id, ErrorCode::exists, "item " + in_quotes(r.item) + " was opened before");
+    out.refuse(r, ErrorCode::exists, "item " + in_quotes(r.item) + " was opened before");
     return std::nullopt;
   }
   s = ItemState{};
@@ -27,29 +92,29 @@ std::optional<EventKind> judge_open(const Request& r, bool found, ItemState& s, 
   s.reserve = r.reserve;
   s.extend_ms = r.extend_ms;
   s.has_details = !r.title.empty() || !r.description.empty() || !r.image_url.empty();
-  *reply = encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}});
+  out.ok(encode_ok(r.id, {{"item", r.item}, {"seq", s.seq}}));
   return EventKind::open;
 }
 
 // Bids and closes target an open item: the error reply when it is missing or closed.
-bool refuse_unless_open(const Request& r, bool found, const ItemState& s, std::string* reply) {
+bool refuse_unless_open(const Request& r, bool found, const ItemState& s, Judged out) {
   if (!found) {
-    *reply = unknown_item_reply(r);
+    out.set(unknown_item_reply(r), ErrorCode::unknown_item);
     return true;
   }
   if (s.closed) {
-    *reply = encode_error(r.id, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
+    out.refuse(r, ErrorCode::closed, "item " + in_quotes(r.item) + " is closed");
     return true;
   }
   return false;
 }
 
-std::optional<EventKind> judge_bid(const Request& r, bool found, ItemState& s, uint64_t now_ms, std::string* reply) {
-  if (refuse_unless_open(r, found, s, reply)) return std::nullopt;
+std::optional<EventKind> judge_bid(const Request& r, bool found, ItemState& s, uint64_t now_ms, Judged out) {
+  if (refuse_unless_open(r, found, s, out)) return std::nullopt;
   // At or after closes_at the item is closed, even if the auto-close has not run yet.
   if (s.closes_at && now_ms >= *s.closes_at) {
-    *reply = encode_error(r.id, ErrorCode::closed,
-                          "item " + in_quotes(r.item) + " closed at " + std::to_string(*s.closes_at) + " (unix ms)");
+    out.refuse(r, ErrorCode::closed,
+               "item " + in_quotes(r.item) + " closed at " + std::to_string(*s.closes_at) + " (unix ms)");
     return std::nullopt;
   }
   // max + increment may not fit in 64 bits: compare by subtraction instead.
@@ -59,7 +124,7 @@ std::optional<EventKind> judge_bid(const Request& r, bool found, ItemState& s, u
         s.max ? "amount " + std::to_string(r.amount) + " is below the max " + std::to_string(*s.max) +
                     " plus the increment " + std::to_string(s.increment)
               : "amount " + std::to_string(r.amount) + " is below the start " + std::to_string(s.start);
-    *reply = encode_error(r.id, ErrorCode::too_low, message, {{"max", opt_value(s.max)}});
+    out.refuse(r, ErrorCode::too_low, message, {{"max", opt_value(s.max)}});
     return std::nullopt;
   }
   // Proxy bidding (auction_rules.h). A v1 bid is a bid whose max is its amount; on a v1-only
@@ -88,45 +153,53 @@ std::optional<EventKind> judge_bid(const Request& r, bool found, ItemState& s, u
     s.seq += 1;
   }
   if (!r.max && leading && !extends) {  // the v1 reply, byte for byte
-    *reply = encode_ok(r.id, {{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq}});
+    out.ok(encode_ok(r.id, {{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq}}));
   } else {
     std::vector<Field> fields{{"item", r.item}, {"bidder", r.bidder}, {"amount", r.amount}, {"seq", s.seq},
                               {"leading", leading}, {"price", *s.max}};
     if (extends) fields.push_back({"closes_at", *s.closes_at});
-    *reply = encode_ok(r.id, fields);
+    out.ok(encode_ok(r.id, fields));
   }
   return EventKind::max;
 }
 
-std::optional<EventKind> judge_close(const Request& r, bool found, ItemState& s, std::string* reply) {
-  if (refuse_unless_open(r, found, s, reply)) return std::nullopt;
+std::optional<EventKind> judge_close(const Request& r, bool found, ItemState& s, Judged out) {
+  if (refuse_unless_open(r, found, s, out)) return std::nullopt;
   mark_closed(s);
   const bool met = s.reserve_met();
   std::vector<Field> fields{{"item", r.item}, {"seq", s.seq}, {"winner", met ? opt_value(s.bidder) : Value{Nil{}}},
                             {"amount", met ? opt_value(s.max) : Value{Nil{}}}};
   if (s.reserve) fields.push_back({"reserve_met", met});
-  *reply = encode_ok(r.id, fields);
+  out.ok(encode_ok(r.id, fields));
   return EventKind::closed;
 }
 
 }  // namespace
 
-std::optional<EventKind> judge_write(const Request& r, bool found, ItemState& s, uint64_t now_ms, std::string* reply) {
+std::optional<EventKind> judge_write(const Request& r, bool found, ItemState& s, uint64_t now_ms, std::string* reply,
+                                     std::optional<ErrorCode>* error) {
+  std::optional<ErrorCode> unused;
+  Judged out{reply, error != nullptr ? error : &unused};
   switch (r.op) {
-    case Op::open: return judge_open(r, found, s, reply);
-    case Op::bid: return judge_bid(r, found, s, now_ms, reply);
-    case Op::close: return judge_close(r, found, s, reply);
+    case Op::open: return judge_open(r, found, s, out);
+    case Op::bid: return judge_bid(r, found, s, now_ms, out);
+    case Op::close: return judge_close(r, found, s, out);
     default: return std::nullopt;  // not a write (see REQUIRES)
   }
 }
 
 void judge_repeat(const Request& r, std::string_view fingerprint, std::string_view stored_fingerprint,
-                  std::string_view stored_reply, std::string* reply) {
+                  std::string_view stored_reply, std::string* reply, std::optional<ErrorCode>* error) {
+  std::optional<ErrorCode> unused;
+  Judged out{reply, error != nullptr ? error : &unused};
   if (stored_fingerprint == fingerprint) {
-    reply->assign(stored_reply);  // the remembered reply, byte for byte; no effect again
+    // The remembered reply, byte for byte; no effect again. Its outcome is read from its bytes:
+    // the request record keeps only those (nodes/store_format.h), and storing the code beside
+    // them would change the store format for the sake of a counter.
+    reply->assign(stored_reply);
+    if (!read_reply_outcome(stored_reply, out.error)) *out.error = ErrorCode::internal;
   } else {
-    *reply = encode_error(r.id, ErrorCode::conflict,
-                          "this id was used before for another write on item " + in_quotes(r.item));
+    out.refuse(r, ErrorCode::conflict, "this id was used before for another write on item " + in_quotes(r.item));
   }
 }
 

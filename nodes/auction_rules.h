@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/errors.h"
 #include "protocol/messages.h"
 
 namespace bidmesh {
@@ -59,19 +60,23 @@ struct ItemState {
 
 // Judges the write `r` at wall time `now_ms` against its item: `s` is the item's state when
 // `found`, and is ignored otherwise. Writes the reply into *reply (ok, or the rule's error:
-// exists, unknown_item, closed, too_low). Returns the event kind of the change when the write
+// exists, unknown_item, closed, too_low) and, when `error` is given, its outcome into *error
+// (nullopt for ok, else the code). Returns the event kind of the change when the write
 // changes the item, `s` being its new state then:
 //   open   a new item (seq 1); the caller stores it and its deadline, if any;
 //   max    an accepted bid;
 //   closed the close (its deadline, if any, is the caller's to remove).
 // nullopt: nothing changes, `s` is as it was.
 // REQUIRES: r.op is open, bid or close.
-std::optional<EventKind> judge_write(const Request& r, bool found, ItemState& s, uint64_t now_ms, std::string* reply);
+std::optional<EventKind> judge_write(const Request& r, bool found, ItemState& s, uint64_t now_ms, std::string* reply,
+                                     std::optional<ErrorCode>* error = nullptr);
 
 // A write whose (item, id) has a stored record: the same content gets the stored reply byte for
-// byte; other content gets `conflict`. Nothing changes either way.
+// byte; other content gets `conflict`. Nothing changes either way. When `error` is given, it gets
+// the reply's outcome as judge_write gives it; a stored reply that does not read as one that
+// judge_write makes (a damaged record) counts as `internal`.
 void judge_repeat(const Request& r, std::string_view fingerprint, std::string_view stored_fingerprint,
-                  std::string_view stored_reply, std::string* reply);
+                  std::string_view stored_reply, std::string* reply, std::optional<ErrorCode>* error = nullptr);
 
 // Whether the deadline entry `closes_at` of an item closes it now: the item exists, is open, and
 // still has that deadline (otherwise the entry is stale and is dropped).

@@ -45,6 +45,7 @@ struct BidNode::Incoming {
   std::vector<zmq::message_t> frames;
   std::optional<std::size_t> request;  // index in the batch's requests, when it decoded
   std::string reply;                   // set at once when it did not decode
+  std::optional<ErrorCode> outcome;    // what `reply` says: nullopt for ok, else its error code
   bool digest_refused = false;         // the router's config digest differs from ours
   std::optional<Op> op;                // for the metrics; none when it did not decode
   bool direct = false;                 // from a direct client: frames are [identity, ""]
@@ -251,14 +252,17 @@ void BidNode::drain() {
       in.reply = encode_error(std::holds_alternative<Request>(decoded) ? std::optional<std::string>(std::get<Request>(decoded).id)
                                                                        : std::get<DecodeError>(decoded).id,
                               ErrorCode::unavailable, digest_mismatch_message(router_digest));
+      in.outcome = ErrorCode::unavailable;
       refusals_.add(ErrorCode::unavailable);
     } else if (auto* err = std::get_if<DecodeError>(&decoded)) {
       in.reply = encode_error(*err);
+      in.outcome = err->code;
       refusals_.add(err->code);
     } else if (auto forbidden = authorize(*principal, std::get<Request>(decoded))) {
       refusals_.add(ErrorCode::forbidden);
       // Judged after the fields and before anything of the item; not remembered.
       in.reply = encode_error(std::get<Request>(decoded).id, ErrorCode::forbidden, *forbidden);
+      in.outcome = ErrorCode::forbidden;
     } else {
       in.request = requests_.size();
       requests_.push_back(std::move(std::get<Request>(decoded)));
@@ -275,7 +279,7 @@ void BidNode::drain_direct(uint64_t decode_now, std::size_t limit) {
     in.frames.resize(kReplyEnvelopeFrames);  // [identity, ""]: the reply envelope of a REQ/DEALER client
     in.frames[1].rebuild();
     Request request;
-    const auto got = retry_eintr([&] { return direct_->receive(in.frames[0], decode_now, request, in.reply, in.op); });
+    const auto got = retry_eintr([&] { return direct_->receive(in.frames[0], decode_now, request, in.reply, in.outcome, in.op); });
     if (got == DirectEndpoint::Got::none) break;
     if (got == DirectEndpoint::Got::answered) {
       metrics_.requests.error(std::nullopt, ErrorCode::bad_request).Increment();
@@ -338,7 +342,7 @@ void BidNode::commit_batch() {
   for (std::size_t b = 0; b < gathered_; ++b) {
     Incoming* in = &slots_[b];
     const std::string& reply = in->request ? result.replies[*in->request] : in->reply;
-    metrics_.requests.count_reply(in->op, reply);
+    metrics_.requests.count(in->op, in->request ? result.outcomes[*in->request] : in->outcome);
     // ROUTER drops a message to a gone or full peer (no ROUTER_MANDATORY): never blocks.
     zmq::socket_t& out = in->direct ? direct_->front().socket() : router_;
     for (std::size_t i = 0; i < kReplyEnvelopeFrames; ++i) {

@@ -97,12 +97,16 @@ const Principal* ClientFront::sender(const zmq::message_t& body) const {
   return key != nullptr && security_->clients ? security_->clients->find(key) : nullptr;
 }
 
-std::string ClientFront::local_reply(Op op, std::string_view id, const Principal* who, const SlotDirectory& slots) {
+std::string ClientFront::local_reply(Op op, std::string_view id, const Principal* who, const SlotDirectory& slots,
+                                     std::optional<ErrorCode>* outcome) {
   // No fields beyond op and id, so the endpoint judges the request whole, `forbidden` included.
   Request request;
   request.op = op;
-  if (auto forbidden = authorize(who != nullptr ? *who : Principal{}, request))
+  if (auto forbidden = authorize(who != nullptr ? *who : Principal{}, request)) {
+    *outcome = ErrorCode::forbidden;
     return encode_error(std::string(id), ErrorCode::forbidden, *forbidden);
+  }
+  *outcome = std::nullopt;
   return op == Op::slots ? slots.slots_reply(id) : encode_ok(id);
 }
 

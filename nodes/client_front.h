@@ -99,8 +99,10 @@ class ClientFront {
   bool secure() const { return security_.has_value(); }
 
   // The reply to the requests a client endpoint answers itself, ping and slots (with the role
-  // check: a revoked key gets `forbidden`). REQUIRES: op is ping or slots.
-  static std::string local_reply(Op op, std::string_view id, const Principal* who, const SlotDirectory& slots);
+  // check: a revoked key gets `forbidden`), and its outcome in *outcome (nullopt for ok, else the
+  // error code). REQUIRES: op is ping or slots.
+  static std::string local_reply(Op op, std::string_view id, const Principal* who, const SlotDirectory& slots,
+                                 std::optional<ErrorCode>* outcome);
 
   // Sends [identity, "", body]; never blocks.
   void reply(std::string_view identity, std::string_view body);

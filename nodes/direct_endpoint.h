@@ -46,9 +46,11 @@ class DirectEndpoint {
 
   std::optional<std::string> bind() { return front_.bind(endpoint_); }
 
-  // Reads and judges one message (see above). `identity` is the client's routing id; `op` is the
-  // request's op when it decoded (for the metrics).
-  Got receive(zmq::message_t& identity, uint64_t now_ms, Request& request, std::string& reply, std::optional<Op>& op);
+  // Reads and judges one message (see above). `identity` is the client's routing id. For the
+  // metrics: `op` is the request's op when it decoded, and with Got::reply, `outcome` is what
+  // `reply` says (nullopt for ok, else its error code).
+  Got receive(zmq::message_t& identity, uint64_t now_ms, Request& request, std::string& reply,
+              std::optional<ErrorCode>& outcome, std::optional<Op>& op);
 
   ClientFront& front() { return front_; }
 

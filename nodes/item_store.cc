@@ -204,6 +204,7 @@ Status ItemStore::rebuild_from_log() {
         if (Status d = decode_batch_record(payload, &record); !d.ok()) return d;
         scratch = BatchResult{};
         scratch.replies.resize(record.writes.size());
+        scratch.outcomes.resize(record.writes.size());
         apply_writes(record.writes, record.now_ms, /*log=*/false, scratch);
         if (scratch.failure) return Status::io_error("replaying a logged batch failed: " + *scratch.failure);
         stats.records += 1;
@@ -277,6 +278,8 @@ Status ItemStore::checkpoint() {
 BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_t now_ms) {
   BatchResult res;
   res.replies.resize(requests.size());
+  // Each reply below sets its outcome; `internal` only stands for a reply left unset (none is).
+  res.outcomes.assign(requests.size(), ErrorCode::internal);
   bool has_writes = false, has_reads = false, has_v2_open = false;
   for (const Request& r : requests) {
     if (op_is_write(r.op)) has_writes = true;
@@ -316,8 +319,10 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
     if (res.failure) {
       retry_after_ms_ = now_ms + kFailedTxnRetryMs;
       for (std::size_t i = 0; i < applied.size(); ++i) {
-        if (op_is_write(requests[i].op))
+        if (op_is_write(requests[i].op)) {
           res.replies[i] = encode_error(requests[i].id, ErrorCode::internal, *res.failure);
+          res.outcomes[i] = ErrorCode::internal;
+        }
       }
     }
   }
@@ -325,15 +330,21 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
   // Reads only after the batch's writes: they see the whole batch, and only logged state.
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const Request& r = requests[i];
+    std::optional<ErrorCode>& outcome = res.outcomes[i];
     if (i >= first_over) {
       res.replies[i] = encode_error(r.id, ErrorCode::internal,
                                     "this batch's log record is full (long item details); not applied, retry");
+      outcome = ErrorCode::internal;
     } else if (r.op == Op::ping) {
       res.replies[i] = encode_ok(r.id);
+      outcome = std::nullopt;
     } else if (has_reads && (r.op == Op::get || r.op == Op::history || r.op == Op::list)) {
-      res.replies[i] = txn_ == nullptr  ? encode_error(r.id, ErrorCode::internal, "the store is not readable now")
-                       : r.op == Op::list ? list_reply(txn_, r)
-                                          : read_reply(txn_, r);
+      if (txn_ == nullptr) {
+        res.replies[i] = encode_error(r.id, ErrorCode::internal, "the store is not readable now");
+        outcome = ErrorCode::internal;
+      } else {
+        res.replies[i] = r.op == Op::list ? list_reply(txn_, r, &outcome) : read_reply(txn_, r, &outcome);
+      }
     }
   }
   return res;
@@ -355,7 +366,7 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   std::size_t writes = 0;
   for (std::size_t i = 0; rc == 0 && i < requests.size(); ++i) {
     if (op_is_write(requests[i].op)) {
-      rc = apply_write(w, requests[i], &res.replies[i]);
+      rc = apply_write(w, requests[i], &res.replies[i], &res.outcomes[i]);
       ++writes;
     }
   }
@@ -414,14 +425,14 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   sweep_.committed();
 }
 
-int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
+int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply, std::optional<ErrorCode>* outcome) {
   w.fingerprint = r.fingerprint();
   std::string_view raw;
   int rc = w.get(env_->data, fmt::request_key(w.key, r.item, r.id), &raw);
   if (rc == 0) {
     fmt::RequestRecord rec;
     if (!fmt::decode_request_record(raw, &rec)) return w.fail(kBadRecord, "request record");
-    judge_repeat(r, w.fingerprint, rec.fingerprint, rec.reply, reply);
+    judge_repeat(r, w.fingerprint, rec.fingerprint, rec.reply, reply, outcome);
     return 0;
   }
   if (rc != MDB_NOTFOUND) return rc;
@@ -431,7 +442,7 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply) {
   if ((rc = load_state(w, env_->data, r.item, &s, &found, w.key)) != 0) return rc;
   const std::optional<uint64_t> closes_at_before = s.closes_at;
   const std::optional<std::string> leader_before = s.bidder;
-  if (const std::optional<EventKind> change = judge_write(r, found, s, w.now, reply)) {
+  if (const std::optional<EventKind> change = judge_write(r, found, s, w.now, reply, outcome)) {
     if ((rc = store_change(w, r.item, s, *change, closes_at_before, leader_before)) != 0) return rc;
     if (*change == EventKind::open && s.has_details &&
         (rc = w.put(env_->data, fmt::data_key(w.key, r.item, fmt::kTagDetails),
@@ -517,21 +528,29 @@ int ItemStore::run_auto_closes(WriteCtx& w) {
   return 0;
 }
 
-std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
+std::string ItemStore::read_reply(MDB_txn* txn, const Request& r, std::optional<ErrorCode>* outcome) const {
   ItemState s;
   bool found = false;
   std::string prefix;
   TxnCalls t{txn};
+  *outcome = ErrorCode::internal;  // until the reply is known
   int rc = load_state(t, env_->data, r.item, &s, &found, prefix);
   if (rc != 0) return encode_error(r.id, ErrorCode::internal, describe_failure(rc, t.failed_at));
-  if (!found) return unknown_item_reply(r);
+  if (!found) {
+    *outcome = ErrorCode::unknown_item;
+    return unknown_item_reply(r);
+  }
   if (r.op == Op::get) {
-    if (!s.has_details) return get_reply(r, s);
+    if (!s.has_details) {
+      *outcome = std::nullopt;
+      return get_reply(r, s);
+    }
     ItemDetails details;
     std::string_view raw;
     rc = get_value(txn, env_->data, fmt::data_key(prefix, r.item, fmt::kTagDetails), &raw);
     if (rc == 0 && !fmt::decode_details(raw, &details)) rc = kBadRecord;
     if (rc != 0) return encode_error(r.id, ErrorCode::internal, describe_failure(rc, "item details"));
+    *outcome = std::nullopt;
     return get_reply(r, s, &details);
   }
 
@@ -553,6 +572,7 @@ std::string ItemStore::read_reply(MDB_txn* txn, const Request& r) const {
     if (rc != 0 && rc != MDB_NOTFOUND)
       return encode_error(r.id, ErrorCode::internal, describe_failure(rc, "mdb_cursor_get"));
   }
+  *outcome = std::nullopt;
   return encode_history_ok(r.id, r.item, events);
 }
 
@@ -562,14 +582,17 @@ int ItemStore::move_listing(WriteCtx& w, const std::optional<std::string>& from,
   return w.put(env_->listing, to, {});
 }
 
-std::string ItemStore::list_reply(MDB_txn* txn, const Request& r) const {
+std::string ItemStore::list_reply(MDB_txn* txn, const Request& r, std::optional<ErrorCode>* outcome) const {
   // The first key of the page: just after the cursor's, or the first of the status.
   std::string seek(1, r.list_closed ? 1 : 0);
   std::optional<std::string> after;
   if (!r.cursor.empty()) {
     std::string why;
     const std::optional<ListKey> key = decode_cursor(r.cursor, r.list_closed, &why);
-    if (!key) return encode_error(r.id, ErrorCode::bad_request, "field 'cursor' " + why);  // decode checked it
+    if (!key) {
+      *outcome = ErrorCode::bad_request;
+      return encode_error(r.id, ErrorCode::bad_request, "field 'cursor' " + why);  // decode checked it
+    }
     after = list_key_bytes(*key);
     seek = *after;
   }
@@ -607,10 +630,13 @@ std::string ItemStore::list_reply(MDB_txn* txn, const Request& r) const {
     last = std::move(key);
     rc = c.get(&k, &v, MDB_NEXT);
   }
-  if (rc != 0 && rc != MDB_NOTFOUND)
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    *outcome = ErrorCode::internal;
     return encode_error(r.id, ErrorCode::internal, describe_failure(rc, *t.failed_at ? t.failed_at : "listing cursor"));
+  }
   views.assign(entries.begin(), entries.end());
   const std::optional<std::string> cursor = more && last ? std::optional<std::string>(encode_cursor(*last)) : std::nullopt;
+  *outcome = std::nullopt;
   return encode_list_ok(r.id, views, cursor, !r.list_missing.empty(), r.list_missing);
 }
 

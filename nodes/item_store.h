@@ -61,6 +61,7 @@
 
 #include "nodes/auction_rules.h"
 #include "nodes/sweep.h"
+#include "protocol/errors.h"
 #include "protocol/messages.h"
 #include "storage/log_format.h"
 #include "storage/log_writer.h"
@@ -96,6 +97,9 @@ struct FeedMessage {
 
 struct BatchResult {
   std::vector<std::string> replies;   // replies[i] answers requests[i]
+  // outcomes[i]: what replies[i] says, set where it is made: nullopt for ok, else its error code
+  // (for the request counters, which thus never read the reply's bytes).
+  std::vector<std::optional<ErrorCode>> outcomes;
   std::vector<FeedMessage> events;    // committed events, in commit order; empty on failure
   bool committed = false;             // a batch was applied and logged
   // The log can no longer be trusted (a failed write or fdatasync): the node must stop.
@@ -168,7 +172,7 @@ class ItemStore {
   struct WriteCtx;
   ItemStore(std::unique_ptr<LmdbEnv> env, std::filesystem::path dir, std::chrono::milliseconds retention);
 
-  int apply_write(WriteCtx& w, const Request& r, std::string* reply);
+  int apply_write(WriteCtx& w, const Request& r, std::string* reply, std::optional<ErrorCode>* outcome);
   // `closes_at_before`: the item's deadline before the write (a bid that moved it, soft close,
   // also stores the `extended` event and moves the deadline entry). `leader_before`: the item's
   // leader before a bid; when the bid took the lead from it, an `outbid` notice is queued on its
@@ -179,16 +183,17 @@ class ItemStore {
   int run_auto_closes(WriteCtx& w);
   // Applies the writes of one batch in a nested transaction of the checkpoint transaction; with
   // `log` the batch record is appended (durable) before the nested transaction is merged.
-  // Sets res.replies of the writes, res.events, and the derived state on success.
+  // Sets res.replies and res.outcomes of the writes, res.events, and the derived state on success.
   void apply_writes(const std::vector<Request>& requests, uint64_t now_ms, bool log, BatchResult& res);
   Status begin_checkpoint_txn();
   // Drops the checkpoint transaction and replays the log from checkpoint_pos_ into a new one.
   Status rebuild_from_log();
   std::filesystem::path log_dir() const;
-  std::string read_reply(MDB_txn* txn, const Request& r) const;
+  // The reply of a read, and its outcome in *outcome (as BatchResult::outcomes).
+  std::string read_reply(MDB_txn* txn, const Request& r, std::optional<ErrorCode>* outcome) const;
   // `list`: a walk of at most r.limit + 1 keys of the listing tree from the cursor, each with
   // its item's state (and details, for the title): O(limit), never a scan of all items.
-  std::string list_reply(MDB_txn* txn, const Request& r) const;
+  std::string list_reply(MDB_txn* txn, const Request& r, std::optional<ErrorCode>* outcome) const;
   // Moves (or adds, with `from` absent) an item's key in the listing tree, in w's transaction.
   int move_listing(WriteCtx& w, const std::optional<std::string>& from, const std::string& to);
   // Opens the listing tree in a transaction of its own, once per process (from

@@ -281,9 +281,10 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
   }
   if (!op_names_item(info.op) && info.op != Op::list) {
     // ping and slots: answered here, judged whole (`forbidden` included).
-    if (who != nullptr) metrics_.requests.ok(info.op).Increment();
-    else metrics_.requests.error(info.op, ErrorCode::forbidden).Increment();
-    reply_to_client(client, ClientFront::local_reply(info.op, info.id, who, slots_));
+    std::optional<ErrorCode> outcome;
+    const std::string reply = ClientFront::local_reply(info.op, info.id, who, slots_, &outcome);
+    metrics_.requests.count(info.op, outcome);
+    reply_to_client(client, reply);
     return;
   }
   // Built in place: the buffer keeps its capacity, so this allocates nothing per request. With

@@ -7,7 +7,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "protocol/errors.h"
 #include "protocol/messages.h"
 #include "tests/unit/store_fixtures.h"
 
@@ -169,6 +172,58 @@ TEST_CASE("auction rules: a repeated write gets its stored reply or conflict", "
     CHECK(rep.error == "conflict");
     CHECK(rep.id == "b1");
     CHECK_THAT(*rep.message, Catch::Contains("'lamp'"));
+  }
+}
+
+TEST_CASE("auction rules: each judgment gives its reply's outcome beside it", "[auction_rules]") {
+  std::string reply;
+  std::optional<ErrorCode> error = ErrorCode::internal;  // overwritten by every judgment
+  // The outcome says what the bytes say: nullopt for ok, else the error code.
+  const auto outcome_of_bytes = [&] {
+    const Reply r = decoded(reply);
+    return r.ok ? std::optional<ErrorCode>() : parse_error_code(r.error.value_or(""));
+  };
+  const std::vector<std::pair<Request, bool>> writes = {
+      {open_req("o1", "lamp", 100, 10), false},  {open_req("o2", "lamp"), true},
+      {bid_req("b1", "vase", "ann", 500), false}, {bid_req("b2", "lamp", "ann", 99), true},
+      {bid_req("b3", "lamp", "ann", 100), true},  {item_req(Op::close, "c1", "lamp"), true}};
+  for (const auto& [request, found] : writes) {
+    ItemState s = lamp();
+    const auto change = judge_write(request, found, s, kNow, &reply, &error);
+    CHECK(error == outcome_of_bytes());
+    CHECK(change.has_value() == !error.has_value());  // a change exactly when ok
+  }
+  ItemState closed = lamp();
+  closed.closed = true;
+  judge_write(bid_req("b4", "lamp", "ann", 500), true, closed, kNow, &reply, &error);
+  CHECK(error == ErrorCode::closed);
+
+  const Request r = bid_req("b1", "lamp", "ann", 100);
+  const std::string fp = r.fingerprint();
+  SECTION("a remembered reply: read from its stored bytes, every code and every id shape") {
+    judge_repeat(r, fp, fp, encode_ok("b1"), &reply, &error);
+    CHECK_FALSE(error);
+    // ids that take each MessagePack str header (fixstr, str8, str16), and none.
+    const std::vector<std::optional<std::string>> ids = {std::nullopt, "b", std::string(40, 'x'), std::string(300, 'y')};
+    for (std::size_t c = 0; c <= static_cast<std::size_t>(ErrorCode::internal); ++c) {
+      for (const auto& id : ids) {
+        error.reset();
+        judge_repeat(r, fp, fp, encode_error(id, static_cast<ErrorCode>(c), "why"), &reply, &error);
+        CHECK(error == static_cast<ErrorCode>(c));
+      }
+    }
+  }
+  SECTION("a stored reply that does not read as one (a damaged record) counts as internal") {
+    for (const std::string& stored : {std::string(), std::string("\x81\xa2ok\xc2"), std::string("\x83 any stored bytes")}) {
+      error.reset();
+      judge_repeat(r, fp, fp, stored, &reply, &error);
+      CHECK(reply == stored);
+      CHECK(error == ErrorCode::internal);
+    }
+  }
+  SECTION("other content under the id: conflict") {
+    judge_repeat(r, fp, bid_req("b1", "lamp", "ann", 200).fingerprint(), encode_ok("b1"), &reply, &error);
+    CHECK(error == ErrorCode::conflict);
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstddef>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -18,10 +19,21 @@
 namespace bidmesh {
 namespace {
 
-// Applies one request alone; returns the raw reply bytes.
+// Each reply's outcome (BatchResult::outcomes) is what its bytes say: ok, or the error code.
+void check_outcomes(const BatchResult& b) {
+  REQUIRE(b.outcomes.size() == b.replies.size());
+  for (std::size_t i = 0; i < b.replies.size(); ++i) {
+    const std::optional<Reply> rep = decode_reply(b.replies[i]);
+    REQUIRE(rep);
+    CHECK(rep->error == (b.outcomes[i] ? std::optional<std::string>(error_code_name(*b.outcomes[i])) : std::nullopt));
+  }
+}
+
+// Applies one request alone; returns the raw reply bytes (its outcome checked).
 std::string raw(ItemStore& s, const Request& r, uint64_t now = kNow) {
   BatchResult b = s.apply_batch({r}, now);
   REQUIRE(b.replies.size() == 1);
+  check_outcomes(b);
   return b.replies[0];
 }
 Reply reply(ItemStore& s, const Request& r, uint64_t now = kNow) {
@@ -281,6 +293,14 @@ TEST_CASE("item store remembers each write's reply by item and id", "[item_store
     CHECK(b.replies[1] == b.replies[0]);
     CHECK(decoded(b.replies[2]).error == "conflict");
     CHECK(b.events.size() == 1);
+    check_outcomes(b);
+    CHECK(b.outcomes == std::vector<std::optional<ErrorCode>>{std::nullopt, std::nullopt, ErrorCode::conflict});
+  }
+  SECTION("a remembered reply keeps its outcome: ok and too_low alike") {
+    REQUIRE(reply(*store, bid_req("b1", "lamp", "ann", 5)).error == "too_low");
+    BatchResult b = store->apply_batch({open_req("o1", "lamp", 10), bid_req("b1", "lamp", "ann", 5)}, kNow + 1);
+    check_outcomes(b);
+    CHECK(b.outcomes == std::vector<std::optional<ErrorCode>>{std::nullopt, ErrorCode::too_low});
   }
   SECTION("decisions survive a reopen of the store") {
     store.reset();
@@ -300,6 +320,8 @@ TEST_CASE("item store applies a batch in one transaction in arrival order", "[it
   REQUIRE(b.committed);
   REQUIRE_FALSE(b.failure);
   REQUIRE(b.replies.size() == 8);
+  check_outcomes(b);
+  CHECK(b.outcomes[3] == ErrorCode::too_low);
   CHECK(decoded(b.replies[0]).ok);
   CHECK(decoded(b.replies[2]).u64("seq") == 2u);
   CHECK(decoded(b.replies[3]).error == "too_low");
@@ -688,6 +710,7 @@ TEST_CASE("item store reports a full map as internal and keeps serving reads", "
   REQUIRE(failed->failure);
   CHECK_THAT(*failed->failure, Catch::StartsWith("storage full") && Catch::Contains("map_size_mb"));
   CHECK(failed->events.empty());
+  check_outcomes(*failed);  // the refused writes count as internal, the read as ok
   for (std::size_t i = 0; i + 1 < failed->replies.size(); ++i) {
     Reply r = decoded(failed->replies[i]);
     CHECK(r.error == "internal");

@@ -404,11 +404,7 @@ void BidNode::update_gauges() {
   metrics_.store_size_bytes.Set(static_cast<double>(store_->map_size_bytes()));
   metrics_.items_open.Set(static_cast<double>(store_->items_open()));
   metrics_.idempotency_records.Set(static_cast<double>(store_->idempotency_records()));
-  // A handful of files (the log keeps at most a few segments past the checkpoint's).
-  std::error_code ec;
-  std::size_t segments = 0;
-  for (std::filesystem::directory_iterator it(data_dir_ / "wal", ec), end; !ec && it != end; it.increment(ec)) ++segments;
-  if (!ec) metrics_.log_segments.Set(static_cast<double>(segments));
+  metrics_.log_segments.Set(static_cast<double>(store_->log_segments()));
 }
 
 std::string BidNode::stats_line() const {

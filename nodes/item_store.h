@@ -160,11 +160,12 @@ class ItemStore {
   uint64_t idempotency_record_count() const;  // a walk: O(items + records), for tests
   uint64_t map_size_bytes() const;
   // For the node's metrics (docs/operations.md). items_open and idempotency_records are kept as
-  // batches commit (never a walk per request) and saved with every checkpoint; the other two ask
+  // batches commit (never a walk per request) and saved with every checkpoint; the others ask
   // the log and LMDB (a few calls: once a second, not per request).
   uint64_t items_open() const { return items_open_; }
   uint64_t idempotency_records() const { return records_; }
   uint64_t log_bytes_since_checkpoint() const;
+  uint64_t log_segments() const { return log_ ? log_->segment_files() : 0; }  // files in <dir>/wal
   uint64_t store_used_bytes() const;  // LMDB pages in use at the last checkpoint x page size
   const std::filesystem::path& dir() const { return dir_; }
 

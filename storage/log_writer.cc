@@ -47,6 +47,7 @@ Status LogWriter::open_at(LogPosition end) {
   std::vector<uint64_t> segments;
   if (Status s = list_log_segments(*files_, options_.dir, &segments); !s.ok()) return s;
   const auto later = std::upper_bound(segments.begin(), segments.end(), end.segment);
+  behind_ = static_cast<uint64_t>(std::lower_bound(segments.begin(), later, end.segment) - segments.begin());
   for (auto it = later; it != segments.end(); ++it) {
     bool has_records = false;
     if (Status s = log_segment_starts_with_record(*files_, options_.dir, *it, &has_records); !s.ok()) return s;
@@ -164,6 +165,7 @@ Status LogWriter::move_to_next_segment() {
   }
   file_ = std::move(next);
   ++segment_;
+  ++behind_;  // the segment just ended stays until release_before()
   offset_ = 0;
   page_head_.clear();
   size_ = file_->size();
@@ -211,6 +213,7 @@ Status LogWriter::release_before(LogPosition checkpoint) {
     } else if (Status s = files_->remove(path_of(n)); !s.ok()) {
       return s;
     }
+    --behind_;
   }
   return Status::OK();
 }

@@ -88,6 +88,12 @@ class LogWriter {
   // for "checkpoint every N bytes".
   uint64_t bytes_between(LogPosition from, LogPosition to) const;
 
+  // The segment files of the log on disk: those before the current one that release_before()
+  // has not removed or recycled yet, the current one, and the prepared ones. Counted as the
+  // writer creates, renames and removes them (no directory listing), so a file put into the
+  // directory by someone else is not counted.
+  uint64_t segment_files() const { return behind_ + 1 + ahead_; }
+
  private:
   LogWriter(const LogOptions& options, FileLayer* files);
   Status open_at(LogPosition end);
@@ -105,6 +111,7 @@ class LogWriter {
   uint64_t offset_ = 0;
   uint64_t size_ = 0;   // of the current segment's file
   uint64_t ahead_ = 0;  // files segment_+1 .. segment_+ahead_ exist: segment_bytes long, no records
+  uint64_t behind_ = 0;  // segment files numbered below segment_, not yet released
   Status failed_;       // ok until a write or a sync failed
   std::string record_;  // the record being written (kept to reuse its buffer)
   std::string page_head_;  // the current page's bytes before offset_ (offset_ % 4096 of them)

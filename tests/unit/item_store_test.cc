@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -572,6 +573,10 @@ TEST_CASE("item store keeps the counts of its metrics through prunes, closes, ch
   auto store = open_store(dir.path(), 64ull << 20, retention);
   const auto counts_hold = [&] {
     CHECK(store->idempotency_records() == store->idempotency_record_count());
+    // The log's own count of its segment files is what the wal directory holds.
+    const auto files = std::distance(std::filesystem::directory_iterator(dir.path() / "wal"),
+                                     std::filesystem::directory_iterator());
+    CHECK(store->log_segments() == static_cast<uint64_t>(files));
   };
   // 40 items x 10 records (open + 9 bids), one with a deadline.
   std::vector<Request> batch;

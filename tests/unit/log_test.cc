@@ -274,6 +274,7 @@ TEST_CASE("log release_before recycles segments under strictly increasing number
     // Segments from the checkpoint's to the current one, plus at most 3 prepared ones.
     CHECK(segments.size() <= writer->end().segment - checkpoint.segment + 1 + 3);
     CHECK(segments.front() >= std::min(checkpoint.segment, writer->end().segment));
+    CHECK(writer->segment_files() == segments.size());  // counted by the writer, never listed
     seen.push_back(writer->end().segment);
   }
   CHECK(std::is_sorted(seen.begin(), seen.end()));
@@ -300,6 +301,12 @@ TEST_CASE("log release_before recycles segments under strictly increasing number
   Replayed after = replay(dir.path(), checkpoint);
   REQUIRE(after.status.ok());
   CHECK(after.payloads == slice(w.payloads, checkpoint_index, w.payloads.size()));
+  std::vector<uint64_t> segments;
+  REQUIRE(list_log_segments(posix_file_layer(), dir.path(), &segments).ok());
+  CHECK(reopened->segment_files() == segments.size());  // a reopen counts what it found
+  REQUIRE(reopened->release_before(reopened->end()).ok());
+  REQUIRE(list_log_segments(posix_file_layer(), dir.path(), &segments).ok());
+  CHECK(reopened->segment_files() == segments.size());
 }
 
 namespace {
@@ -586,6 +593,10 @@ TEST_CASE("log full disk: no_space while allocating a segment, nothing written, 
   Replayed after = replay(dir.path(), LogPosition{end.segment, 0}, &files);
   REQUIRE(after.status.ok());
   CHECK(after.payloads.back() == acked.back());
+  // A segment that could not be prepared is not counted: the count is the files there are.
+  std::vector<uint64_t> segments;
+  REQUIRE(list_log_segments(files, dir.path(), &segments).ok());
+  CHECK(writer->segment_files() == segments.size());
 }
 
 TEST_CASE("log io errors: the writer refuses every later append", "[log]") {

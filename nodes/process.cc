@@ -67,10 +67,11 @@ void SupervisorLink::ready() {
   next_beat_ = std::chrono::steady_clock::now() + interval_;
 }
 
-void SupervisorLink::set_note(std::string note) {
-  if (note == note_) return;
-  note_ = std::move(note);
+bool SupervisorLink::set_note(std::string_view note) {
+  if (note == note_) return false;  // compared, not copied: loops call this often
+  note_.assign(note);
   next_beat_ = {};  // the next tick says it
+  return true;
 }
 
 void SupervisorLink::tick() {

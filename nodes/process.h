@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <zmq.hpp>
 
@@ -41,8 +42,9 @@ class SupervisorLink {
   // Call on every loop turn: sends a heartbeat when one is due. Never blocks.
   void tick();
   // A short line the supervisor shows for this node in `bidmesh-ctl status` ("" = none): sent
-  // with every heartbeat, and by the next tick() when it changed.
-  void set_note(std::string note);
+  // with every heartbeat, and by the next tick() when it changed. Returns whether it changed
+  // (kept without a supervisor too, so callers may log each change once).
+  bool set_note(std::string_view note);
   // Called for each heartbeat (on the serving thread): the node's counters for `bidmesh-ctl top`
   // (metrics/snapshot.h). Unset: heartbeats carry none.
   void set_stats_source(std::function<NodeStats()> source) { stats_source_ = std::move(source); }

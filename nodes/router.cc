@@ -208,12 +208,10 @@ void Router::update_note(SupervisorLink& link, Clock::time_point now) {
     note += (note.empty() ? "" : "; ") + std::string("bid node ") + node.name +
             " refuses this router: mesh config digest " + digests;
   }
-  if (note != note_) {
+  if (link.set_note(note)) {  // a change: logged once
     log_event(note.empty() ? LogLevel::info : LogLevel::warning, "digest_mismatch",
               note.empty() ? std::string("every bid node accepts this router's mesh config digest again")
                            : note + ": make the hosts' configs agree (docs/deployment.md)");
-    note_ = note;
-    link.set_note(note);
   }
   // While a note is shown it is checked once a second, to clear it kDigestNoteHold after the
   // last refusal.

@@ -282,7 +282,6 @@ class Router {
   zmq::message_t identity_;
   zmq::message_t frame_;
   zmq::message_t body_;
-  std::string note_;  // as last given to the supervisor
   bool note_due_ = false;
   PendingTable::Clock::time_point next_note_check_{};
   const std::string full_reply_message_;

@@ -440,7 +440,8 @@ void Supervisor::handle_control() {
       }
       if (n == nullptr || m->pid == 0 || m->pid > static_cast<uint64_t>(INT32_MAX)) continue;
       const auto pid = static_cast<pid_t>(m->pid);
-      n->note = m->note;
+      // Twice a second per node, nearly always the same note: compared, copied only on a change.
+      if (n->note != m->note) n->note = m->note;
       n->note_pid = pid;
       if (m->stats) {
         n->stats = m->stats;

@@ -41,7 +41,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import SCALE, Supervised, free_ports, log_tails, wait_for  # noqa: E402
+from pymesh import (SCALE, Supervised, free_ports, log_tails, router_and_two_bid_nodes, wait_for,  # noqa: E402
+                    write_mesh_toml)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -73,15 +74,15 @@ class GatewayMesh:
         self.bin_dir = bin_dir
         self.dir = tempfile.mkdtemp(prefix="bidmesh-browser-")
         self.cli_keys = []
-        curve_top, curve_gateway = "", ""
+        top, gateway = {}, {}
         if security == "curve":
             for d in ("keys", "clients"):
                 os.mkdir(os.path.join(self.dir, d))
             self.keygen("mesh", "reader")
             self.keygen("gateway", "agent")
             self.keygen("cli", "auctioneer,agent")
-            curve_top = 'security = "curve"\nserver_certificate = "keys/mesh.key_secret"\nclients_dir = "clients"\n'
-            curve_gateway = 'client_certificate = "keys/gateway.key_secret"\n'
+            top = {"security": "curve", "server_certificate": "keys/mesh.key_secret", "clients_dir": "clients"}
+            gateway = {"client_certificate": "keys/gateway.key_secret"}
             self.cli_keys = ["--cert", os.path.join(self.dir, "keys", "cli.key_secret"),
                              "--server-cert", os.path.join(self.dir, "keys", "mesh.key")]
         p = free_ports(6)
@@ -89,17 +90,12 @@ class GatewayMesh:
         self.feed = "tcp://127.0.0.1:%d" % p[1]
         self.base = "http://127.0.0.1:%d" % p[5]
         self.users = os.path.join(self.dir, "users")
-        config = os.path.join(self.dir, "mesh.toml")
-        with open(config, "w") as f:
-            f.write(curve_top + 'data_dir = "data"\nrestart_intensity = 100\n'
-                    '[feed]\npublish = "%s"\ncollect = "tcp://127.0.0.1:%d"\n'
-                    '[[node]]\nname = "router"\nkind = "router"\nlisten = "%s"\nfeed = true\n'
-                    '[[node]]\nname = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n'
-                    '[[node]]\nname = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n'
-                    '[[node]]\nname = "gateway"\nkind = "gateway"\nlisten = "127.0.0.1:%d"\n'
-                    'users_file = "%s"\nweb_root = "%s"\n%s'
-                    % (self.feed, p[2], self.endpoint, p[3], p[4], p[5], self.users, os.path.abspath(web_root),
-                       curve_gateway))
+        nodes = router_and_two_bid_nodes(self.endpoint, "tcp://127.0.0.1:%d" % p[3], "tcp://127.0.0.1:%d" % p[4])
+        nodes.append(dict({"name": "gateway", "kind": "gateway", "listen": "127.0.0.1:%d" % p[5],
+                           "users_file": self.users, "web_root": os.path.abspath(web_root)}, **gateway))
+        config = write_mesh_toml(os.path.join(self.dir, "mesh.toml"),
+                                 dict(top, data_dir="data", restart_intensity=100),
+                                 {"publish": self.feed, "collect": "tcp://127.0.0.1:%d" % p[2]}, nodes)
         self.supervisor = Supervised(bin_dir, config, self.dir)
 
     def keygen(self, name, roles):

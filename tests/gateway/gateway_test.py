@@ -29,7 +29,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import SCALE, free_ports, log_tails, wait_for  # noqa: E402
+from pymesh import SCALE, free_ports, log_tails, router_and_two_bid_nodes, wait_for, write_mesh_toml  # noqa: E402
 
 import websockets  # noqa: E402  (Debian python3-websockets)
 
@@ -47,37 +47,14 @@ class Mesh:
          self.metrics_port) = free_ports(7)
         self.origin = "http://127.0.0.1:%d" % self.http_port
         self.users = os.path.join(self.dir, "users")
-        self.config = os.path.join(self.dir, "mesh.toml")
-        with open(self.config, "w") as f:
-            f.write("""data_dir = "data"
-heartbeat_interval_ms = 200
-[feed]
-publish = "tcp://127.0.0.1:%d"
-collect = "tcp://127.0.0.1:%d"
-[[node]]
-name = "router"
-kind = "router"
-listen = "tcp://127.0.0.1:%d"
-feed = true
-[[node]]
-name = "bid-1"
-kind = "bid"
-listen = "tcp://127.0.0.1:%d"
-slots = ["0-8191"]
-[[node]]
-name = "bid-2"
-kind = "bid"
-listen = "tcp://127.0.0.1:%d"
-slots = ["8192-16383"]
-[[node]]
-name = "web"
-kind = "gateway"
-listen = "127.0.0.1:%d"
-users_file = "users"
-max_connections = %d
-metrics = "127.0.0.1:%d"
-""" % (self.pub, self.collect, self.router_port, self.b1, self.b2, self.http_port, MAX_CONNECTIONS,
-       self.metrics_port))
+        nodes = router_and_two_bid_nodes("tcp://127.0.0.1:%d" % self.router_port, "tcp://127.0.0.1:%d" % self.b1,
+                                         "tcp://127.0.0.1:%d" % self.b2)
+        nodes.append({"name": "web", "kind": "gateway", "listen": "127.0.0.1:%d" % self.http_port,
+                      "users_file": "users", "max_connections": MAX_CONNECTIONS,
+                      "metrics": "127.0.0.1:%d" % self.metrics_port})
+        self.config = write_mesh_toml(
+            os.path.join(self.dir, "mesh.toml"), {"data_dir": "data", "heartbeat_interval_ms": 200},
+            {"publish": "tcp://127.0.0.1:%d" % self.pub, "collect": "tcp://127.0.0.1:%d" % self.collect}, nodes)
         self.tokens = {}
         for name in ("alice", "bob"):
             out = subprocess.run([os.path.join(BIN, "bidmesh-gateway-users"), "add", name, "--file", self.users],

@@ -33,7 +33,8 @@ import urllib.request
 import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import SCALE, bid_until, free_ports, request, wait_for  # noqa: E402
+from pymesh import (SCALE, bid_until, free_ports, request, router_and_two_bid_nodes, wait_for,  # noqa: E402
+                    write_mesh_toml)
 
 READY_S = 30 * SCALE
 PROMETHEUS_S = 60 * SCALE
@@ -82,26 +83,15 @@ class Run:
         self.endpoint = "tcp://127.0.0.1:%d" % p[0]
         self.metrics = {"router": p[5], "bid-1": p[6], "bid-2": p[7], "supervisor": p[8]}
         self.prometheus_port = p[9]
-        self.config = os.path.join(self.dir, "mesh.toml")
-        with open(self.config, "w") as f:
-            f.write(
-                'data_dir = "data"\n'
-                'supervisor_metrics = "127.0.0.1:%d"\n'
-                "request_timeout_ms = 2000\n"
-                "restart_intensity = 100\n"
-                "[feed]\n"
-                'publish = "tcp://127.0.0.1:%d"\n'
-                'collect = "tcp://127.0.0.1:%d"\n'
-                "[[node]]\n"
-                'name = "router"\nkind = "router"\nlisten = "%s"\nfeed = true\nmetrics = "127.0.0.1:%d"\n'
-                "[[node]]\n"
-                'name = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n'
-                'metrics = "127.0.0.1:%d"\n'
-                "[[node]]\n"
-                'name = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n'
-                'metrics = "127.0.0.1:%d"\n'
-                % (self.metrics["supervisor"], p[1], p[2], self.endpoint, self.metrics["router"],
-                   p[3], self.metrics["bid-1"], p[4], self.metrics["bid-2"]))
+        nodes = router_and_two_bid_nodes(self.endpoint, "tcp://127.0.0.1:%d" % p[3], "tcp://127.0.0.1:%d" % p[4])
+        for node in nodes:
+            node["metrics"] = "127.0.0.1:%d" % self.metrics[node["name"]]
+        self.config = write_mesh_toml(
+            os.path.join(self.dir, "mesh.toml"),
+            {"data_dir": "data", "supervisor_metrics": "127.0.0.1:%d" % self.metrics["supervisor"],
+             "request_timeout_ms": 2000, "restart_intensity": 100},
+            {"publish": "tcp://127.0.0.1:%d" % p[1], "collect": "tcp://127.0.0.1:%d" % p[2]},
+            nodes)
         self.supervisor_out = os.path.join(self.dir, "supervisor.out")
         with open(self.supervisor_out, "w") as out:
             self.supervisor = subprocess.Popen(

@@ -32,7 +32,8 @@ import threading
 import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import SCALE, bid_until, free_ports, log_tails, request, wait_for  # noqa: E402
+from pymesh import (SCALE, bid_until, free_ports, log_tails, request, router_and_two_bid_nodes,  # noqa: E402
+                    wait_for, write_mesh_toml)
 READY_S = 30 * SCALE
 REPLY_S = 5 * SCALE
 TEXT_LINE = re.compile(r"^\[[A-Za-z0-9_-]+ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] ")
@@ -50,14 +51,11 @@ class Mesh:
         self.bid_error = None
         p = free_ports(5)
         self.endpoint = "tcp://127.0.0.1:%d" % p[0]
-        self.config = os.path.join(self.dir, "mesh.toml")
-        with open(self.config, "w") as f:
-            f.write('data_dir = "data"\nlog_format = "%s"\nrestart_intensity = 100\n'
-                    '[feed]\npublish = "tcp://127.0.0.1:%d"\ncollect = "tcp://127.0.0.1:%d"\n'
-                    '[[node]]\nname = "router"\nkind = "router"\nlisten = "%s"\nfeed = true\n'
-                    '[[node]]\nname = "bid-1"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["0-8191"]\n'
-                    '[[node]]\nname = "bid-2"\nkind = "bid"\nlisten = "tcp://127.0.0.1:%d"\nslots = ["8192-16383"]\n'
-                    % (log_format, p[1], p[2], self.endpoint, p[3], p[4]))
+        self.config = write_mesh_toml(
+            os.path.join(self.dir, "mesh.toml"),
+            {"data_dir": "data", "log_format": log_format, "restart_intensity": 100},
+            {"publish": "tcp://127.0.0.1:%d" % p[1], "collect": "tcp://127.0.0.1:%d" % p[2]},
+            router_and_two_bid_nodes(self.endpoint, "tcp://127.0.0.1:%d" % p[3], "tcp://127.0.0.1:%d" % p[4]))
         self.out = os.path.join(self.dir, "supervisor.out")
 
     def start(self):

@@ -1,9 +1,10 @@
 """Helpers of the Python tests that start real processes (tests/observability, ...): free
-loopback ports, polling with a deadline, the tail of every log of a temp dir.
+loopback ports, the mesh config file, polling with a deadline, the tail of every log of a temp dir.
 
 BIDMESH_TEST_TIME_SCALE stretches deadlines (sanitizer builds): SCALE.
 """
 
+import json
 import os
 import socket
 import time
@@ -22,6 +23,42 @@ def free_ports(n):
     for s in socks:
         s.close()
     return ports
+
+
+def toml_value(v):
+    """One TOML value: a string (quoted and escaped), a bool, an int, or a list of those."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string of str is a TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError("no TOML value for %r" % (v,))
+
+
+def write_mesh_toml(path, top, feed, nodes):
+    """Writes a mesh config (docs/configuration.md) to `path`: the top-level keys of the dict `top`,
+    then [feed] with the keys of `feed`, then one [[node]] per dict of `nodes`, every key in the
+    order given. Values as toml_value takes them. Returns path."""
+    lines = ["%s = %s" % (k, toml_value(v)) for k, v in top.items()]
+    lines.append("[feed]")
+    lines += ["%s = %s" % (k, toml_value(v)) for k, v in feed.items()]
+    for node in nodes:
+        lines.append("[[node]]")
+        lines += ["%s = %s" % (k, toml_value(v)) for k, v in node.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def router_and_two_bid_nodes(router_listen, bid_1_listen, bid_2_listen):
+    """The nodes most tests run, for write_mesh_toml: the router (with the feed) and two bid nodes
+    that split the slots, bid-1 the lower half. Add keys to a node's dict as needed."""
+    return [{"name": "router", "kind": "router", "listen": router_listen, "feed": True},
+            {"name": "bid-1", "kind": "bid", "listen": bid_1_listen, "slots": ["0-8191"]},
+            {"name": "bid-2", "kind": "bid", "listen": bid_2_listen, "slots": ["8192-16383"]}]
 
 
 def wait_for(what, deadline_s, check, interval=0.1):

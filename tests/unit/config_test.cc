@@ -93,7 +93,7 @@ TEST_CASE("mesh config refuses bad files with file, key and reason", "[config]")
     CHECK(error_of(dup) == "/etc/bidmesh/mesh.toml: node 'bid-1': the name is used twice");
     std::string kind = two_bid_nodes();
     kind.replace(kind.find("kind = \"bid\""), 12, "kind = \"bidder\"");
-    CHECK(error_of(kind).find("must be \"router\" or \"bid\"") != std::string::npos);
+    CHECK(error_of(kind).find("must be \"router\", \"bid\" or \"gateway\"") != std::string::npos);
     std::string ep = two_bid_nodes();
     ep.replace(ep.find("tcp://127.0.0.1:5562"), 20, "127.0.0.1:5562");
     CHECK(error_of(ep).find("node 'bid-2'.listen: must be a ZeroMQ endpoint") != std::string::npos);

@@ -301,7 +301,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
                 Clock::time_point received) {
     if (closed_) return;
     if (watch_all_) {
-      enqueue(json, received);
+      enqueue(json, received, true);
       return;
     }
     auto it = watches_.find(item);
@@ -314,7 +314,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       return;
     }
     w.last_sent = seq;
-    enqueue(json, received);
+    enqueue(json, received, true);
   }
 
   void close_now() {
@@ -330,8 +330,9 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     int rounds = 0;
   };
   struct Outgoing {
-    std::shared_ptr<const std::string> text;
-    std::optional<Clock::time_point> received;  // events only
+    std::shared_ptr<const std::string> text;      // shared by every subscriber of a live event
+    std::optional<Clock::time_point> received;  // live events only (the delivery histogram)
+    bool event = false;                         // an {"type":"event"} object: may join a batch
   };
 
   void on_accept(beast::error_code ec) {
@@ -366,7 +367,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     JsonValue v(JsonObject{});
     v.set("type", "error");
     v.set("message", why);
-    enqueue(std::make_shared<const std::string>(v.dump()), std::nullopt);
+    enqueue(std::make_shared<const std::string>(v.dump()), std::nullopt, false);
   }
 
   void handle(const std::string& text) {
@@ -475,7 +476,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     for (const Event& e : reply->events) {
       if (e.seq != w.last_sent.value_or(0) + 1) continue;
       w.last_sent = e.seq;
-      enqueue(std::make_shared<const std::string>(event_message(e)), std::nullopt);
+      enqueue(std::make_shared<const std::string>(event_message(e)), std::nullopt, true);
       if (closed_ || watches_.find(item) == watches_.end()) return;  // a resync dropped the watch
     }
     if (reply->events.size() >= kHistoryPage) return catch_up(item);  // more pages
@@ -495,53 +496,78 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     for (const StoredEvent& e : *ring) {
       if (e.seq != w.last_sent.value_or(0) + 1) continue;
       w.last_sent = e.seq;
-      enqueue(e.json, e.received);
+      enqueue(e.json, e.received, true);
       if (closed_ || watches_.find(item) == watches_.end()) return;  // a resync dropped the watch
     }
   }
 
   // The queue overflowed (or a catch-up cannot finish): drop it, tell the client, forget its
-  // watches; it re-sends watch with `after` and misses nothing.
+  // watches; it re-sends watch with `after` and misses nothing. A write in flight completes.
   void resync(const char* reason) {
     gw_->metrics.resyncs.Increment();
-    queue_.resize(writing_ ? 1 : 0);
-    queued_bytes_ = writing_ ? queue_.front().text->size() : 0;
+    queue_.clear();
+    queued_bytes_ = 0;
     gw_->unwatch_all(this);
     watches_.clear();
     watch_all_ = false;
     auto msg = std::make_shared<const std::string>(std::string("{\"type\":\"resync\",\"reason\":\"") + reason + "\"}");
-    queue_.push_back({msg, std::nullopt});
+    queue_.push_back({msg, std::nullopt, false});
     queued_bytes_ += msg->size();
     write_next();
   }
 
-  void enqueue(const std::shared_ptr<const std::string>& text, std::optional<Clock::time_point> received) {
+  // The bound counts events (and bytes) waiting for a write, not the messages they will become.
+  void enqueue(const std::shared_ptr<const std::string>& text, std::optional<Clock::time_point> received, bool event) {
     if (closed_) return;
     if (queue_.size() >= gw_->settings.send_queue_messages ||
         queued_bytes_ + text->size() > gw_->settings.send_queue_bytes)
       return resync("slow");
-    queue_.push_back({text, received});
+    queue_.push_back({text, received, event});
     queued_bytes_ += text->size();
     write_next();
   }
 
+  // One write at a time. When it is free, every event queued goes out as ONE message,
+  // {"type":"events","events":[...]} (a cheap join of the shared event texts: a busy gateway
+  // makes fewer, bigger writes instead of falling behind); a lone event, or any other message,
+  // goes as it is.
   void write_next() {
     if (writing_ || queue_.empty() || closed_) return;
     writing_ = true;
-    ws_.async_write(net::buffer(*queue_.front().text),
-                    beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
+    in_flight_received_.clear();
+    std::size_t run = 0;
+    while (run < queue_.size() && queue_[run].event) ++run;
+    if (run <= 1) {
+      single_ = std::move(queue_.front().text);
+      if (queue_.front().received) in_flight_received_.push_back(*queue_.front().received);
+      queued_bytes_ -= single_->size();
+      queue_.pop_front();
+      ws_.async_write(net::buffer(*single_), beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
+      return;
+    }
+    static constexpr std::string_view kHead = "{\"type\":\"events\",\"events\":[";
+    batch_.clear();
+    batch_.reserve(kHead.size() + 2 + run + queued_bytes_);
+    batch_ += kHead;
+    for (std::size_t i = 0; i < run; ++i) {
+      if (i > 0) batch_ += ',';
+      batch_ += *queue_.front().text;
+      if (queue_.front().received) in_flight_received_.push_back(*queue_.front().received);
+      queued_bytes_ -= queue_.front().text->size();
+      queue_.pop_front();
+    }
+    batch_ += "]}";
+    ws_.async_write(net::buffer(batch_), beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t) {
     writing_ = false;
+    single_.reset();
     if (ec) return finish();
-    if (!queue_.empty()) {
-      gw_->metrics.ws_messages.Increment();
-      if (queue_.front().received)
-        gw_->metrics.delivery_seconds.Observe(std::chrono::duration<double>(Clock::now() - *queue_.front().received).count());
-      queued_bytes_ -= queue_.front().text->size();
-      queue_.pop_front();
-    }
+    gw_->metrics.ws_messages.Increment();
+    const auto now = Clock::now();
+    for (const auto& received : in_flight_received_)
+      gw_->metrics.delivery_seconds.Observe(std::chrono::duration<double>(now - received).count());
     write_next();
   }
 
@@ -558,8 +584,12 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   std::shared_ptr<Gateway::Impl> gw_;
   websocket::stream<beast::tcp_stream> ws_;
   beast::flat_buffer buffer_;
-  std::deque<Outgoing> queue_;
+  std::deque<Outgoing> queue_;  // waiting for the write in flight
   std::size_t queued_bytes_ = 0;
+  // The message being written: a lone message's shared text, or a batch built in batch_.
+  std::shared_ptr<const std::string> single_;
+  std::string batch_;
+  std::vector<Clock::time_point> in_flight_received_;
   bool writing_ = false;
   bool closed_ = false;
   bool watch_all_ = false;

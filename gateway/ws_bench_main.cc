@@ -10,6 +10,8 @@
 // to the moment a subscriber has read the message (system clock, same machine). So it spans the
 // bid node's publish, the feed forwarder, the gateway and the socket; `ts` is whole
 // milliseconds, so each figure may read up to 1 ms high.
+// Events may come one per message or in batches ({"type":"events","events":[...]}): each
+// event inside a batch counts, with the batch's read time.
 // Lost events: per subscriber and item, every seq from the first seen to the item's last must
 // arrive once, in order; a missing or repeated seq counts, and so does a resync message.
 // Prints one JSON line; exit 0 when it ran (whatever the figures), 100 usage, 111 failure.
@@ -108,13 +110,26 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
     });
   }
 
+  // One message: an event, a batch {"type":"events","events":[...]} of them, or a resync.
   void on_message(const std::string& text) {
     const double now = unix_now_ms_precise();
+    ++messages;
     if (text.find("\"type\":\"resync\"") != std::string::npos) {
       ++resyncs;
       return;
     }
-    if (text.find("\"type\":\"event\"") == std::string::npos) return;
+    // Each event object starts with this (the gateway writes compact JSON, and its event
+    // objects hold no nested object), so the text between two starts is one event.
+    static constexpr std::string_view kEvent = "{\"type\":\"event\",";
+    const std::string_view all(text);
+    for (auto at = all.find(kEvent); at != std::string_view::npos;) {
+      const auto next = all.find(kEvent, at + kEvent.size());
+      on_event(all.substr(at, next == std::string_view::npos ? std::string_view::npos : next - at), now);
+      at = next;
+    }
+  }
+
+  void on_event(std::string_view text, double now) {
     const std::string item = string_after(text, "\"item\":\"");
     const auto seq = number_after(text, "\"seq\":");
     const auto ts = number_after(text, "\"ts\":");
@@ -128,7 +143,7 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
       }
       it->second = std::max(it->second, *seq);
     }
-    if (text.find("\"event\":\"max\"") != std::string::npos)
+    if (text.find("\"event\":\"max\"") != std::string_view::npos)
       delivery_us.push_back(static_cast<float>((now - static_cast<double>(*ts)) * 1000.0));
   }
 
@@ -143,7 +158,7 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
   std::atomic<int>& ready;
   bool stopping = false;
   std::atomic<uint64_t> received{0};  // read by the main thread while the run settles
-  uint64_t gaps = 0, repeats = 0, resyncs = 0;
+  uint64_t messages = 0, gaps = 0, repeats = 0, resyncs = 0;
   std::unordered_map<std::string, uint64_t> last_seq;
   std::vector<float> delivery_us;
 };
@@ -281,11 +296,12 @@ int main(int argc, char** argv) {
   for (auto& io : ios) io->stop();
   for (auto& t : io_threads) t.join();
 
-  uint64_t received = 0, gaps = 0, repeats = 0, resyncs = 0, tail_lost = 0;
+  uint64_t received = 0, messages = 0, gaps = 0, repeats = 0, resyncs = 0, tail_lost = 0;
   std::vector<float> all;
   std::string first_error;
   for (auto& s : subs) {
     received += s->received;
+    messages += s->messages;
     gaps += s->gaps;
     repeats += s->repeats;
     resyncs += s->resyncs;
@@ -305,13 +321,13 @@ int main(int argc, char** argv) {
   };
   const double drive_s = std::chrono::duration<double>(drive_end - start).count();
   std::printf("{\"subscribers\":%d,\"connected\":%d,\"rate\":%d,\"seconds\":%.2f,\"bids\":%llu,\"replies\":%llu,"
-              "\"refused\":%llu,\"events_expected\":%llu,\"events_received\":%llu,\"lost\":%llu,\"repeats\":%llu,"
+              "\"refused\":%llu,\"events_expected\":%llu,\"events_received\":%llu,\"messages\":%llu,\"lost\":%llu,\"repeats\":%llu,"
               "\"resyncs\":%llu,\"delivery_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p999\":%.2f,\"max\":%.2f},"
               "\"error\":\"%s\"}\n",
               subscribers, connected, rate, drive_s, static_cast<unsigned long long>(bids),
               static_cast<unsigned long long>(replies), static_cast<unsigned long long>(refused),
               static_cast<unsigned long long>(static_cast<uint64_t>(connected) * (bids + names.size())),
-              static_cast<unsigned long long>(received), static_cast<unsigned long long>(gaps + tail_lost),
+              static_cast<unsigned long long>(received), static_cast<unsigned long long>(messages), static_cast<unsigned long long>(gaps + tail_lost),
               static_cast<unsigned long long>(repeats), static_cast<unsigned long long>(resyncs), pct(0.5), pct(0.9),
               pct(0.99), pct(0.999), all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0, first_error.c_str());
   return connected == subscribers ? 0 : 111;

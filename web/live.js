@@ -22,7 +22,8 @@ export async function readReply(res) {
 }
 
 // The live socket. Keeps the last seq applied per item, so that:
-// - events come to onEvent in seq order, each once (seq <= the last one is dropped);
+// - events (one per message, or a batch {"type":"events"}) come to onEvent in seq order, each
+//   once (seq <= the last one is dropped);
 // - a reconnect re-sends the watch with `after` = those seqs and the gateway replays the rest;
 // - a jump in seq (should not happen: the gateway repairs gaps) calls onGap(item) after the event.
 // onOpen runs on every (re)connect, onResync when the gateway dropped our queue, onStatus with
@@ -101,14 +102,22 @@ export class LiveSocket {
       this.resyncMs = Math.min(Math.max(this.resyncMs * 2, FIRST_RETRY_MS), MAX_RETRY_MS);
     } else if (msg.type === "error") {
       console.warn("gateway:", msg.message);
-    } else if (msg.type === "event" && typeof msg.item === "string" && Number.isInteger(msg.seq)) {
-      const have = this.seqOf(msg.item);
-      if (msg.seq <= have) return;
-      this.resyncMs = 0;
-      this.lastSeq.set(msg.item, msg.seq);
-      this.handlers.onEvent(msg);
-      if (have > 0 && msg.seq !== have + 1 && this.handlers.onGap) this.handlers.onGap(msg.item);
+    } else if (msg.type === "event") {
+      this.receiveEvent(msg);
+    } else if (msg.type === "events" && Array.isArray(msg.events)) {
+      // A batch: what the gateway had queued for this socket, each event in seq order per item.
+      for (const ev of msg.events) this.receiveEvent(ev);
     }
+  }
+
+  receiveEvent(ev) {
+    if (!ev || typeof ev.item !== "string" || !Number.isInteger(ev.seq)) return;
+    const have = this.seqOf(ev.item);
+    if (ev.seq <= have) return;
+    this.resyncMs = 0;
+    this.lastSeq.set(ev.item, ev.seq);
+    this.handlers.onEvent(ev);
+    if (have > 0 && ev.seq !== have + 1 && this.handlers.onGap) this.handlers.onGap(ev.item);
   }
 }
 

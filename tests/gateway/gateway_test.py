@@ -148,14 +148,24 @@ async def recv_json(ws, timeout):
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
+def events_of(msg):
+    """The events of one gateway message: an event, or a batch {"type": "events", "events": [...]}."""
+    if msg.get("type") == "event":
+        return [msg]
+    if msg.get("type") == "events":
+        assert len(msg["events"]) > 1, msg  # a lone event comes as "event"
+        assert all(e["type"] == "event" for e in msg["events"]), msg
+        return msg["events"]
+    return []
+
+
 async def events_until(ws, item, last_seq, timeout):
     """The events of `item` received until one with seq >= last_seq, in order."""
     got = []
     deadline = time.monotonic() + timeout
     while not got or got[-1]["seq"] < last_seq:
         msg = await recv_json(ws, max(0.01, deadline - time.monotonic()))
-        if msg.get("type") == "event" and msg["item"] == item:
-            got.append(msg)
+        got += [e for e in events_of(msg) if e["item"] == item]
     return got
 
 
@@ -312,9 +322,7 @@ class GatewayTest(unittest.TestCase):
             sent = time.monotonic()
             MESH.must("bid", "gw-clock", "dave", "42")
             for sock in (ws, all_ws):
-                msg = await recv_json(sock, 1.0 * SCALE)
-                while msg["item"] != "gw-clock":
-                    msg = await recv_json(sock, 1.0 * SCALE)
+                msg = (await events_until(sock, "gw-clock", 2, 1.0 * SCALE))[0]
                 self.assertEqual((msg["type"], msg["event"], msg["seq"], msg["amount"], msg["bidder"]),
                                  ("event", "max", 2, 42, "dave"))
             self.assertLess(time.monotonic() - sent, 1.0 * SCALE + 0.5)

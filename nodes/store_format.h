@@ -2,13 +2,13 @@
 // encoded and decoded. No LMDB here, only bytes; nodes/item_store.cc puts these bytes into the
 // trees and nodes/sweep.cc walks them.
 //
-// LMDB layout, format 4 (named trees in one environment; u64 are big-endian so keys sort by
+// LMDB layout, format 5 (named trees in one environment; u64 are big-endian so keys sort by
 // value; items never contain '\0', so `item '\0'` is a prefix no other item's keys share):
-//   meta:      "format" -> "4". Formats 3 and 2 are read too and marked 4 at open: format 4 is
-//              format 3 plus the v2 records below (state layout 2, details), which a format-3
-//              build cannot read, so the step makes such a build refuse the store with its
-//              one-line message instead of failing on the first v2 item (format 2 is format 3
-//              without a log).
+//   meta:      "format" -> "5". Formats 4, 3 and 2 are read too and marked 5 at open. Each
+//              step makes an older build refuse the store with its one-line message instead of
+//              misreading it: format 5 is format 4 plus the listing tree, which a format-4 build
+//              would leave stale; format 4 is format 3 plus the v2 records below (state layout 2,
+//              details), which a format-3 build cannot read (format 2 is format 3 without a log).
 //              "log"    -> u64 segment, u64 offset: the log position this commit covers (replay
 //                          starts there; absent: the start of the log)
 //              "items"  -> u64 number of items (kept with every open, for item_count at start)
@@ -40,13 +40,9 @@
 //              soft-close extension (moved); a bid that leaves the deadline alone does not touch
 //              it. meta "listing" -> "1" says the tree is complete.
 //
-// The listing index came after format 4 without a format step: a store without meta "listing"
-// (written by a format-4 build from before the index, or changed by bidmesh-slots, which drops
+// A store without meta "listing" (format 4 and older, or one bidmesh-slots changed, which drops
 // the record) gets the tree emptied and rebuilt from the item states once, at open, O(items +
 // records) (ItemStore::open_listing_index); replay of the log then maintains it like any batch.
-// Caveat: a format-4 build from before the index that writes to a store after a build with it
-// leaves the tree stale (that build does not know the record); remove meta "listing" (or run
-// bidmesh-slots on the store) before going back to a newer build.
 // Format 1 (separate trees) is refused at open with a one-line error naming the directory: move it
 // away and restart.
 //
@@ -72,7 +68,8 @@
 
 namespace bidmesh::store_format {
 
-inline constexpr std::string_view kFormatVersion = "4";
+inline constexpr std::string_view kFormatVersion = "5";
+inline constexpr std::string_view kFormatWithoutListing = "4";  // format 5 without the listing tree
 inline constexpr std::string_view kFormatV1Only = "3";      // format 4 without v2 records
 inline constexpr std::string_view kFormatWithoutLog = "2";  // format 3 before its first checkpoint
 

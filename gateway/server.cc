@@ -199,7 +199,7 @@ struct AuthSession {
 
 struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
   Impl(net::io_context& io_, GatewaySettings s, UserFile u, MeshWorker& m, GatewayMetrics& g)
-      : io(io_), settings(std::move(s)), users(std::move(u)), mesh(m), metrics(g), acceptor(io_) {}
+      : io(io_), settings(std::move(s)), users(std::move(u)), mesh(m), metrics(g), acceptor(io_), pace_timer(io_) {}
 
   net::io_context& io;
   const GatewaySettings settings;
@@ -277,6 +277,12 @@ struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
     }
   }
   void publish(const Event& e, Clock::time_point received);
+
+  // Sockets whose next write waits for the pace timer (settings.ws_write_interval).
+  std::vector<std::weak_ptr<WsSession>> paced;
+  net::steady_timer pace_timer;
+  bool pace_armed = false;
+  void pace(std::weak_ptr<WsSession> session);
 };
 
 // One WebSocket client (server.h): watches, a bounded send queue, catch-up from the rings and
@@ -316,6 +322,8 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     w.last_sent = seq;
     enqueue(json, received, true);
   }
+
+  friend struct Gateway::Impl;  // the pace timer calls write_paced
 
   void close_now() {
     if (closed_) return;
@@ -532,8 +540,26 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   // makes fewer, bigger writes instead of falling behind); a lone event, or any other message,
   // goes as it is.
   void write_next() {
+    if (writing_ || queue_.empty() || closed_ || paced_) return;
+    // Only events wait: an error or a resync goes at once (an error may precede a close).
+    if (queue_.front().event && Clock::now() - last_write_ < gw_->settings.ws_write_interval) {
+      paced_ = true;  // wrote a moment ago: what comes until the pace timer joins this batch
+      gw_->pace(weak_from_this());
+      return;
+    }
+    start_write();
+  }
+
+  // The pace timer fired: write what is queued now.
+  void write_paced() {
+    paced_ = false;
     if (writing_ || queue_.empty() || closed_) return;
+    start_write();
+  }
+
+  void start_write() {
     writing_ = true;
+    last_write_ = Clock::now();
     in_flight_received_.clear();
     std::size_t run = 0;
     while (run < queue_.size() && queue_[run].event) ++run;
@@ -591,6 +617,8 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   std::string batch_;
   std::vector<Clock::time_point> in_flight_received_;
   bool writing_ = false;
+  bool paced_ = false;
+  Clock::time_point last_write_{};
   bool closed_ = false;
   bool watch_all_ = false;
   int abuse_ = 0;
@@ -621,6 +649,21 @@ void Gateway::Impl::publish(const Event& e, Clock::time_point received) {
     for (WsSession* s : some)
       if (!all_watchers.count(s)) s->on_event(e.item, e.seq, json, received);
   }
+}
+
+void Gateway::Impl::pace(std::weak_ptr<WsSession> session) {
+  paced.push_back(std::move(session));
+  if (pace_armed) return;
+  pace_armed = true;
+  pace_timer.expires_after(settings.ws_write_interval);
+  pace_timer.async_wait([self = shared_from_this()](beast::error_code ec) {
+    self->pace_armed = false;
+    if (ec || self->stopped) return;
+    auto due = std::move(self->paced);
+    self->paced.clear();
+    for (auto& weak : due)
+      if (auto s = weak.lock()) s->write_paced();
+  });
 }
 
 // One HTTP connection: requests in turn (keep-alive), each under the header/body limits and the

@@ -10,8 +10,9 @@
 //
 // Bounds (docs/web.md, "Limits"): max_connections open sockets (the next gets 503 and is
 // closed); HTTP headers 8 KiB, bodies 4 KiB, 30 s to send a request; WebSocket messages 4 KiB
-// in, a send queue of 256 messages or 1 MiB per socket (past it the queue is dropped and the
-// client gets {"type":"resync"}), pings on idle sockets; per item the last 256 events and at most
+// in, a send queue of 256 events or 1 MiB per socket (past it the queue is dropped and the
+// client gets {"type":"resync"}), one write per socket per ws_write_interval while busy (queued
+// events go as one {"type":"events"} message), pings on idle sockets; per item the last 256 events and at most
 // 200000 events in all are kept for watch-with-after; 100000 sign-in sessions; 10 sign-ins per
 // minute per remote address.
 #pragma once
@@ -48,6 +49,10 @@ struct GatewaySettings {
   std::size_t ring_total = 200000;
   std::chrono::milliseconds http_idle{30000};
   std::chrono::seconds ws_idle{60};
+  // At most one WebSocket write per socket per interval while events keep coming (0: none):
+  // what arrives meanwhile joins the next batch, so 1000 busy sockets cost 1000 writes per
+  // interval, not one per event each. A socket idle for the interval writes at once.
+  std::chrono::milliseconds ws_write_interval{10};
 };
 
 class Gateway {

@@ -16,7 +16,7 @@
 #include <msgpack.hpp>
 #include <sodium.h>
 
-#include "gateway/json_value.h"
+#include "gateway/json_input.h"
 #include "protocol/log.h"
 
 namespace bidmesh::gateway {
@@ -64,10 +64,10 @@ std::string content_type_of(const std::filesystem::path& p) {
 }
 
 std::string error_json(std::string_view code, std::string_view message) {
-  JsonValue v(JsonObject{});
-  v.set("error", std::string(code));
-  v.set("message", std::string(message));
-  return v.dump();
+  Json v = Json::object();
+  v["error"] = std::string(code);
+  v["message"] = std::string(message);
+  return dump_json(v);
 }
 
 int hex_digit(char c) {
@@ -129,19 +129,19 @@ bool same_secret(std::string_view a, std::string_view b) {
 }
 
 // A mesh reply frame as JSON (msgpack_to_json applies the reply limits), parsed for reshaping.
-std::optional<JsonValue> reply_json(const std::string& raw) {
+std::optional<Json> reply_json(const std::string& raw) {
   std::string why;
-  return parse_json(msgpack_to_json(raw), why, JsonLimits{1 << 24, 16});
+  return parse_untrusted_json(msgpack_to_json(raw), why, 1 << 24, 16);
 }
 
-std::string frame_of(const std::vector<std::pair<std::string, JsonValue>>& fields) {
+std::string frame_of(const std::vector<std::pair<std::string, Json>>& fields) {
   msgpack::sbuffer buf(128);
   msgpack::packer<msgpack::sbuffer> pk(buf);
   pk.pack_map(static_cast<uint32_t>(fields.size()));
   for (const auto& [k, v] : fields) {
     pk.pack(k);
-    if (const auto* s = v.string()) pk.pack(*s);
-    else if (auto u = v.u64()) pk.pack(*u);
+    if (const auto* s = as_string(&v)) pk.pack(*s);
+    else if (auto u = as_u64(&v)) pk.pack(*u);
     else pk.pack_nil();
   }
   return std::string(buf.data(), buf.size());
@@ -151,7 +151,7 @@ std::string frame_of(const std::vector<std::pair<std::string, JsonValue>>& field
 
 std::string event_message(const Event& e) {
   std::string out = "{\"type\":\"event\",\"item\":";
-  JsonValue(e.item).dump_to(out);
+  out += dump_json(Json(e.item));
   out += ",\"seq\":" + std::to_string(e.seq) + ",\"event\":\"" + std::string(event_kind_name(e.kind)) +
          "\",\"ts\":" + std::to_string(e.ts);
   auto opt_u = [&](const char* k, const std::optional<uint64_t>& v) {
@@ -159,7 +159,7 @@ std::string event_message(const Event& e) {
   };
   auto opt_s = [&](const char* k, const std::optional<std::string>& v) {
     out += std::string(",\"") + k + "\":";
-    if (v) JsonValue(*v).dump_to(out);
+    if (v) out += dump_json(Json(*v));
     else out += "null";
   };
   switch (e.kind) {
@@ -372,46 +372,46 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
 
   void refuse(const std::string& why) {
     ++abuse_;
-    JsonValue v(JsonObject{});
-    v.set("type", "error");
-    v.set("message", why);
-    enqueue(std::make_shared<const std::string>(v.dump()), std::nullopt, false);
+    Json v = Json::object();
+    v["type"] = "error";
+    v["message"] = why;
+    enqueue(std::make_shared<const std::string>(dump_json(v)), std::nullopt, false);
   }
 
   void handle(const std::string& text) {
     std::string why;
-    auto msg = parse_json(text, why, JsonLimits{kWsMessageMax, 4});
-    if (!msg || !msg->object()) return refuse("not a JSON object: " + (msg ? std::string("wrong type") : why));
-    const JsonValue* type = msg->get("type");
-    const std::string* t = type ? type->string() : nullptr;
+    auto msg = parse_untrusted_json(text, why, kWsMessageMax, 4);
+    if (!msg || !msg->is_object()) return refuse("not a JSON object: " + (msg ? std::string("wrong type") : why));
+    const Json* type = member(*msg, "type");
+    const std::string* t = type ? as_string(type) : nullptr;
     if (t == nullptr) return refuse("a message needs \"type\": \"watch\" or \"unwatch\"");
     if (*t == "watch") return watch(*msg);
     if (*t == "unwatch") return unwatch(*msg);
     refuse("unknown type \"" + *t + "\"");
   }
 
-  void watch(const JsonValue& msg) {
-    if (const JsonValue* all = msg.get("all"); all && all->boolean() && *all->boolean()) {
+  void watch(const Json& msg) {
+    if (is_true(member(msg, "all"))) {
       watch_all_ = true;
       gw_->all_watchers.insert(this);
       return;
     }
-    const JsonValue* items = msg.get("items");
-    const JsonValue* after = msg.get("after");
-    if (items == nullptr || items->array() == nullptr)
+    const Json* items = member(msg, "items");
+    const Json* after = member(msg, "after");
+    if (items == nullptr || !items->is_array())
       return refuse("watch needs \"items\": [names] or \"all\": true");
-    if (after && !after->is_null() && after->object() == nullptr)
+    if (after && !after->is_null() && !after->is_object())
       return refuse("\"after\" must be an object {item: seq}");
     std::vector<std::pair<std::string, std::optional<uint64_t>>> wanted;
-    for (const JsonValue& v : *items->array()) {
-      const std::string* item = v.string();
+    for (const Json& v : *items) {
+      const std::string* item = as_string(&v);
       if (item == nullptr || !is_valid_identifier(*item))
         return refuse("each item is 1..64 bytes of [A-Za-z0-9_-]");
       std::optional<uint64_t> from;
-      if (after && after->object()) {
-        if (const JsonValue* a = after->get(*item)) {
-          if (!a->u64()) return refuse("\"after\" values are seqs (integers >= 0)");
-          from = *a->u64();
+      if (after && after->is_object()) {
+        if (const Json* a = member(*after, *item)) {
+          if (!as_u64(a)) return refuse("\"after\" values are seqs (integers >= 0)");
+          from = *as_u64(a);
         }
       }
       wanted.emplace_back(*item, from);
@@ -429,11 +429,11 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     }
   }
 
-  void unwatch(const JsonValue& msg) {
-    const JsonValue* items = msg.get("items");
-    if (items == nullptr || items->array() == nullptr) return refuse("unwatch needs \"items\": [names]");
-    for (const JsonValue& v : *items->array()) {
-      const std::string* item = v.string();
+  void unwatch(const Json& msg) {
+    const Json* items = member(msg, "items");
+    if (items == nullptr || !items->is_array()) return refuse("unwatch needs \"items\": [names]");
+    for (const Json& v : *items) {
+      const std::string* item = as_string(&v);
       if (item == nullptr) continue;
       watches_.erase(*item);
       if (auto it = gw_->item_watchers.find(*item); it != gw_->item_watchers.end()) {
@@ -830,7 +830,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void list_items(const std::map<std::string, std::string>& query) {
-    std::vector<std::pair<std::string, JsonValue>> f{{"op", "list"}, {"id", gw_->next_id()}};
+    std::vector<std::pair<std::string, Json>> f{{"op", "list"}, {"id", gw_->next_id()}};
     if (auto it = query.find("status"); it != query.end()) {
       if (it->second != "open" && it->second != "closed")
         return send(error(http::status::bad_request, "bad_request", "status is open or closed."));
@@ -850,25 +850,25 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     ask(frame_of(f), [](HttpSession& self, const std::optional<std::string>& raw) {
       auto reply = raw ? reply_json(*raw) : std::nullopt;
-      if (!reply || !reply->object()) return self.unavailable();
-      const JsonValue* ok = reply->get("ok");
-      if (!ok || !ok->boolean() || !*ok->boolean()) {
-        const JsonValue* code = reply->get("error");
-        const JsonValue* msg = reply->get("message");
-        const std::string c = code && code->string() ? *code->string() : "unavailable";
-        const std::string m = msg && msg->string() ? *msg->string() : "The mesh refused the listing.";
+      if (!reply || !reply->is_object()) return self.unavailable();
+      const Json* ok = member(*reply, "ok");
+      if (!is_true(ok)) {
+        const Json* code = member(*reply, "error");
+        const Json* msg = member(*reply, "message");
+        const std::string c = code && as_string(code) ? *as_string(code) : "unavailable";
+        const std::string m = msg && as_string(msg) ? *as_string(msg) : "The mesh refused the listing.";
         return self.send(self.error(c == "bad_request" ? http::status::bad_request : http::status::bad_gateway, c, m));
       }
-      JsonValue out(JsonObject{});
-      const JsonValue* items = reply->get("items");
-      out.set("items", items ? *items : JsonValue(JsonArray{}));
-      const JsonValue* cursor = reply->get("cursor");
-      out.set("cursor", cursor ? *cursor : JsonValue(nullptr));
-      const JsonValue* partial = reply->get("partial");
-      out.set("partial", partial && partial->boolean() ? *partial->boolean() : false);
-      const JsonValue* missing = reply->get("missing");
-      out.set("missing", missing ? *missing : JsonValue(JsonArray{}));
-      self.send(self.json(http::status::ok, out.dump()));
+      Json out = Json::object();
+      const Json* items = member(*reply, "items");
+      out["items"] = items ? *items : Json::array();
+      const Json* cursor = member(*reply, "cursor");
+      out["cursor"] = cursor ? *cursor : Json(nullptr);
+      const Json* partial = member(*reply, "partial");
+      out["partial"] = is_true(partial);
+      const Json* missing = member(*reply, "missing");
+      out["missing"] = missing ? *missing : Json::array();
+      self.send(self.json(http::status::ok, dump_json(out)));
     });
   }
 
@@ -880,18 +880,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     r.item = item;
     ask(encode_request(r), [item](HttpSession& self, const std::optional<std::string>& raw) {
       auto reply = raw ? reply_json(*raw) : std::nullopt;
-      if (!reply || !reply->object()) return self.unavailable();
-      const JsonValue* ok = reply->get("ok");
-      if (!ok || !ok->boolean() || !*ok->boolean()) {
-        const JsonValue* code = reply->get("error");
-        if (code && code->string() && *code->string() == "unknown_item")
+      if (!reply || !reply->is_object()) return self.unavailable();
+      const Json* ok = member(*reply, "ok");
+      if (!is_true(ok)) {
+        const Json* code = member(*reply, "error");
+        if (code && as_string(code) && *as_string(code) == "unknown_item")
           return self.send(self.error(http::status::not_found, "not_found", "There is no such auction."));
         return self.unavailable();
       }
-      JsonValue fields(JsonObject{});
-      for (const auto& [k, v] : *reply->object())
-        if (k != "ok" && k != "id") fields.set(k, v);
-      const uint64_t seq = reply->get("seq") && reply->get("seq")->u64() ? *reply->get("seq")->u64() : 0;
+      Json fields = Json::object();
+      for (const auto& [k, v] : reply->items())
+        if (k != "ok" && k != "id") fields[k] = v;
+      const uint64_t seq = as_u64(member(*reply, "seq")).value_or(0);
       bidmesh::Request h;
       h.op = Op::history;
       h.id = self.gw_->next_id();
@@ -900,11 +900,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       h.limit = kItemHistoryShown;
       self.ask(encode_request(h), [fields = std::move(fields)](HttpSession& s, const std::optional<std::string>& raw2) {
         auto hist = raw2 ? reply_json(*raw2) : std::nullopt;
-        if (!hist || !hist->get("events") || !hist->get("events")->array()) return s.unavailable();
-        JsonValue out(JsonObject{});
-        out.set("item", fields);
-        out.set("history", *hist->get("events"));
-        s.send(s.json(http::status::ok, out.dump()));
+        const Json* events = hist ? member(*hist, "events") : nullptr;
+        if (events == nullptr || !events->is_array()) return s.unavailable();
+        Json out = Json::object();
+        out["item"] = fields;
+        out["history"] = *events;
+        s.send(s.json(http::status::ok, dump_json(out)));
       });
     });
   }
@@ -912,16 +913,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void session_info() {
     AuthSession* session = gw_->session_of(req_);
     if (session == nullptr) return send(error(http::status::unauthorized, "signed_out", "Not signed in."));
-    JsonValue out(JsonObject{});
-    out.set("name", session->name);
-    out.set("csrf", session->csrf);
-    send(json(http::status::ok, out.dump()));
+    Json out = Json::object();
+    out["name"] = session->name;
+    out["csrf"] = session->csrf;
+    send(json(http::status::ok, dump_json(out)));
   }
 
-  std::optional<JsonValue> body_object() {
+  std::optional<Json> body_object() {
     std::string why;
-    auto v = parse_json(req_.body(), why, JsonLimits{kBodyLimit, 4});
-    if (!v || !v->object()) return std::nullopt;
+    auto v = parse_untrusted_json(req_.body(), why, kBodyLimit, 4);
+    if (!v || !v->is_object()) return std::nullopt;
     return v;
   }
 
@@ -933,23 +934,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     auto body = body_object();
     if (!body) return send(error(http::status::bad_request, "bad_request", "The body must be a JSON object."));
-    const JsonValue* name = body->get("name");
-    const JsonValue* token = body->get("token");
-    if (!name || !name->string() || !token || !token->string())
+    const Json* name = member(*body, "name");
+    const Json* token = member(*body, "token");
+    if (!name || !as_string(name) || !token || !as_string(token))
       return send(error(http::status::bad_request, "bad_request", "Sign in with {\"name\", \"token\"}."));
     if (auto problem = gw_->users.reload_if_changed())
       log_event(LogLevel::warning, "users", "users file not reloaded, the previous list stays: " + *problem);
-    if (!gw_->users.verify(*name->string(), *token->string())) {
+    if (!gw_->users.verify(*as_string(name), *as_string(token))) {
       gw_->metrics.signins_refused.Increment();
       return send(error(http::status::unauthorized, "bad_credentials", "That name and token do not match."));
     }
     gw_->metrics.signins_ok.Increment();
     std::string csrf;
-    const std::string cookie = gw_->new_session(*name->string(), csrf);
-    JsonValue out(JsonObject{});
-    out.set("name", *name->string());
-    out.set("csrf", csrf);
-    auto res = json(http::status::ok, out.dump());
+    const std::string cookie = gw_->new_session(*as_string(name), csrf);
+    Json out = Json::object();
+    out["name"] = *as_string(name);
+    out["csrf"] = csrf;
+    auto res = json(http::status::ok, dump_json(out));
     res.set(http::field::set_cookie, std::string(kCookieName) + "=" + cookie + "; HttpOnly; SameSite=Strict; Path=/" +
                                          (gw_->settings.https ? "; Secure" : ""));
     send(std::move(res));
@@ -987,28 +988,28 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (session == nullptr) return;
     auto body = body_object();
     if (!body) return send(error(http::status::bad_request, "bad_request", "The body must be a JSON object."));
-    const JsonValue* item = body->get("item");
-    const JsonValue* amount = body->get("amount");
-    const JsonValue* max = body->get("max");
-    const JsonValue* id = body->get("id");
-    if (!item || !item->string() || !is_valid_identifier(*item->string()))
+    const Json* item = member(*body, "item");
+    const Json* amount = member(*body, "amount");
+    const Json* max = member(*body, "max");
+    const Json* id = member(*body, "id");
+    if (!item || !as_string(item) || !is_valid_identifier(*as_string(item)))
       return send(error(http::status::bad_request, "bad_request", "\"item\" names an auction."));
-    if (!amount || !amount->u64() || *amount->u64() == 0)
+    if (!amount || !as_u64(amount) || *as_u64(amount) == 0)
       return send(error(http::status::bad_request, "bad_request", "\"amount\" is a whole number of at least 1."));
-    if (max && !max->is_null() && (!max->u64() || *max->u64() < *amount->u64()))
+    if (max && !max->is_null() && (!as_u64(max) || *as_u64(max) < *as_u64(amount)))
       return send(error(http::status::bad_request, "bad_request", "\"max\" is a whole number not below the amount."));
-    if (id && !id->is_null() && (!id->string() || id->string()->empty() || id->string()->size() > 64))
+    if (id && !id->is_null() && (!as_string(id) || as_string(id)->empty() || as_string(id)->size() > 64))
       return send(error(http::status::bad_request, "bad_request", "\"id\" is 1 to 64 bytes."));
     bidmesh::Request r;
     r.op = Op::bid;
-    r.item = *item->string();
+    r.item = *as_string(item);
     r.bidder = session->name;
-    r.amount = *amount->u64();
-    if (max && max->u64() && *max->u64() > r.amount) r.max = *max->u64();
-    if (id && id->string()) {
+    r.amount = *as_u64(amount);
+    if (max && as_u64(max) && *as_u64(max) > r.amount) r.max = *as_u64(max);
+    if (id && as_string(id)) {
       // The page's id, kept apart per user: two users' ids never meet in the mesh's memory.
       unsigned char h[16];
-      const std::string key = session->name + '\n' + *id->string();
+      const std::string key = session->name + '\n' + *as_string(id);
       crypto_generichash(h, sizeof h, reinterpret_cast<const unsigned char*>(key.data()), key.size(), nullptr, 0);
       char hex[33];
       sodium_bin2hex(hex, sizeof hex, h, sizeof h);
@@ -1021,35 +1022,35 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       std::optional<Reply> reply = raw ? decode_reply(*raw) : std::nullopt;
       if (!reply || (!reply->ok && (reply->error == "unavailable" || reply->error == "internal"))) {
         self.gw_->metrics.bids_failed.Increment();
-        JsonValue out(JsonObject{});
-        out.set("ok", false);
-        out.set("error", "unavailable");
-        out.set("message", "The auction service did not answer; your bid may not have counted. Try again.");
-        return self.send(self.json(http::status::ok, out.dump()));
+        Json out = Json::object();
+        out["ok"] = false;
+        out["error"] = "unavailable";
+        out["message"] = "The auction service did not answer; your bid may not have counted. Try again.";
+        return self.send(self.json(http::status::ok, dump_json(out)));
       }
-      JsonValue out(JsonObject{});
+      Json out = Json::object();
       if (reply->ok) {
         self.gw_->metrics.bids_ok.Increment();
         const Value* leading = reply->find("leading");
-        out.set("ok", true);
-        out.set("leading", leading && std::holds_alternative<bool>(*leading) ? std::get<bool>(*leading) : true);
-        out.set("max", reply->u64("price").value_or(reply->u64("amount").value_or(offered)));
-        out.set("seq", reply->u64("seq").value_or(0));
-        return self.send(self.json(http::status::ok, out.dump()));
+        out["ok"] = true;
+        out["leading"] = leading && std::holds_alternative<bool>(*leading) ? std::get<bool>(*leading) : true;
+        out["max"] = reply->u64("price").value_or(reply->u64("amount").value_or(offered));
+        out["seq"] = reply->u64("seq").value_or(0);
+        return self.send(self.json(http::status::ok, dump_json(out)));
       }
       self.gw_->metrics.bids_refused.Increment();
       const std::string code = reply->error.value_or("refused");
-      out.set("ok", false);
-      out.set("error", code);
-      if (auto price = reply->u64("max")) out.set("max", *price);
+      out["ok"] = false;
+      out["error"] = code;
+      if (auto price = reply->u64("max")) out["max"] = *price;
       if (code != "too_low") {
         std::string words = code == "closed"         ? "This auction has closed."
                             : code == "unknown_item" ? "There is no such auction."
                             : code == "forbidden"    ? "The gateway may not bid for you; tell the operator."
                             : code == "conflict"     ? "This bid's id was already used for another bid."
                                                      : reply->message.value_or("The bid was refused.");
-        out.set("message", words);
-        return self.send(self.json(http::status::ok, out.dump()));
+        out["message"] = words;
+        return self.send(self.json(http::status::ok, dump_json(out)));
       }
       // too_low: the increment comes from `get`, so the words can say what would be enough.
       bidmesh::Request g;
@@ -1066,13 +1067,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
           if (price) {
             words = bid + ": the price is now " + std::to_string(*price) + "; bid at least " +
                     std::to_string(*price + increment) + ".";
-            out.set("max", *price);
+            out["max"] = *price;
           } else {
             words = bid + ": the opening bid is at least " + std::to_string(state->u64("start").value_or(1)) + ".";
           }
         }
-        out.set("message", words);
-        s.send(s.json(http::status::ok, out.dump()));
+        out["message"] = words;
+        s.send(s.json(http::status::ok, dump_json(out)));
       });
     });
   }

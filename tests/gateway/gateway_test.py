@@ -264,6 +264,31 @@ class GatewayTest(unittest.TestCase):
         status, _, _ = MESH.get("/api/session", {"Cookie": cookie})
         self.assertEqual(status, 401)
 
+    def test_hostile_json_bodies(self):
+        """The JSON reader's bounds (nlohmann-json under gateway/json_input.h): a nesting bomb, a
+        duplicate key, invalid UTF-8 and a lone surrogate inside a string, numbers past uint64
+        are each a 400, and the same process then takes a good bid."""
+        MESH.must("open", "gw-json", "--start", "10")
+        cookie, csrf, _ = MESH.signin("alice")
+        h = {"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": MESH.origin}
+        hostile = [
+            # Nesting bombs inside an otherwise good bid (so only the depth bound refuses them).
+            b'{"item":"gw-json","amount":20,"x":' + b'{"a":' * 600 + b"1" + b"}" * 601,
+            b'{"item":"gw-json","amount":20,"x":' + b"[" * 1300 + b"]" * 1300 + b"}",
+            b'{"item":"gw-json","amount":20,"amount":11}',                # which amount?
+            b'{"item":"gw-json","amount":20,"id":"\xff\xfe"}',            # not UTF-8
+            b'{"item":"gw-json","amount":20,"id":"\\ud800"}',           # a lone surrogate
+            b'{"item":"gw-json","amount":18446744073709551616}',          # 2^64
+            b'{"item":"gw-json","amount":1' + b"0" * 400 + b"}",          # past any double
+            b'{"item":"gw-json","amount":1e999999}',
+        ]
+        for body in hostile:
+            status, _, reply = MESH.post("/api/bid", body, h)
+            self.assertEqual((status, json.loads(reply)["error"]), (400, "bad_request"), body[:60])
+        status, _, reply = MESH.post("/api/bid", {"item": "gw-json", "amount": 20}, h)
+        self.assertEqual((status, json.loads(reply)["ok"]), (200, True), reply)
+        self.assert_alive()
+
     def test_bid_with_and_without_csrf(self):
         MESH.must("open", "gw-vase", "--start", "100", "--increment", "5")
         status, _, _ = MESH.post("/api/bid", {"item": "gw-vase", "amount": 120})

@@ -280,6 +280,46 @@ TEST_CASE("the bidmesh CLI: success lines, and a refusal as one line with exit 1
   CHECK(low.out.find("too_low") == low.out.rfind("too_low"));  // said once, not on two streams
 }
 
+TEST_CASE("the bidmesh CLI: v2 fields (details, reserve, soft close, a proxy bid's max)", "[integration][bid_path][cli][v2]") {
+  TestMesh mesh;
+  mesh.start_all();
+  const std::string cli = program_path("bidmesh");
+  const std::string ep = mesh.request_endpoint();
+  auto opened = run_program({cli, "--endpoint", ep, "open", "cli-vase", "--start", "100", "--increment", "10",
+                             "--closes-in", "3600", "--extend", "5000", "--reserve", "400", "--title", "Blue vase",
+                             "--description", "Glazed, 30 cm", "--image-url", "https://example.com/vase.jpg"});
+  INFO(opened.out);
+  REQUIRE(opened.exit_code == 0);
+  // alice may pay up to 300: the price shows her at the start, her max stays hidden.
+  auto alice = run_program({cli, "--endpoint", ep, "--json", "bid", "cli-vase", "alice", "100", "--max", "300"});
+  INFO(alice.out);
+  REQUIRE(alice.exit_code == 0);
+  const auto shows_value = [](const std::string& json, const std::string& v) {  // as a field's value
+    return json.find(":" + v + ",") != std::string::npos || json.find(":" + v + "}") != std::string::npos;
+  };
+  CHECK_FALSE(shows_value(alice.out, "300"));
+  // bob bids 200: still below alice's max, so alice leads at bob's 200 plus the increment.
+  auto bob = run_program({cli, "--endpoint", ep, "--json", "bid", "cli-vase", "bob", "200"});
+  INFO(bob.out);
+  REQUIRE(bob.exit_code == 0);
+  CHECK(bob.out.find("\"leading\":false") != std::string::npos);
+  auto got = run_program({cli, "--endpoint", ep, "--json", "get", "cli-vase"});
+  INFO(got.out);
+  REQUIRE(got.exit_code == 0);
+  CHECK(got.out.find("\"max\":210") != std::string::npos);
+  CHECK(got.out.find("\"bidder\":\"alice\"") != std::string::npos);
+  CHECK(got.out.find("\"title\":\"Blue vase\"") != std::string::npos);
+  CHECK(got.out.find("\"description\":\"Glazed, 30 cm\"") != std::string::npos);
+  CHECK(got.out.find("\"image_url\":\"https://example.com/vase.jpg\"") != std::string::npos);
+  CHECK(got.out.find("\"reserve_met\":false") != std::string::npos);
+  CHECK(got.out.find("\"reserve\":") == std::string::npos);  // the reserve is never shown
+  CHECK_FALSE(shows_value(got.out, "400"));
+  CHECK_FALSE(shows_value(got.out, "300"));  // nor alice's max
+  // A bad value is a usage error before anything is sent.
+  auto bad = run_program({cli, "--endpoint", ep, "bid", "cli-vase", "carol", "500", "--max", "many"});
+  CHECK(bad.exit_code == 100);
+}
+
 TEST_CASE("feed publishes events in seq order on exact per-item topics", "[integration][bid_path][feed]") {
   TestMesh mesh;
   mesh.start_all();

@@ -16,9 +16,6 @@
 #include <iostream>
 #include <thread>
 
-#include <unistd.h>
-
-#include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -37,8 +34,8 @@
 
 namespace {
 
-constexpr int kExitUsage = 100;
-constexpr int kExitSystem = 111;
+using bidmesh::kExitSystem;
+using bidmesh::kExitUsage;
 constexpr int64_t kMaxPendingPosts = 100000;
 constexpr std::chrono::milliseconds kTurn{100};
 
@@ -170,39 +167,15 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"bidmesh-gateway: the web gateway (HTTP and WebSocket) of a bidmesh mesh"};
-  std::string config_file, name;
-  app.add_option("--config", config_file, "mesh config file (TOML)")->required();
-  app.add_option("--name", name, "name of this gateway node in the config")->required();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "bidmesh-gateway: " << e.what() << std::endl;
-    return kExitUsage;
-  }
-  bidmesh::MeshConfig cfg;
-  try {
-    cfg = bidmesh::load_mesh_config(config_file);
-  } catch (const bidmesh::ConfigError& e) {
-    std::cerr << "bidmesh-gateway: " << e.what() << std::endl;
-    return kExitUsage;
-  }
-  const bidmesh::NodeConfig* self = cfg.find(name);
-  if (self == nullptr || self->kind != bidmesh::NodeKind::gateway) {
-    std::cerr << "bidmesh-gateway: " << cfg.file.string() << ": nodes: no gateway named '" << name << "'" << std::endl;
-    return kExitUsage;
-  }
+  const bidmesh::NodeStart start = bidmesh::start_node(
+      argc, argv, "bidmesh-gateway", "the web gateway (HTTP and WebSocket) of a bidmesh mesh", bidmesh::NodeKind::gateway);
+  if (!start.ok) return start.exit_code;
   if (!gw::init_sodium()) {
     std::cerr << "bidmesh-gateway: libsodium cannot start" << std::endl;
     return kExitSystem;
   }
-  bidmesh::set_log_identity(name, cfg.log_format);
-  bidmesh::log_info("start", "starting: pid " + std::to_string(::getpid()) + ", config " + cfg.file.string(),
-                    {{"pid", ::getpid()}, {"config", cfg.file.string()}});
-  bidmesh::install_node_signal_handlers();
   try {
-    return serve(cfg, *self);
+    return serve(start.config, start.self());
   } catch (const std::exception& e) {
     bidmesh::log_event(bidmesh::LogLevel::error, "stop", std::string("stopping: ") + e.what(), {{"exit_code", kExitSystem}});
     return kExitSystem;

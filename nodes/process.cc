@@ -2,9 +2,14 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <exception>
+#include <iostream>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+
 #include "protocol/control.h"
+#include "protocol/log.h"
 
 namespace bidmesh {
 
@@ -32,6 +37,48 @@ void install_node_signal_handlers() {
 }
 
 bool stop_requested() { return g_stop != 0; }
+
+NodeStart start_node(int argc, char** argv, std::string_view program, std::string_view about, NodeKind kind) {
+  NodeStart start;
+  const std::string prefix = std::string(program) + ": ";
+  CLI::App app{std::string(program) + ": " + std::string(about)};
+  std::string config_file;
+  app.add_option("--config", config_file, "mesh config file (TOML)")->required();
+  app.add_option("--name", start.name, "name of this " + std::string(node_kind_name(kind)) + " node in the config")
+      ->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) {  // --help
+      start.exit_code = app.exit(e);
+      return start;
+    }
+    std::cerr << prefix << e.what() << std::endl;
+    return start;
+  }
+  try {
+    start.config = load_mesh_config(config_file);
+  } catch (const ConfigError& e) {
+    std::cerr << prefix << e.what() << std::endl;
+    return start;
+  }
+  const NodeConfig* self = start.config.find(start.name);
+  if (self == nullptr || self->kind != kind) {
+    const std::string_view noun = kind == NodeKind::bid ? "bid node" : node_kind_name(kind);
+    std::cerr << prefix << start.config.file.string() << ": nodes: no " << noun << " named '" << start.name << "'"
+              << std::endl;
+    return start;
+  }
+  start.index = static_cast<std::size_t>(self - start.config.nodes.data());
+  start.ok = true;
+  start.exit_code = 0;
+
+  set_log_identity(start.name, start.config.log_format);
+  log_info("start", "starting: pid " + std::to_string(::getpid()) + ", config " + start.config.file.string(),
+           {{"pid", ::getpid()}, {"config", start.config.file.string()}});
+  install_node_signal_handlers();
+  return start;
+}
 
 bool take_reload_request() {
   if (g_reload == 0) return false;

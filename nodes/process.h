@@ -10,6 +10,11 @@
 // supervisor), sends `ready` once and a `heartbeat` every interval from the serving loop, so a
 // loop that hangs stops beating and is replaced. Without a supervisor every call is a no-op.
 // Thread-compatible: owned and used by the serving thread only.
+//
+// start_node: what every node program's main() does before it serves (bidmesh-router,
+// bidmesh-bid-node, bidmesh-gateway): reads `--config FILE --name NAME`, loads the mesh config,
+// finds the node NAME of its kind, then names the log, logs `start` and installs the signal
+// handlers above.
 #pragma once
 
 #include <chrono>
@@ -21,6 +26,7 @@
 #include <zmq.hpp>
 
 #include "protocol/clock.h"  // unix_now_ms, used with the node loops
+#include "protocol/config.h"
 #include "protocol/control.h"
 
 namespace bidmesh {
@@ -30,6 +36,31 @@ void install_node_signal_handlers();
 bool stop_requested();
 // True once per SIGHUP received since the last call.
 bool take_reload_request();
+
+// The exit codes of every bidmesh program: 100 usage or config error, 111 system failure.
+inline constexpr int kExitUsage = 100;
+inline constexpr int kExitSystem = 111;
+
+// A node program's command line read and its config loaded: start_node's answer.
+struct NodeStart {
+  // When false, main() returns exit_code at once: 0 after --help (printed on stdout), else
+  // kExitUsage after one line "PROGRAM: REASON" on stderr (a bad command line, a config that
+  // does not load, no node NAME of the program's kind).
+  bool ok = false;
+  int exit_code = kExitUsage;
+  MeshConfig config;
+  std::string name;
+  std::size_t index = 0;  // of this node in config.nodes (an index, so a copy stays right)
+  // REQUIRES: ok.
+  const NodeConfig& self() const { return config.nodes[index]; }
+};
+
+// Reads `--config FILE --name NAME` (both required) for the program `program` (its name in
+// messages, "bidmesh-router"), described by `about` in --help, loads FILE and finds the node NAME
+// of `kind`. When that works: sets the log identity (NAME, the config's log_format), logs
+// `start` with the pid and config file, and installs the node signal handlers.
+// Not thread-safe (signal handlers, the process's log identity): call once, from main().
+NodeStart start_node(int argc, char** argv, std::string_view program, std::string_view about, NodeKind kind);
 
 class SupervisorLink {
  public:

@@ -12,14 +12,10 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
-#include <iostream>
 #include <optional>
 #include <string>
 #include <variant>
 
-#include <unistd.h>
-
-#include <CLI/CLI.hpp>
 #include <zmq.hpp>
 
 #include "metrics/metrics.h"
@@ -36,8 +32,8 @@
 
 namespace {
 
-constexpr int kExitUsage = 100;
-constexpr int kExitSystem = 111;
+using bidmesh::kExitSystem;
+using bidmesh::kExitUsage;
 // How often the feed's counters are read into its metrics, and how long the proxy may take.
 constexpr std::chrono::seconds kFeedMetricsEvery{1};
 constexpr std::chrono::milliseconds kFeedStatisticsTimeout{100};
@@ -197,39 +193,11 @@ int serve(const bidmesh::MeshConfig& cfg, const bidmesh::NodeConfig& self) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"bidmesh router: routes client requests to the bid nodes that own their items"};
-  std::string config_file;
-  std::string name;
-  app.add_option("--config", config_file, "mesh config file (TOML)")->required();
-  app.add_option("--name", name, "name of this router node in the config")->required();
+  const bidmesh::NodeStart start = bidmesh::start_node(
+      argc, argv, "bidmesh-router", "routes client requests to the bid nodes that own their items", bidmesh::NodeKind::router);
+  if (!start.ok) return start.exit_code;
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::cerr << "bidmesh-router: " << e.what() << std::endl;
-    return kExitUsage;
-  }
-
-  bidmesh::MeshConfig cfg;
-  try {
-    cfg = bidmesh::load_mesh_config(config_file);
-  } catch (const bidmesh::ConfigError& e) {
-    std::cerr << "bidmesh-router: " << e.what() << std::endl;
-    return kExitUsage;
-  }
-  const bidmesh::NodeConfig* self = cfg.find(name);
-  if (self == nullptr || self->kind != bidmesh::NodeKind::router) {
-    std::cerr << "bidmesh-router: " << cfg.file.string() << ": nodes: no router named '" << name << "'"
-              << std::endl;
-    return kExitUsage;
-  }
-
-  bidmesh::set_log_identity(name, cfg.log_format);
-  bidmesh::log_info("start", "starting: pid " + std::to_string(::getpid()) + ", config " + cfg.file.string(),
-                    {{"pid", ::getpid()}, {"config", cfg.file.string()}});
-  bidmesh::install_node_signal_handlers();
-  try {
-    return serve(cfg, *self);
+    return serve(start.config, start.self());
   } catch (const zmq::error_t& e) {
     bidmesh::log_event(bidmesh::LogLevel::error, "stop", std::string("stopping: ") + e.what(), {{"exit_code", kExitSystem}});
     return kExitSystem;

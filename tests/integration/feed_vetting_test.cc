@@ -6,6 +6,7 @@
 // subscriber has the final marker event, it has had everything published before it.
 #include <catch2/catch.hpp>
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -71,6 +72,22 @@ std::string error_of(const std::optional<Reply>& r) {
   return r->ok ? "ok" : r->error.value_or("<none>");
 }
 
+// Subscriptions reach the feed asynchronously (a SUB's subscribe returns before the feed has
+// applied it), so a test publishes until its watchers have heard what it waits for: calls
+// `publish()`, then drains `watchers`, every `interval`, until `heard()` holds. False at the
+// deadline (stretched by BIDMESH_TEST_TIME_SCALE, as every wait_until).
+bool publish_until_heard(const std::vector<Watcher*>& watchers, const std::function<void()>& publish,
+                         const std::function<bool()>& heard, std::chrono::milliseconds deadline,
+                         std::chrono::milliseconds interval) {
+  return wait_until(
+      [&] {
+        publish();
+        for (Watcher* w : watchers) w->drain();
+        return heard();
+      },
+      deadline, interval);
+}
+
 }  // namespace
 
 TEST_CASE("feed vetting: bidder/ topics reach only their bidder and agents, item events reach everyone, unsubscribe works",
@@ -114,30 +131,24 @@ TEST_CASE("feed vetting: bidder/ topics reach only their bidder and agents, item
     REQUIRE(error_of(admin.call(make_bid(item, "bob", 20))) == "ok");
     REQUIRE(error_of(admin.call(make_bid(item, "alice", 30))) == "ok");
   };
-  const auto drain_all = [&] {
-    for (Watcher* w : all) w->drain();
-  };
-  // Subscriptions reach the bid nodes asynchronously: rounds until each allowed topic arrived.
-  const bool live = wait_until(
+  // Rounds until each allowed topic arrived.
+  REQUIRE(publish_until_heard(
+      all, play_round,
       [&] {
-        play_round();
-        drain_all();
         return alice_own.has("bidder/alice/") && bob_own.has("bidder/bob/") && agent_all.has("bidder/alice/") &&
                agent_all.has("bidder/bob/") && alice_all.has("bidder/alice/") && alice_all.has_item_event() &&
                alice_b.has("bidder/alice/") && alice_wide.has("bidder/alice/") && rita_all.has_item_event();
       },
-      20s, 100ms);
-  REQUIRE(live);
+      20s, 100ms));
   play_round();  // every subscription is live now
   // Marker: bids on `fin` until every watcher has one of its events after that round.
   uint64_t fin_amount = 1;
   const auto sync_on_fin = [&](std::vector<Watcher*> watchers) {
     std::map<Watcher*, int> before;
     for (Watcher* w : watchers) before[w] = w->topics[fin_topic];
-    return wait_until(
+    return publish_until_heard(
+        all, [&] { REQUIRE(error_of(admin.call(make_bid(fin, "someone", fin_amount++))) == "ok"); },
         [&] {
-          REQUIRE(error_of(admin.call(make_bid(fin, "someone", fin_amount++))) == "ok");
-          drain_all();
           for (Watcher* w : watchers)
             if (w->topics[fin_topic] == before[w]) return false;
           return true;
@@ -170,13 +181,9 @@ TEST_CASE("feed vetting: bidder/ topics reach only their bidder and agents, item
   alice_all.socket.set(zmq::sockopt::unsubscribe, "");
   alice_all.socket.set(zmq::sockopt::subscribe, item_topic(after));
   uint64_t after_amount = 1;
-  REQUIRE(wait_until(
-      [&] {
-        REQUIRE(error_of(admin.call(make_bid(after, "someone", after_amount++))) == "ok");
-        alice_all.drain();
-        return alice_all.has(item_topic(after));
-      },
-      10s, 20ms));
+  REQUIRE(publish_until_heard(
+      {&alice_all}, [&] { REQUIRE(error_of(admin.call(make_bid(after, "someone", after_amount++))) == "ok"); },
+      [&] { return alice_all.has(item_topic(after)); }, 10s, 20ms));
   alice_all.topics.clear();
   play_round();  // alice is outbid again, on a new item
   REQUIRE(sync_on_fin({&alice_all, &alice_own, &agent_all}));
@@ -204,18 +211,16 @@ TEST_CASE("feed vetting: with feed_public a key outside clients_dir is nameless 
   int round = 0;
   uint64_t fin_amount = 1;
   // Rounds (alice outbid on each) until both have an event of `fin`, bid on after each round.
-  REQUIRE(wait_until(
+  REQUIRE(publish_until_heard(
+      {&everything, &alice_topic},
       [&] {
         const std::string item = mesh.item_on_node(0, round++);
         REQUIRE(error_of(admin.call(make_request(Op::open, item))) == "ok");
         REQUIRE(error_of(admin.call(make_bid(item, "alice", 10))) == "ok");
         REQUIRE(error_of(admin.call(make_bid(item, "bob", 20))) == "ok");
         REQUIRE(error_of(admin.call(make_bid(fin, "someone", fin_amount++))) == "ok");
-        everything.drain();
-        alice_topic.drain();
-        return everything.has(item_topic(fin)) && alice_topic.has(item_topic(fin)) && round >= 3;
       },
-      20s, 100ms));
+      [&] { return everything.has(item_topic(fin)) && alice_topic.has(item_topic(fin)) && round >= 3; }, 20s, 100ms));
   CHECK(everything.has_item_event());
   CHECK(everything.beyond({"item/"}).empty());            // "" narrowed to item/: no notices
   CHECK(alice_topic.beyond({item_topic(fin)}).empty());   // bidder/alice/ refused
@@ -256,7 +261,8 @@ TEST_CASE("feed vetting: subscribers that vanish at once and a peer sending non-
   // A subscription that met the rogue's frames in libzmq's queue may have been refused (the
   // feed cannot tell whose it was): a subscriber that hears nothing subscribes again.
   int turns = 0;
-  REQUIRE(wait_until(
+  REQUIRE(publish_until_heard(
+      {&bob_own, &alice_all},
       [&] {
         if (++turns % 20 == 0) {
           bob_own.socket.set(zmq::sockopt::subscribe, "bidder/bob/");
@@ -264,10 +270,8 @@ TEST_CASE("feed vetting: subscribers that vanish at once and a peer sending non-
         }
         REQUIRE(error_of(admin.call(make_bid(item, "bob", amount++))) == "ok");
         REQUIRE(error_of(admin.call(make_bid(item, "alice", amount++))) == "ok");
-        bob_own.drain();
-        alice_all.drain();
-        return bob_own.has("bidder/bob/") && alice_all.has(item_topic(item)) && alice_all.has("bidder/alice/");
       },
+      [&] { return bob_own.has("bidder/bob/") && alice_all.has(item_topic(item)) && alice_all.has("bidder/alice/"); },
       20s, 50ms));
   CHECK(alice_all.beyond({"item/", "bidder/alice/"}).empty());
   CHECK(mesh.process("router")->running());

@@ -29,7 +29,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import SCALE, free_ports, log_tails, router_and_two_bid_nodes, wait_for, write_mesh_toml  # noqa: E402
+from pymesh import (SCALE, Supervised, free_ports, log_tails, router_and_two_bid_nodes, wait_for,  # noqa: E402
+                    write_mesh_toml)
 
 import websockets  # noqa: E402  (Debian python3-websockets)
 
@@ -60,11 +61,9 @@ class Mesh:
             out = subprocess.run([os.path.join(BIN, "bidmesh-gateway-users"), "add", name, "--file", self.users],
                                  check=True, capture_output=True, text=True).stdout.strip()
             self.tokens[name] = out
-        env = dict(os.environ, BIDMESH_GATEWAY_HTTP_IDLE_MS=str(IDLE_MS))
-        self.out = open(os.path.join(self.dir, "supervisor.out"), "w")
-        self.supervisor = subprocess.Popen([os.path.join(BIN, "bidmesh-supervisor"), "--config", self.config],
-                                           stdout=self.out, stderr=subprocess.STDOUT, env=env)
+        self.supervisor = Supervised(BIN, self.config, self.dir, env={"BIDMESH_GATEWAY_HTTP_IDLE_MS": str(IDLE_MS)})
         try:
+            self.supervisor.start(30 * SCALE)
             wait_for("gateway answers", 30 * SCALE, lambda: self.get("/")[0] == 200)
             wait_for("router answers", 30 * SCALE, lambda: self.cli("ping").returncode == 0)
         except Exception:
@@ -83,12 +82,8 @@ class Mesh:
         return r.stdout
 
     def gateway_pid(self):
-        r = subprocess.run([os.path.join(BIN, "bidmesh-ctl"), "--config", self.config, "--json", "status"],
-                           capture_output=True, text=True, timeout=30)
-        for node in json.loads(r.stdout):
-            if node["name"] == "web" and node["state"] == "running":
-                return node["pid"]
-        return None
+        node = self.supervisor.node("web")
+        return node["pid"] if node["state"] == "running" else None
 
     def request(self, method, path, body=None, headers=None):
         c = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
@@ -123,14 +118,7 @@ class Mesh:
         return 0
 
     def stop(self):
-        if self.supervisor.poll() is None:
-            self.supervisor.send_signal(signal.SIGTERM)
-            try:
-                self.supervisor.wait(timeout=30 * SCALE)
-            except subprocess.TimeoutExpired:
-                self.supervisor.kill()
-                self.supervisor.wait(timeout=10)
-        self.out.close()
+        self.supervisor.stop()
 
 
 MESH = None

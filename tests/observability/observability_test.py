@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +31,8 @@ import threading
 import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pymesh import (SCALE, bid_until, free_ports, log_tails, request, router_and_two_bid_nodes,  # noqa: E402
-                    wait_for, write_mesh_toml)
+from pymesh import (SCALE, Supervised, bid_until, free_ports, log_tails, request,  # noqa: E402
+                    router_and_two_bid_nodes, wait_for, write_mesh_toml)
 READY_S = 30 * SCALE
 REPLY_S = 5 * SCALE
 TEXT_LINE = re.compile(r"^\[[A-Za-z0-9_-]+ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] ")
@@ -42,41 +41,25 @@ RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 class Mesh:
     def __init__(self, bin_dir, log_format):
-        self.bin_dir = bin_dir
         self.dir = tempfile.mkdtemp(prefix="bidmesh-observability-")
         self.ctx = zmq.Context()
-        self.supervisor = None
         self.stop_bidding = threading.Event()
         self.bids_sent = 0
         self.bid_error = None
         p = free_ports(5)
         self.endpoint = "tcp://127.0.0.1:%d" % p[0]
-        self.config = write_mesh_toml(
+        config = write_mesh_toml(
             os.path.join(self.dir, "mesh.toml"),
             {"data_dir": "data", "log_format": log_format, "restart_intensity": 100},
             {"publish": "tcp://127.0.0.1:%d" % p[1], "collect": "tcp://127.0.0.1:%d" % p[2]},
             router_and_two_bid_nodes(self.endpoint, "tcp://127.0.0.1:%d" % p[3], "tcp://127.0.0.1:%d" % p[4]))
-        self.out = os.path.join(self.dir, "supervisor.out")
+        self.supervisor = Supervised(bin_dir, config, self.dir)
+        self.out = self.supervisor.out
+        self.ctl = self.supervisor.ctl
+        self.pid_of = self.supervisor.pid_of
 
     def start(self):
-        with open(self.out, "w") as out:
-            self.supervisor = subprocess.Popen(
-                [os.path.join(self.bin_dir, "bidmesh-supervisor"), "--config", self.config],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir)
-
-        def ready():
-            if self.supervisor.poll() is not None:
-                raise AssertionError("supervisor exited with %s\n%s" % (self.supervisor.returncode, self.logs()))
-            with open(self.out) as f:
-                return "mesh ready" in f.read()
-        wait_for("the mesh's ready line", READY_S, ready, 0.05)
-
-    def ctl(self, *args):
-        r = subprocess.run([os.path.join(self.bin_dir, "bidmesh-ctl"), "--config", self.config] + list(args),
-                           capture_output=True, text=True, timeout=60 * SCALE)
-        if r.returncode != 0:
-            raise AssertionError("bidmesh-ctl %s: exit %d: %s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
-        return r.stdout
+        self.supervisor.start(READY_S)
 
     def request(self, req):
         return request(self.ctx, self.endpoint, req, REPLY_S)
@@ -90,24 +73,13 @@ class Mesh:
         except Exception as e:
             self.bid_error = e
 
-    def pid_of(self, name):
-        for node in json.loads(self.ctl("--json", "status")):
-            if node["name"] == name and node["pid"]:
-                return node["pid"]
-        raise AssertionError("no process of node %s" % name)
-
     def shutdown(self):
         self.stop_bidding.set()
-        if self.supervisor and self.supervisor.poll() is None:
-            self.supervisor.send_signal(signal.SIGTERM)
-            try:
-                self.supervisor.wait(timeout=30 * SCALE)
-            except subprocess.TimeoutExpired:
-                self.supervisor.kill()
-                self.supervisor.wait(timeout=10)
-                raise AssertionError("the supervisor did not stop within 30 s")
-        if self.supervisor.returncode != 0:
-            raise AssertionError("the supervisor exited %s" % self.supervisor.returncode)
+        code = self.supervisor.stop()
+        if code == -signal.SIGKILL:
+            raise AssertionError("the supervisor did not stop within 30 s")
+        if code != 0:
+            raise AssertionError("the supervisor exited %s" % code)
 
     def log_files(self):
         logs = os.path.join(self.dir, "data", "logs")
@@ -118,9 +90,7 @@ class Mesh:
 
     def cleanup(self):
         self.stop_bidding.set()
-        if self.supervisor and self.supervisor.poll() is None:
-            self.supervisor.kill()
-            self.supervisor.wait(timeout=10)
+        self.supervisor.stop()
         self.ctx.destroy(linger=0)
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -125,12 +125,14 @@ def bid_until(send, items, stop, ready_s, on_reply):
 
 
 class Supervised:
-    """A bidmesh-supervisor on `config` (run in `folder`, output in folder/supervisor.out):
-    start() waits for its `mesh ready` line, ctl() runs bidmesh-ctl, pid_of() reads a node's pid
-    from `bidmesh-ctl --json status`, stop() ends it with SIGTERM (SIGKILL after 30 s)."""
+    """A bidmesh-supervisor on `config` (run in `folder`, output in folder/supervisor.out, with
+    `env` added to the environment): start() waits for its `mesh ready` line, ctl() runs
+    bidmesh-ctl, pid_of() reads a node's pid from `bidmesh-ctl --json status`, stop() ends it
+    with SIGTERM (SIGKILL after 30 s) and returns its exit status (-9 when it had to be killed)."""
 
-    def __init__(self, bin_dir, config, folder):
+    def __init__(self, bin_dir, config, folder, env=None):
         self.bin_dir, self.config, self.folder = bin_dir, config, folder
+        self.env = dict(os.environ, **env) if env else None
         self.out = os.path.join(folder, "supervisor.out")
         self.proc = None
 
@@ -139,7 +141,7 @@ class Supervised:
         with open(self.out, "w") as out:
             self.proc = subprocess.Popen(
                 [os.path.join(self.bin_dir, "bidmesh-supervisor"), "--config", self.config],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder)
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder, env=self.env)
 
         def ready():
             if self.proc.poll() is not None:
@@ -173,11 +175,13 @@ class Supervised:
     def stop(self):
         import signal
         import subprocess
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30 * SCALE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30 * SCALE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode

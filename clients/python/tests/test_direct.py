@@ -1,29 +1,18 @@
 #!/usr/bin/python3
 """Direct clients (wire contract v1.2) with bidmesh.DirectClient, through real processes: the
 slot map, requests answered by the owning bid node, `moved` followed by a client with a stale
-map, fallback to the router while a node is down and back to direct when it returns, a slot
-range moved with bidmesh-slots while a client bids, and CURVE on the direct path.
+map, fallback to the router while a node is down and back to direct when it returns, and CURVE on
+the direct path. A slot range moved while clients bid: test_slot_move.py.
 
 Run: /usr/bin/python3 clients/python/tests/test_direct.py --bin-dir build/bin
 """
 
 import os
-import shutil
-import signal
 import subprocess
-import threading
 import time
 
 import mesh
 from mesh import bidmesh, item_on, wait_until
-
-
-def item_in(lo, hi, tag):
-    """A fresh item whose slot is in lo..hi."""
-    while True:
-        name = item_on("bid-1" if hi <= 8191 else "bid-2", tag)
-        if lo <= bidmesh.slot_of(name) <= hi:
-            return name
 
 
 class DirectTest(mesh.MeshTest):
@@ -136,101 +125,6 @@ class DirectTest(mesh.MeshTest):
                 raise
             return False
         return c.last_path == "direct"
-
-
-class SlotMoveTest(mesh.MeshTest):
-    """A range moved from bid-1 to bid-2 (bidmesh-slots, both nodes stopped, then every process
-    restarted on the new config) while a direct client bids on items of that range."""
-
-    direct = True
-
-    def test_move_while_bidding(self):
-        m = self.mesh
-        items = [item_in(0, 4095, "mv") for _ in range(4)]
-        admin = bidmesh.DirectClient(m.endpoint, timeout=1.0)
-        self.addCleanup(admin.shutdown)
-        for it in items:
-            admin.open(it)
-        stale = bidmesh.DirectClient(m.endpoint, timeout=1.0)  # learns the old map, then sleeps
-        self.addCleanup(stale.shutdown)
-        stale.get(items[0])
-        self.assertEqual(stale.last_path, "direct")
-
-        acked = []  # (item, amount, seq) of every accepted bid
-        stop = threading.Event()
-        errors = []
-
-        def bidder():
-            c = bidmesh.DirectClient(m.endpoint, timeout=0.3, retries=2, holdoff=0.3)
-            n = 0
-            try:
-                while not stop.is_set():
-                    n += 1
-                    it = items[n % len(items)]
-                    try:
-                        r = c.bid(it, "b%d" % n, 100000 + n, id="mv-%d" % n)
-                        acked.append((it, "b%d" % n, r["amount"], r["seq"]))
-                    except bidmesh.RequestError as e:
-                        if e.code not in ("unavailable", "internal"):
-                            errors.append("%s: %s" % (it, e))
-                    except bidmesh.NoReply:
-                        pass
-            finally:
-                c.shutdown()
-
-        t = threading.Thread(target=bidder)
-        t.start()
-        try:
-            wait_until(lambda: len(acked) >= 20, 20, "bids before the move")
-            for name in ("bid-1", "bid-2"):
-                p = m.procs[name]
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=20)
-            # While stopped: the stale client's direct try finds no node; the router says unavailable.
-            with self.assertRaises(bidmesh.RequestError) as e:
-                stale.get(items[0])
-            self.assertEqual(e.exception.code, "unavailable")
-            r = subprocess.run([os.path.join(mesh.BIN_DIR, "bidmesh-slots"), "move", "--config", m.config,
-                                "--slots", "0-4095", "--from", "bid-1", "--to", "bid-2"], cwd=m.dir,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               timeout=120, text=True)
-            self.assertEqual(r.returncode, 0, r.stdout)
-            shutil.move(m.config + ".new", m.config)
-            m.procs["router"].send_signal(signal.SIGTERM)
-            m.procs["router"].wait(timeout=20)
-            for name in ("bid-1", "bid-2", "router"):
-                m.start(name)
-            m.wait_ready()
-            moved_at = len(acked)
-            wait_until(lambda: len(acked) >= moved_at + 20, 20, "bids after the move")
-        finally:
-            stop.set()
-            t.join(timeout=30)
-        self.assertFalse(t.is_alive())
-        self.assertEqual(errors, [])
-        # The stale client: sent to bid-1 by its old map, answered `moved`, served by bid-2.
-        got = stale.get(items[0])
-        self.assertEqual(stale.stats["moved"], 1)
-        self.assertEqual(stale.last_path, "direct")
-        self.assertEqual(stale.slot_map.endpoint_of(items[0]), m.client_endpoints["bid-2"])
-        # Every acknowledged bid is stored with the seq and amount of its reply, and no bid is stored
-        # twice (each request has its own bidder name): 0 lost, 0 doubled.
-        for it in items:
-            events = []
-            after = 0
-            while True:
-                page = admin.history(it, after=after, limit=1000)["events"]
-                if not page:
-                    break
-                events += page
-                after = page[-1]["seq"]
-            self.assertEqual([e["seq"] for e in events], list(range(1, len(events) + 1)))
-            by_seq = {e["seq"]: e for e in events}
-            for (item, who, amount, seq) in (a for a in acked if a[0] == it):
-                self.assertEqual((by_seq[seq]["bidder"], by_seq[seq]["amount"]), (who, amount), (item, seq))
-            bidders = [e["bidder"] for e in events if e["event"] == "max"]
-            self.assertEqual(len(bidders), len(set(bidders)), it)
-        self.assertTrue(got["ok"])
 
 
 class DirectCurveTest(mesh.MeshTest):

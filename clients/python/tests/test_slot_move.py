@@ -14,8 +14,9 @@ A fifth client learns the map before the move and makes its next call only after
 Checked: every answered bid (accepted or `too_low`) is in its item's history exactly as its reply
 says (seq, bidder, amount) and a refused one is not; no bidder twice; every id sent again at the
 end gets the reply it got first (so also the bids retried across the stop window, and those whose
-records moved to bid-2); the clients answered direct after the move; the old-map client is
-answered `moved` and served by bid-2; `slots` at the router and a `get` at bid-1's endpoint say
+records moved to bid-2); the clients answered direct after the move; a client calling while both
+nodes are stopped is answered `unavailable` by the router; the old-map client is answered
+`moved` and served by bid-2; `slots` at the router and a `get` at bid-1's endpoint say
 the range is bid-2's.
 
 Run: /usr/bin/python3 clients/python/tests/test_slot_move.py --bin-dir build/bin
@@ -172,6 +173,10 @@ class SlotMoveReloadTest(unittest.TestCase):
         self.assertEqual(old_map.last_path, "direct")
         bid1_endpoint, bid2_endpoint = m.client_endpoints["bid-1"], m.client_endpoints["bid-2"]
         self.assertEqual(old_map.slot_map.endpoint_of(moving[0]), bid1_endpoint)
+        # Another, which calls while both nodes are stopped.
+        in_window = self.client()
+        in_window.get(moving[0])
+        self.assertEqual(in_window.last_path, "direct")
 
         stop, moved_done = threading.Event(), threading.Event()
         amounts = itertools.count(1000)  # one rising counter: most bids beat the max
@@ -187,6 +192,10 @@ class SlotMoveReloadTest(unittest.TestCase):
             # stores closed (it refuses a store in use), so wait for `stopped`.
             self.wait_state("bid-1", "stopped")
             self.wait_state("bid-2", "stopped")
+            # Its direct try finds no node; the router, asked next, answers `unavailable`.
+            with self.assertRaises(bidmesh.RequestError) as caught:
+                in_window.get(moving[0])
+            self.assertEqual(caught.exception.code, "unavailable")
             # Every client meets the stop window: a bid of each is unanswered twice (it retries).
             unanswered = [b.unanswered for b in bidders]
             wait_for("each client's bid unanswered while both nodes are stopped", 30 * SCALE,

@@ -7,9 +7,12 @@ Covers: static files and their headers (CSP, nosniff, no-cache), the allow list 
 without session and CSRF token, cross-origin POST and WebSocket upgrade refused, a CLI bid seen on
 a watching socket within 1 s, watch with `after` getting missed events, kill -9 of the gateway
 and a reconnect with `after` missing nothing, a slow reader getting `resync` with the gateway's
-memory bounded, the connection cap, and hostile input (malformed request lines, huge headers and
-bodies, slowloris, non-JSON bodies, WebSocket frames over the cap, binary frames, bad JSON): each
-gets a clean 4xx or close and the gateway answers afterwards with the same pid.
+memory bounded, the connection cap (HTTP and WebSocket together: 503 `busy`), the users file
+re-read while the gateway runs (added, removed, unloadable, SIGHUP), the sign-in rate limit (429
+per address: those tests sign in from 127.0.0.x addresses of their own), and hostile input
+(malformed request lines, huge headers and bodies, slowloris, non-JSON bodies, WebSocket frames
+over the cap, binary frames, bad JSON): each gets a clean 4xx or close and the gateway answers
+afterwards with the same pid.
 
 Usage: gateway_test.py --bin-dir BUILD/bin [unittest args]
 """
@@ -58,9 +61,7 @@ class Mesh:
             {"publish": "tcp://127.0.0.1:%d" % self.pub, "collect": "tcp://127.0.0.1:%d" % self.collect}, nodes)
         self.tokens = {}
         for name in ("alice", "bob"):
-            out = subprocess.run([os.path.join(BIN, "bidmesh-gateway-users"), "add", name, "--file", self.users],
-                                 check=True, capture_output=True, text=True).stdout.strip()
-            self.tokens[name] = out
+            self.tokens[name] = self.users_cli("add", name)
         self.supervisor = Supervised(BIN, self.config, self.dir, env={"BIDMESH_GATEWAY_HTTP_IDLE_MS": str(IDLE_MS)})
         try:
             self.supervisor.start(30 * SCALE)
@@ -85,8 +86,11 @@ class Mesh:
         node = self.supervisor.node("web")
         return node["pid"] if node["state"] == "running" else None
 
-    def request(self, method, path, body=None, headers=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+    def request(self, method, path, body=None, headers=None, source=None):
+        """One request on a fresh connection from the loopback address `source` (default
+        127.0.0.1): the gateway's per-address limits see each source apart."""
+        c = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10,
+                                       source_address=(source, 0) if source else None)
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
@@ -97,18 +101,44 @@ class Mesh:
     def get(self, path, headers=None):
         return self.request("GET", path, headers=headers)
 
-    def post(self, path, obj, headers=None):
+    def post(self, path, obj, headers=None, source=None):
         h = {"Content-Type": "application/json"}
         h.update(headers or {})
         body = obj if isinstance(obj, (bytes, str)) else json.dumps(obj)
-        return self.request("POST", path, body=body, headers=h)
+        return self.request("POST", path, body=body, headers=h, source=source)
 
-    def signin(self, name):
-        status, headers, body = self.post("/api/signin", {"name": name, "token": self.tokens[name]},
-                                          {"Origin": self.origin})
-        assert status == 200, (status, body)
-        cookie = headers["set-cookie"].split(";")[0]
-        return cookie, json.loads(body)["csrf"], headers["set-cookie"]
+    def try_signin(self, name, token, source=None):
+        """POST /api/signin: (status, the JSON reply, the Set-Cookie header or None)."""
+        status, headers, body = self.post("/api/signin", {"name": name, "token": token}, {"Origin": self.origin},
+                                          source=source)
+        return status, json.loads(body), headers.get("set-cookie")
+
+    def signin(self, name, token=None, source=None):
+        status, reply, set_cookie = self.try_signin(name, token or self.tokens[name], source)
+        assert status == 200, (status, reply)
+        return set_cookie.split(";")[0], reply["csrf"], set_cookie
+
+    def users_cli(self, *args):
+        """bidmesh-gateway-users ARGS --file <the gateway's users file>: its stdout."""
+        return subprocess.run([os.path.join(BIN, "bidmesh-gateway-users")] + list(args) + ["--file", self.users],
+                              check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+
+    def gateway_log(self):
+        with open(os.path.join(self.dir, "data", "logs", "web.log"), errors="replace") as f:
+            return f.read()
+
+    def metric(self, sample):
+        """The value of one sample of the gateway's /metrics, e.g. 'x_total{outcome="ok"}' (0 when absent)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        try:
+            c.request("GET", "/metrics")
+            text = c.getresponse().read().decode()
+        finally:
+            c.close()
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
 
     def rss_kb(self, pid):
         with open("/proc/%d/status" % pid) as f:
@@ -251,6 +281,60 @@ class GatewayTest(unittest.TestCase):
         self.assertEqual(status, 204)
         status, _, _ = MESH.get("/api/session", {"Cookie": cookie})
         self.assertEqual(status, 401)
+
+    def test_users_file_reread_while_running(self):
+        """docs/web.md "Tokens": the gateway re-reads its users file when it changes (checked at each
+        sign-in) and on SIGHUP, with no restart. A person added signs in; removed, their sign-in is
+        refused while their open session lasts; a file that does not load leaves the previous list
+        in force, and says so in the log."""
+        src = "127.0.0.3"  # an address of its own: the sign-in rate limit counts per address
+        carol = MESH.users_cli("add", "carol")
+        cookie, _, _ = MESH.signin("carol", carol, source=src)
+        status, _, body = MESH.get("/api/session", {"Cookie": cookie})
+        self.assertEqual((status, json.loads(body)["name"]), (200, "carol"))
+        MESH.users_cli("remove", "carol")
+        status, reply, set_cookie = MESH.try_signin("carol", carol, source=src)
+        self.assertEqual((status, reply["error"], set_cookie), (401, "bad_credentials", None))
+        self.assertEqual(MESH.get("/api/session", {"Cookie": cookie})[0], 200)  # until sign-out or restart
+        with open(MESH.users) as f:
+            good = f.read()
+        try:
+            with open(MESH.users, "a") as f:
+                f.write("not a user line\n")
+            MESH.signin("alice", source=src)
+            self.assertEqual(MESH.try_signin("carol", carol, source=src)[0], 401)
+            wait_for("the gateway's log saying the users file was not reloaded", 10 * SCALE,
+                     lambda: "users file not reloaded" in MESH.gateway_log())
+        finally:
+            with open(MESH.users + ".tmp", "w") as f:
+                f.write(good)
+            os.chmod(MESH.users + ".tmp", 0o600)
+            os.rename(MESH.users + ".tmp", MESH.users)
+        # SIGHUP re-reads it too (before any sign-in has).
+        dave = MESH.users_cli("add", "dave")
+        count = len(MESH.users_cli("list").split())
+        MESH.supervisor.ctl("signal", "web", "HUP")
+        wait_for("the gateway's log counting %d users after SIGHUP" % count, 10 * SCALE,
+                 lambda: "users: %d from" % count in MESH.gateway_log())
+        MESH.signin("dave", dave, source=src)
+        self.assert_alive()
+
+    def test_signin_rate_limit(self):
+        """docs/web.md: past 10 sign-in tries a minute from one address, 429 `rate_limited`, even with
+        the right token; another address is not held back."""
+        src = "127.0.0.4"
+        limited = 'bidmesh_gateway_signins_total{outcome="rate_limited"}'
+        before = MESH.metric(limited)
+        for i in range(10):
+            status, reply, _ = MESH.try_signin("alice", "wrong-%d" % i, source=src)
+            self.assertEqual((status, reply["error"]), (401, "bad_credentials"), i)
+        status, reply, set_cookie = MESH.try_signin("alice", MESH.tokens["alice"], source=src)
+        self.assertEqual((status, reply["error"], set_cookie), (429, "rate_limited", None))
+        self.assertTrue(reply["message"], reply)
+        self.assertEqual(MESH.try_signin("alice", MESH.tokens["alice"], source=src)[0], 429)
+        MESH.signin("alice", source="127.0.0.5")
+        self.assertEqual(MESH.metric(limited), before + 2)
+        self.assert_alive()
 
     def test_hostile_json_bodies(self):
         """The JSON reader's bounds (nlohmann-json under gateway/json_input.h): a nesting bomb, a
@@ -436,12 +520,7 @@ class GatewayTest(unittest.TestCase):
         data = asyncio.run(run())
         self.assertIn(b'{"type":"resync","reason":"slow"}', data)
         self.assertLess(MESH.rss_kb(self.pid) - rss_before, 64 * 1024)  # KiB: no unbounded queue
-        metrics = http.client.HTTPConnection("127.0.0.1", MESH.metrics_port, timeout=10)
-        metrics.request("GET", "/metrics")
-        text = metrics.getresponse().read().decode()
-        metrics.close()
-        resyncs = [l for l in text.splitlines() if l.startswith("bidmesh_gateway_ws_resyncs_total")]
-        self.assertGreaterEqual(float(resyncs[0].split()[-1]), 1)
+        self.assertGreaterEqual(MESH.metric("bidmesh_gateway_ws_resyncs_total"), 1)
         self.assert_alive()
 
     # --- limits and hostile input ------------------------------------------------------------
@@ -511,10 +590,60 @@ class GatewayTest(unittest.TestCase):
                     break
                 got += chunk
             self.assertTrue(got.startswith(b"HTTP/1.1 503"), got[:100])
+            self.assertEqual(json.loads(got.partition(b"\r\n\r\n")[2])["error"], "busy")
         finally:
             for s in held:
                 s.close()
         wait_for("a slot after the close", 10 * SCALE, lambda: MESH.get("/")[0] == 200)
+        self.assert_alive()
+
+    def open_connections(self):
+        return (MESH.metric('bidmesh_gateway_connections{kind="http"}'),
+                MESH.metric('bidmesh_gateway_connections{kind="websocket"}'))
+
+    def test_connection_cap_counts_websockets(self):
+        """docs/web.md: max_connections counts HTTP and WebSocket connections together; past it a
+        connection gets 503 `busy` and is closed, an upgrade too; closing one frees a slot."""
+        wait_for("no connection open", 10 * SCALE, lambda: self.open_connections() == (0, 0))
+        refused = MESH.metric("bidmesh_gateway_connections_refused_total")
+
+        def refused_http():
+            # Nothing sent: the gateway answers a connection over the cap at once, then closes it.
+            s = socket.create_connection(("127.0.0.1", MESH.http_port), timeout=5 * SCALE)
+            got = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return got
+                    got += chunk
+            finally:
+                s.close()
+
+        async def run():
+            sockets = []
+            try:
+                for _ in range(MAX_CONNECTIONS):
+                    sockets.append(await ws_connect())
+                self.assertEqual(self.open_connections(), (0, MAX_CONNECTIONS))
+                head, _, body = refused_http().partition(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 503"), head)
+                self.assertIn(b"\r\nConnection: close", head)
+                self.assertEqual(json.loads(body)["error"], "busy")
+                with self.assertRaises(websockets.exceptions.InvalidStatusCode) as caught:
+                    await ws_connect()
+                self.assertEqual(caught.exception.status_code, 503)
+                # The sockets within the cap still serve.
+                await sockets[0].send(json.dumps({"type": "dance"}))
+                self.assertEqual((await recv_json(sockets[0], 5 * SCALE))["type"], "error")
+                await sockets.pop().close()
+                wait_for("a slot after one socket closed", 10 * SCALE, lambda: MESH.get("/")[0] == 200)
+            finally:
+                for ws in sockets:
+                    await ws.close()
+        asyncio.run(run())
+        self.assertEqual(MESH.metric("bidmesh_gateway_connections_refused_total"), refused + 2)
+        wait_for("every socket closed", 10 * SCALE, lambda: self.open_connections() == (0, 0))
         self.assert_alive()
 
 

@@ -185,10 +185,22 @@ std::string event_message(const Event& e) {
 
 class WsSession;
 
+// A piece of a socket's send queue, shared by every socket that sends it: one event's JSON
+// (made once per event and kept in its item's ring), the events of one flush tick joined with
+// commas (shared by every socket watching everything), or a message of its own (an error, a
+// resync) that never joins a batch.
+struct Chunk {
+  std::string text;
+  std::size_t events = 0;                   // 0: a message of its own
+  std::vector<Clock::time_point> received;  // live events: when the feed thread read each
+};
+using ChunkPtr = std::shared_ptr<const Chunk>;
+
+ChunkPtr message_chunk(std::string text) { return std::make_shared<const Chunk>(Chunk{std::move(text), 0, {}}); }
+
 struct StoredEvent {
   uint64_t seq = 0;
-  std::shared_ptr<const std::string> json;
-  Clock::time_point received;
+  ChunkPtr chunk;  // one event, with the time the feed thread read it
 };
 
 struct AuthSession {
@@ -199,7 +211,7 @@ struct AuthSession {
 
 struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
   Impl(net::io_context& io_, GatewaySettings s, UserFile u, MeshWorker& m, GatewayMetrics& g)
-      : io(io_), settings(std::move(s)), users(std::move(u)), mesh(m), metrics(g), acceptor(io_), pace_timer(io_) {}
+      : io(io_), settings(std::move(s)), users(std::move(u)), mesh(m), metrics(g), acceptor(io_), flush_timer(io_) {}
 
   net::io_context& io;
   const GatewaySettings settings;
@@ -278,11 +290,19 @@ struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
   }
   void publish(const Event& e, Clock::time_point received);
 
-  // Sockets whose next write waits for the pace timer (settings.ws_write_interval).
-  std::vector<std::weak_ptr<WsSession>> paced;
-  net::steady_timer pace_timer;
-  bool pace_armed = false;
-  void pace(std::weak_ptr<WsSession> session);
+  // The flush tick (settings.ws_write_interval): live events wait for it, so each socket makes
+  // at most one write per tick while events keep coming. An event arriving when no tick is armed
+  // (the gateway was idle for an interval) flushes at once, after the handlers already queued.
+  // Events of the tick for the sockets watching everything; they become one shared Chunk.
+  std::vector<ChunkPtr> pending_all;
+  uint64_t tick = 0;  // flushes so far: a socket that starts watching everything mid-tick notes it
+  // Sockets watching some items, with events queued since the last flush.
+  std::vector<std::weak_ptr<WsSession>> dirty;
+  net::steady_timer flush_timer;
+  bool flush_armed = false;
+  bool flush_posted = false;
+  void schedule_flush();
+  void flush();
 };
 
 // One WebSocket client (server.h): watches, a bounded send queue, catch-up from the rings and
@@ -302,14 +322,9 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     ws_.async_accept(req, beast::bind_front_handler(&WsSession::on_accept, shared_from_this()));
   }
 
-  // A live event (already in its ring) for an item this session may watch.
-  void on_event(const std::string& item, uint64_t seq, const std::shared_ptr<const std::string>& json,
-                Clock::time_point received) {
-    if (closed_) return;
-    if (watch_all_) {
-      enqueue(json, received, true);
-      return;
-    }
+  // A live event (already in its ring) for an item this session watches (not watching all).
+  void on_event(const std::string& item, uint64_t seq, const ChunkPtr& chunk) {
+    if (closed_ || watch_all_) return;  // watching all: the tick's shared chunk brings it
     auto it = watches_.find(item);
     if (it == watches_.end()) return;
     Watch& w = it->second;
@@ -320,10 +335,39 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       return;
     }
     w.last_sent = seq;
-    enqueue(json, received, true);
+    enqueue(chunk);
   }
 
-  friend struct Gateway::Impl;  // the pace timer calls write_paced
+  // The flush tick: the tick's events for a socket watching everything (the shared chunk, or
+  // the part of it after this socket's watch began), then one write of what is queued.
+  void on_tick(uint64_t tick, const ChunkPtr& shared, const std::vector<ChunkPtr>& events) {
+    if (closed_) return;
+    if (watch_all_) {
+      if (all_since_tick_ != tick || all_since_index_ == 0) {
+        enqueue(shared, true);
+      } else if (all_since_index_ < events.size()) {
+        auto own = std::make_shared<Chunk>();
+        for (std::size_t i = all_since_index_; i < events.size(); ++i) append_to(*own, *events[i]);
+        enqueue(std::move(own), true);
+      }
+    }
+    flush_writes();
+  }
+
+  // Writes what is queued unless a write is in flight (its completion writes the rest).
+  void flush_writes() {
+    if (!writing_ && !queue_.empty() && !closed_) start_write();
+  }
+
+  // Joins `event` (one event or a tick's events) to `into`'s comma-separated events.
+  static void append_to(Chunk& into, const Chunk& event) {
+    if (into.events > 0) into.text += ',';
+    into.text += event.text;
+    into.events += event.events;
+    into.received.insert(into.received.end(), event.received.begin(), event.received.end());
+  }
+
+  friend struct Gateway::Impl;
 
   void close_now() {
     if (closed_) return;
@@ -336,11 +380,6 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     std::optional<uint64_t> last_sent;
     bool catching_up = false;
     int rounds = 0;
-  };
-  struct Outgoing {
-    std::shared_ptr<const std::string> text;      // shared by every subscriber of a live event
-    std::optional<Clock::time_point> received;  // live events only (the delivery histogram)
-    bool event = false;                         // an {"type":"event"} object: may join a batch
   };
 
   void on_accept(beast::error_code ec) {
@@ -375,7 +414,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     Json v = Json::object();
     v["type"] = "error";
     v["message"] = why;
-    enqueue(std::make_shared<const std::string>(dump_json(v)), std::nullopt, false);
+    enqueue(message_chunk(dump_json(v)));
   }
 
   void handle(const std::string& text) {
@@ -392,6 +431,10 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
 
   void watch(const Json& msg) {
     if (is_true(member(msg, "all"))) {
+      if (!watch_all_) {  // the events of this tick from here on
+        all_since_tick_ = gw_->tick;
+        all_since_index_ = gw_->pending_all.size();
+      }
       watch_all_ = true;
       gw_->all_watchers.insert(this);
       return;
@@ -484,7 +527,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     for (const Event& e : reply->events) {
       if (e.seq != w.last_sent.value_or(0) + 1) continue;
       w.last_sent = e.seq;
-      enqueue(std::make_shared<const std::string>(event_message(e)), std::nullopt, true);
+      enqueue(std::make_shared<const Chunk>(Chunk{event_message(e), 1, {}}));
       if (closed_ || watches_.find(item) == watches_.end()) return;  // a resync dropped the watch
     }
     if (reply->events.size() >= kHistoryPage) return catch_up(item);  // more pages
@@ -504,7 +547,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     for (const StoredEvent& e : *ring) {
       if (e.seq != w.last_sent.value_or(0) + 1) continue;
       w.last_sent = e.seq;
-      enqueue(e.json, e.received, true);
+      enqueue(e.chunk);
       if (closed_ || watches_.find(item) == watches_.end()) return;  // a resync dropped the watch
     }
   }
@@ -514,87 +557,98 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   void resync(const char* reason) {
     gw_->metrics.resyncs.Increment();
     queue_.clear();
+    queued_events_ = 0;
     queued_bytes_ = 0;
     gw_->unwatch_all(this);
     watches_.clear();
     watch_all_ = false;
-    auto msg = std::make_shared<const std::string>(std::string("{\"type\":\"resync\",\"reason\":\"") + reason + "\"}");
-    queue_.push_back({msg, std::nullopt, false});
-    queued_bytes_ += msg->size();
-    write_next();
+    auto msg = message_chunk(std::string("{\"type\":\"resync\",\"reason\":\"") + reason + "\"}");
+    queued_bytes_ += msg->text.size();
+    queue_.push_back(std::move(msg));
+    flush_writes();
   }
 
-  // The bound counts events (and bytes) waiting for a write, not the messages they will become.
-  void enqueue(const std::shared_ptr<const std::string>& text, std::optional<Clock::time_point> received, bool event) {
+  // The bound counts events (and bytes) waiting for a write, not the messages they will become;
+  // what comes to an idle socket goes out at the next flush whatever its size.
+  // `at_flush`: the flush itself queues it and writes next, so it needs no other flush.
+  void enqueue(ChunkPtr chunk, bool at_flush = false) {
     if (closed_) return;
-    if (queue_.size() >= gw_->settings.send_queue_messages ||
-        queued_bytes_ + text->size() > gw_->settings.send_queue_bytes)
+    const std::size_t count = std::max<std::size_t>(chunk->events, 1);
+    const bool idle = queue_.empty() && !writing_;
+    if (!idle && (queued_events_ + count > gw_->settings.send_queue_messages ||
+                  queued_bytes_ + chunk->text.size() > gw_->settings.send_queue_bytes))
       return resync("slow");
-    queue_.push_back({text, received, event});
-    queued_bytes_ += text->size();
-    write_next();
-  }
-
-  // One write at a time. When it is free, every event queued goes out as ONE message,
-  // {"type":"events","events":[...]} (a cheap join of the shared event texts: a busy gateway
-  // makes fewer, bigger writes instead of falling behind); a lone event, or any other message,
-  // goes as it is.
-  void write_next() {
-    if (writing_ || queue_.empty() || closed_ || paced_) return;
-    // Only events wait: an error or a resync goes at once (an error may precede a close).
-    if (queue_.front().event && Clock::now() - last_write_ < gw_->settings.ws_write_interval) {
-      paced_ = true;  // wrote a moment ago: what comes until the pace timer joins this batch
-      gw_->pace(weak_from_this());
-      return;
+    queued_events_ += count;
+    queued_bytes_ += chunk->text.size();
+    const bool event = chunk->events > 0;
+    queue_.push_back(std::move(chunk));
+    if (!event) return flush_writes();  // an error or a resync never waits for the tick
+    if (at_flush) return;
+    if (!dirty_) {
+      dirty_ = true;
+      gw_->dirty.push_back(weak_from_this());
     }
-    start_write();
+    gw_->schedule_flush();
   }
 
-  // The pace timer fired: write what is queued now.
-  void write_paced() {
-    paced_ = false;
-    if (writing_ || queue_.empty() || closed_) return;
-    start_write();
-  }
-
+  // One write at a time. Every event queued goes out as ONE message, {"type":"events","events":
+  // [...]}, written straight from the shared chunks (a gather write: nothing is copied per
+  // socket); a lone event, or any other message, goes as it is.
   void start_write() {
     writing_ = true;
-    last_write_ = Clock::now();
-    in_flight_received_.clear();
-    std::size_t run = 0;
-    while (run < queue_.size() && queue_[run].event) ++run;
-    if (run <= 1) {
-      single_ = std::move(queue_.front().text);
-      if (queue_.front().received) in_flight_received_.push_back(*queue_.front().received);
-      queued_bytes_ -= single_->size();
+    dirty_ = false;
+    in_flight_.clear();
+    buffers_.clear();
+    std::size_t run = 0, events = 0;
+    while (run < queue_.size() && queue_[run]->events > 0) events += queue_[run++]->events;
+    if (run == 0 || events == 1) {
+      in_flight_.push_back(std::move(queue_.front()));
       queue_.pop_front();
-      ws_.async_write(net::buffer(*single_), beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
-      return;
+      buffers_.push_back(net::buffer(in_flight_.back()->text));
+    } else {
+      static constexpr std::string_view kHead = "{\"type\":\"events\",\"events\":[";
+      static constexpr std::string_view kComma = ",", kTail = "]}";
+      // Past a few pieces (a catch-up's single events) one copy beats a long iovec.
+      const bool copy = run > kMaxGatherPieces;
+      if (copy) batch_.assign(kHead);
+      else buffers_.push_back(net::buffer(kHead.data(), kHead.size()));
+      for (std::size_t i = 0; i < run; ++i) {
+        in_flight_.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+        const std::string& text = in_flight_.back()->text;
+        if (copy) {
+          if (i > 0) batch_ += kComma;
+          batch_ += text;
+        } else {
+          if (i > 0) buffers_.push_back(net::buffer(kComma.data(), kComma.size()));
+          buffers_.push_back(net::buffer(text));
+        }
+      }
+      if (copy) {
+        batch_ += kTail;
+        buffers_.push_back(net::buffer(batch_));
+      } else {
+        buffers_.push_back(net::buffer(kTail.data(), kTail.size()));
+      }
     }
-    static constexpr std::string_view kHead = "{\"type\":\"events\",\"events\":[";
-    batch_.clear();
-    batch_.reserve(kHead.size() + 2 + run + queued_bytes_);
-    batch_ += kHead;
-    for (std::size_t i = 0; i < run; ++i) {
-      if (i > 0) batch_ += ',';
-      batch_ += *queue_.front().text;
-      if (queue_.front().received) in_flight_received_.push_back(*queue_.front().received);
-      queued_bytes_ -= queue_.front().text->size();
-      queue_.pop_front();
+    for (const auto& c : in_flight_) {
+      queued_events_ -= std::max<std::size_t>(c->events, 1);
+      queued_bytes_ -= c->text.size();
     }
-    batch_ += "]}";
-    ws_.async_write(net::buffer(batch_), beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
+    ws_.async_write(buffers_, beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
   }
 
+  // A write completed: what queued meanwhile goes at once (this socket is behind the tick).
   void on_write(beast::error_code ec, std::size_t) {
     writing_ = false;
-    single_.reset();
     if (ec) return finish();
     gw_->metrics.ws_messages.Increment();
     const auto now = Clock::now();
-    for (const auto& received : in_flight_received_)
-      gw_->metrics.delivery_seconds.Observe(std::chrono::duration<double>(now - received).count());
-    write_next();
+    for (const auto& c : in_flight_)
+      for (const auto& received : c->received)
+        gw_->metrics.delivery_seconds.Observe(std::chrono::duration<double>(now - received).count());
+    in_flight_.clear();
+    flush_writes();
   }
 
   void finish() {
@@ -607,30 +661,34 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     gw_->ws_sessions.erase(shared_from_this());
   }
 
+  static constexpr std::size_t kMaxGatherPieces = 16;
+
   std::shared_ptr<Gateway::Impl> gw_;
   websocket::stream<beast::tcp_stream> ws_;
   beast::flat_buffer buffer_;
-  std::deque<Outgoing> queue_;  // waiting for the write in flight
+  std::deque<ChunkPtr> queue_;  // waiting for the write in flight or the next flush
+  std::size_t queued_events_ = 0;  // a message of its own counts as one
   std::size_t queued_bytes_ = 0;
-  // The message being written: a lone message's shared text, or a batch built in batch_.
-  std::shared_ptr<const std::string> single_;
-  std::string batch_;
-  std::vector<Clock::time_point> in_flight_received_;
+  // The write in flight: its chunks (kept alive until it completes) and the buffers over them.
+  std::vector<ChunkPtr> in_flight_;
+  std::vector<net::const_buffer> buffers_;
+  std::string batch_;  // a batch of many pieces, copied into one
   bool writing_ = false;
-  bool paced_ = false;
-  Clock::time_point last_write_{};
+  bool dirty_ = false;  // in gw_->dirty
   bool closed_ = false;
   bool watch_all_ = false;
+  uint64_t all_since_tick_ = 0;      // watch all began in this tick...
+  std::size_t all_since_index_ = 0;  // ...after this many of its events
   int abuse_ = 0;
   std::map<std::string, Watch> watches_;
 };
 
 void Gateway::Impl::publish(const Event& e, Clock::time_point received) {
   metrics.feed_events.Increment();
-  auto json = std::make_shared<const std::string>(event_message(e));
   auto& ring_of = rings[e.item];
   if (!ring_of.empty() && e.seq <= ring_of.back().seq) return;  // a duplicate
-  ring_of.push_back({e.seq, json, received});
+  auto chunk = std::make_shared<const Chunk>(Chunk{event_message(e), 1, {received}});
+  ring_of.push_back({e.seq, chunk});
   ring_order.emplace_back(e.item, e.seq);
   if (ring_of.size() > settings.ring_per_item) ring_of.pop_front();
   while (ring_order.size() > settings.ring_total) {
@@ -641,28 +699,52 @@ void Gateway::Impl::publish(const Event& e, Clock::time_point received) {
     while (!it->second.empty() && it->second.front().seq <= seq) it->second.pop_front();
     if (it->second.empty()) rings.erase(it);
   }
-  // Copies: a delivery may resync a session, which edits the sets.
-  const std::vector<WsSession*> all(all_watchers.begin(), all_watchers.end());
-  for (WsSession* s : all) s->on_event(e.item, e.seq, json, received);
+  // Sockets watching everything get it with the tick's other events, at the flush.
+  if (!all_watchers.empty()) {
+    pending_all.push_back(chunk);
+    schedule_flush();
+  }
   if (auto it = item_watchers.find(e.item); it != item_watchers.end()) {
+    // A copy: a delivery may resync a session, which edits the sets.
     const std::vector<WsSession*> some(it->second.begin(), it->second.end());
-    for (WsSession* s : some)
-      if (!all_watchers.count(s)) s->on_event(e.item, e.seq, json, received);
+    for (WsSession* s : some) s->on_event(e.item, e.seq, chunk);
   }
 }
 
-void Gateway::Impl::pace(std::weak_ptr<WsSession> session) {
-  paced.push_back(std::move(session));
-  if (pace_armed) return;
-  pace_armed = true;
-  pace_timer.expires_after(settings.ws_write_interval);
-  pace_timer.async_wait([self = shared_from_this()](beast::error_code ec) {
-    self->pace_armed = false;
+void Gateway::Impl::schedule_flush() {
+  if (flush_armed || flush_posted || stopped) return;  // the tick (or a flush already posted) takes it
+  flush_posted = true;
+  net::post(io, [self = shared_from_this()] {
+    self->flush_posted = false;
+    self->flush();
+  });
+}
+
+void Gateway::Impl::flush() {
+  if (stopped) return;
+  ++tick;
+  const auto events = std::move(pending_all);
+  pending_all.clear();
+  const auto due = std::move(dirty);
+  dirty.clear();
+  if (!events.empty()) {
+    auto shared = std::make_shared<Chunk>();
+    for (const auto& e : events) WsSession::append_to(*shared, *e);
+    const ChunkPtr tick_chunk = std::move(shared);
+    // A copy: a write may resync or close a session, which edits the set.
+    const std::vector<WsSession*> all(all_watchers.begin(), all_watchers.end());
+    for (WsSession* s : all) s->on_tick(tick - 1, tick_chunk, events);
+  }
+  for (const auto& weak : due)
+    if (auto s = weak.lock()) s->flush_writes();
+  if (events.empty() && due.empty()) return;  // idle: the next event flushes at once
+  if (settings.ws_write_interval.count() <= 0) return;
+  flush_armed = true;
+  flush_timer.expires_after(settings.ws_write_interval);
+  flush_timer.async_wait([self = shared_from_this()](beast::error_code ec) {
+    self->flush_armed = false;
     if (ec || self->stopped) return;
-    auto due = std::move(self->paced);
-    self->paced.clear();
-    for (auto& weak : due)
-      if (auto s = weak.lock()) s->write_paced();
+    if (!self->pending_all.empty() || !self->dirty.empty()) self->flush();
   });
 }
 
@@ -786,6 +868,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     gw_->metrics.http_connections.Decrement();
     --gw_->open_connections;
     stream_.expires_never();
+    // No Nagle: a socket writes once per flush tick, and a write held back for the previous
+    // one's ACK would wait for the client's delayed ACK (up to 40 ms on Linux).
+    beast::error_code ignored;
+    stream_.socket().set_option(tcp::no_delay(true), ignored);
     auto ws = std::make_shared<WsSession>(gw_, stream_.release_socket());
     gw_->ws_sessions.insert(ws);
     ws->start(std::move(req_));
@@ -1093,8 +1179,6 @@ void Gateway::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (self->stopped) return;
     if (!ec) {
-      // Nagle stays on: under fan-out it coalesces a socket's queued events into fewer packets,
-      // which measured far faster than TCP_NODELAY with 1000 sockets (docs/web.md, "Load test").
       const bool full = self->open_connections >= self->settings.max_connections;
       std::make_shared<HttpSession>(self, std::move(socket))->start(full);
     }

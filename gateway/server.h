@@ -11,10 +11,15 @@
 // Bounds (docs/web.md, "Limits"): max_connections open sockets (the next gets 503 and is
 // closed); HTTP headers 8 KiB, bodies 4 KiB, 30 s to send a request; WebSocket messages 4 KiB
 // in, a send queue of 256 events or 1 MiB per socket (past it the queue is dropped and the
-// client gets {"type":"resync"}), one write per socket per ws_write_interval while busy (queued
-// events go as one {"type":"events"} message), pings on idle sockets; per item the last 256 events and at most
-// 200000 events in all are kept for watch-with-after; 100000 sign-in sessions; 10 sign-ins per
-// minute per remote address.
+// client gets {"type":"resync"}), one write per socket per flush tick (ws_write_interval) while
+// busy (queued events go as one {"type":"events"} message), pings on idle sockets; per item the
+// last 256 events and at most 200000 events in all are kept for watch-with-after; 100000 sign-in
+// sessions; 10 sign-ins per minute per remote address.
+//
+// Fan-out: each event's JSON is made once; at each flush tick the events of the tick are joined
+// once into a chunk shared by every socket watching everything, and each socket's message is a
+// gather write over shared chunks (no per-socket copy). Sockets watching some items queue the
+// events' own shared texts. Each socket still has its own queue, bound and resync.
 #pragma once
 
 #include <chrono>
@@ -49,9 +54,10 @@ struct GatewaySettings {
   std::size_t ring_total = 200000;
   std::chrono::milliseconds http_idle{30000};
   std::chrono::seconds ws_idle{60};
-  // At most one WebSocket write per socket per interval while events keep coming (0: none):
-  // what arrives meanwhile joins the next batch, so 1000 busy sockets cost 1000 writes per
-  // interval, not one per event each. A socket idle for the interval writes at once.
+  // The flush tick: live events wait for it, so each socket makes at most one write per
+  // interval while events keep coming (0: flush as soon as the queued handlers ran). 1000 busy
+  // sockets cost 1000 writes per interval, not one per event each. An event that comes when the
+  // gateway was idle for an interval is flushed at once.
   std::chrono::milliseconds ws_write_interval{10};
 };
 

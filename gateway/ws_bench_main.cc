@@ -2,6 +2,7 @@
 //
 //   bidmesh-ws-bench --gateway 127.0.0.1:8080 --router tcp://127.0.0.1:5555
 //                    [--subscribers 1000] [--rate 500] [--seconds 10] [--items 20] [--threads 2]
+//                    [--feed tcp://127.0.0.1:5556]
 //
 // N WebSocket subscribers connect to the gateway and watch every item ({"type":"watch","all":
 // true}); a driver sends R bids per second through the router (one DEALER, pipelined) on fresh
@@ -10,6 +11,9 @@
 // to the moment a subscriber has read the message (system clock, same machine). So it spans the
 // bid node's publish, the feed forwarder, the gateway and the socket; `ts` is whole
 // milliseconds, so each figure may read up to 1 ms high.
+// With --feed, also feed-to-socket delivery (`from_feed_ms`): from the moment the bench's own
+// subscriber of the feed reads the event (a FeedWatcher thread, steady clock) to the moment a
+// WebSocket subscriber reads it; that leaves out the bid node's fsync and the forwarder.
 // Events may come one per message or in batches ({"type":"events","events":[...]}): each
 // event inside a batch counts, with the batch's read time.
 // Lost events: per subscriber and item, every seq from the first seen to the item's last must
@@ -40,6 +44,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "client/feed_watcher.h"
 #include "protocol/messages.h"
 
 namespace {
@@ -48,6 +53,29 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+
+double steady_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The item's number in this run: the digits after the name's last '-' ("wsb-TAG-7": 7).
+std::optional<std::size_t> item_index(std::string_view item) {
+  const auto dash = item.rfind('-');
+  if (dash == std::string_view::npos || dash + 1 >= item.size()) return std::nullopt;
+  std::size_t v = 0;
+  for (char c : item.substr(dash + 1)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<std::size_t>(c - '0');
+  }
+  return v;
+}
+
+// One event read by a subscriber, for the feed-to-socket figure (12 bytes: 5M fit in 60 MB).
+struct Sample {
+  uint32_t seq;
+  uint16_t item;
+  float read_ms;  // steady_ms() - the run's origin
+};
 
 double unix_now_ms_precise() {
   return std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -64,17 +92,26 @@ std::optional<uint64_t> number_after(std::string_view text, std::string_view key
   return v;
 }
 
-std::string string_after(std::string_view text, std::string_view key) {
+// The string after `"key":"` (no escapes: the bench's item names have none), or empty.
+std::string_view string_after(std::string_view text, std::string_view key) {
   const auto at = text.find(key);
   if (at == std::string_view::npos) return {};
   const auto start = at + key.size();
   const auto end = text.find('"', start);
-  return end == std::string_view::npos ? std::string{} : std::string(text.substr(start, end - start));
+  return end == std::string_view::npos ? std::string_view{} : text.substr(start, end - start);
 }
 
+// Lookup by string_view: the bench parses 500k events/s in place, with no string per event.
+struct NameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
 struct Subscriber : std::enable_shared_from_this<Subscriber> {
-  Subscriber(net::io_context& io, std::string host, std::string port, std::string origin, std::atomic<int>& ready)
-      : resolver(io), ws(io), host(std::move(host)), port(std::move(port)), origin(std::move(origin)), ready(ready) {}
+  Subscriber(net::io_context& io, std::string host, std::string port, std::string origin, std::atomic<int>& ready,
+             bool keep_samples, double origin_ms)
+      : resolver(io), ws(io), host(std::move(host)), port(std::move(port)), origin(std::move(origin)), ready(ready),
+        keep_samples(keep_samples), origin_ms(origin_ms) {}
 
   void start() {
     resolver.async_resolve(host, port, [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type r) {
@@ -104,38 +141,42 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
         if (!self->stopping) self->fail("read", ec);
         return;
       }
-      self->on_message(beast::buffers_to_string(self->buffer.data()));
+      // A flat_buffer holds the message in one piece: parsed in place, not copied.
+      const auto data = self->buffer.data();
+      self->on_message(std::string_view(static_cast<const char*>(data.data()), data.size()));
       self->buffer.consume(self->buffer.size());
       self->read();
     });
   }
 
   // One message: an event, a batch {"type":"events","events":[...]} of them, or a resync.
-  void on_message(const std::string& text) {
+  void on_message(std::string_view all) {
     const double now = unix_now_ms_precise();
+    const float read_ms = keep_samples ? static_cast<float>(steady_ms() - origin_ms) : 0.0f;
     ++messages;
-    if (text.find("\"type\":\"resync\"") != std::string::npos) {
+    if (all.find("\"type\":\"resync\"") != std::string_view::npos) {
       ++resyncs;
       return;
     }
     // Each event object starts with this (the gateway writes compact JSON, and its event
     // objects hold no nested object), so the text between two starts is one event.
     static constexpr std::string_view kEvent = "{\"type\":\"event\",";
-    const std::string_view all(text);
     for (auto at = all.find(kEvent); at != std::string_view::npos;) {
       const auto next = all.find(kEvent, at + kEvent.size());
-      on_event(all.substr(at, next == std::string_view::npos ? std::string_view::npos : next - at), now);
+      on_event(all.substr(at, next == std::string_view::npos ? std::string_view::npos : next - at), now, read_ms);
       at = next;
     }
   }
 
-  void on_event(std::string_view text, double now) {
-    const std::string item = string_after(text, "\"item\":\"");
+  void on_event(std::string_view text, double now, float read_ms) {
+    const std::string_view item = string_after(text, "\"item\":\"");
     const auto seq = number_after(text, "\"seq\":");
     const auto ts = number_after(text, "\"ts\":");
     if (item.empty() || !seq || !ts) return;
     ++received;
-    auto [it, first] = last_seq.try_emplace(item, *seq);
+    auto it = last_seq.find(item);
+    const bool first = it == last_seq.end();
+    if (first) it = last_seq.emplace(std::string(item), *seq).first;
     if (!first) {
       if (*seq != it->second + 1) {
         if (*seq > it->second) gaps += *seq - it->second - 1;
@@ -143,8 +184,12 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
       }
       it->second = std::max(it->second, *seq);
     }
-    if (text.find("\"event\":\"max\"") != std::string_view::npos)
+    if (text.find("\"event\":\"max\"") != std::string_view::npos) {
       delivery_us.push_back(static_cast<float>((now - static_cast<double>(*ts)) * 1000.0));
+      if (keep_samples)
+        if (auto index = item_index(item); index && *index <= UINT16_MAX && *seq <= UINT32_MAX)
+          samples.push_back({static_cast<uint32_t>(*seq), static_cast<uint16_t>(*index), read_ms});
+    }
   }
 
   void fail(const char* what, beast::error_code ec) {
@@ -156,10 +201,13 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
   beast::flat_buffer buffer;
   std::string host, port, origin, out, error;
   std::atomic<int>& ready;
+  const bool keep_samples;
+  const double origin_ms;
+  std::vector<Sample> samples;
   bool stopping = false;
   std::atomic<uint64_t> received{0};  // read by the main thread while the run settles
   uint64_t messages = 0, gaps = 0, repeats = 0, resyncs = 0;
-  std::unordered_map<std::string, uint64_t> last_seq;
+  std::unordered_map<std::string, uint64_t, NameHash, std::equal_to<>> last_seq;
   std::vector<float> delivery_us;
 };
 
@@ -168,10 +216,12 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
 int main(int argc, char** argv) {
   CLI::App app{"bidmesh-ws-bench: N WebSocket subscribers of the web gateway under R bids/s through the router"};
   std::string gateway = "127.0.0.1:8080", router = "tcp://127.0.0.1:5555", origin;
+  std::string feed;
   int subscribers = 1000, rate = 500, seconds = 10, items = 20, threads = 2;
   app.add_option("--gateway", gateway, "the gateway's HOST:PORT")->capture_default_str();
   app.add_option("--origin", origin, "Origin header (default http://GATEWAY)");
   app.add_option("--router", router, "the router's request endpoint")->capture_default_str();
+  app.add_option("--feed", feed, "the feed's publish endpoint: also measure feed-to-socket delivery");
   app.add_option("--subscribers", subscribers, "WebSocket subscribers")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--rate", rate, "bids (events) per second")->capture_default_str()->check(CLI::Range(1, 1000000));
   app.add_option("--seconds", seconds, "how long the driver bids")->capture_default_str()->check(CLI::Range(1, 3600));
@@ -196,9 +246,10 @@ int main(int argc, char** argv) {
   for (int i = 0; i < threads; ++i) ios.push_back(std::make_unique<net::io_context>(1));
   std::atomic<int> ready{0};
   std::vector<std::shared_ptr<Subscriber>> subs;
+  const double origin_ms = steady_ms();
   for (int i = 0; i < subscribers; ++i) {
     subs.push_back(std::make_shared<Subscriber>(*ios[i % threads], gateway.substr(0, colon), gateway.substr(colon + 1),
-                                                origin, ready));
+                                                origin, ready, !feed.empty(), origin_ms));
     subs.back()->start();
   }
   std::vector<std::thread> io_threads;
@@ -222,6 +273,41 @@ int main(int argc, char** argv) {
   std::snprintf(tag, sizeof tag, "%08x", static_cast<unsigned>(rng()));
   std::vector<std::string> names;
   for (int i = 0; i < items; ++i) names.push_back(std::string("wsb-") + tag + "-" + std::to_string(i));
+  // The feed side: when this run's events appear on the feed (item x seq -> ms since origin).
+  const std::size_t max_seq = static_cast<std::size_t>(rate) * static_cast<std::size_t>(seconds) / static_cast<std::size_t>(items) + 16;
+  std::vector<std::vector<float>> feed_ms;
+  std::atomic<bool> feed_stop{false};
+  std::atomic<bool> feed_failed{false};
+  std::thread feed_thread;
+  if (!feed.empty()) {
+    feed_ms.assign(static_cast<std::size_t>(items), std::vector<float>(max_seq + 1, -1.0f));
+    std::atomic<bool> subscribed{false};
+    feed_thread = std::thread([&] {
+      try {
+        bidmesh::FeedWatcherOptions options;
+        options.topic_prefix = std::string(bidmesh::kFeedTopicPrefix) + "wsb-" + tag + "-";
+        bidmesh::FeedWatcher watcher(ctx, feed, options);
+        subscribed = true;
+        while (!feed_stop.load()) {
+          auto e = watcher.next(std::chrono::milliseconds(100));
+          if (!e) continue;
+          const float at = static_cast<float>(steady_ms() - origin_ms);
+          auto index = item_index(e->item);
+          if (index && *index < feed_ms.size() && e->seq <= max_seq && feed_ms[*index][e->seq] < 0)
+            feed_ms[*index][e->seq] = at;
+        }
+      } catch (const std::exception& e) {
+        std::cerr << "bidmesh-ws-bench: feed: " << e.what() << std::endl;
+        feed_failed = true;
+        subscribed = true;
+      }
+    });
+    // A SUB socket misses what is published before its subscription reaches the publisher.
+    const auto joined = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!subscribed.load() && std::chrono::steady_clock::now() < joined)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
   uint64_t next_id = 0, sent = 0, replies = 0, refused = 0;
   auto send = [&](bidmesh::Request r) {
     r.id = std::string("wsb-") + tag + "-" + std::to_string(++next_id);
@@ -260,7 +346,9 @@ int main(int argc, char** argv) {
   while (std::chrono::steady_clock::now() < end) {
     const auto due = start + std::chrono::microseconds(bids * 1000000 / static_cast<uint64_t>(rate));
     if (std::chrono::steady_clock::now() < due) {
-      drain(std::chrono::duration_cast<std::chrono::milliseconds>(due - std::chrono::steady_clock::now()));
+      // Rounded up: a wait truncated to 0 ms made this loop spin on zmq_poll (a third of the
+      // bench's CPU, measured with perf), stealing a core from the gateway it measures.
+      drain(std::chrono::ceil<std::chrono::milliseconds>(due - std::chrono::steady_clock::now()));
       continue;
     }
     const std::size_t i = bids % names.size();
@@ -295,6 +383,22 @@ int main(int argc, char** argv) {
   for (auto& g : guards) g->reset();
   for (auto& io : ios) io->stop();
   for (auto& t : io_threads) t.join();
+  feed_stop = true;
+  if (feed_thread.joinable()) feed_thread.join();
+  // Feed-to-socket: each subscriber's read of a `max` event minus the feed's read of it.
+  std::vector<float> from_feed;
+  uint64_t unmatched = 0;
+  for (auto& s : subs)
+    for (const Sample& x : s->samples) {
+      const float at = x.item < feed_ms.size() && x.seq < feed_ms[x.item].size() ? feed_ms[x.item][x.seq] : -1.0f;
+      if (at < 0) ++unmatched;
+      else from_feed.push_back(x.read_ms - at);
+    }
+  std::sort(from_feed.begin(), from_feed.end());
+  auto pct_of = [](const std::vector<float>& v, double p) {
+    if (v.empty()) return 0.0;
+    return static_cast<double>(v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))]);
+  };
 
   uint64_t received = 0, messages = 0, gaps = 0, repeats = 0, resyncs = 0, tail_lost = 0;
   std::vector<float> all;
@@ -315,20 +419,28 @@ int main(int argc, char** argv) {
     all.insert(all.end(), s->delivery_us.begin(), s->delivery_us.end());
   }
   std::sort(all.begin(), all.end());
-  auto pct = [&](double p) {
-    if (all.empty()) return 0.0;
-    return static_cast<double>(all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))]) / 1000.0;
-  };
+  auto pct = [&](double p) { return pct_of(all, p) / 1000.0; };
+  std::string feed_figures;
+  if (!feed.empty()) {
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  "\"from_feed_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p999\":%.2f,\"max\":%.2f,\"unmatched\":%llu%s},",
+                  pct_of(from_feed, 0.5), pct_of(from_feed, 0.9), pct_of(from_feed, 0.99), pct_of(from_feed, 0.999),
+                  from_feed.empty() ? 0.0 : static_cast<double>(from_feed.back()), static_cast<unsigned long long>(unmatched),
+                  feed_failed.load() ? ",\"failed\":true" : "");
+    feed_figures = text;
+  }
   const double drive_s = std::chrono::duration<double>(drive_end - start).count();
   std::printf("{\"subscribers\":%d,\"connected\":%d,\"rate\":%d,\"seconds\":%.2f,\"bids\":%llu,\"replies\":%llu,"
               "\"refused\":%llu,\"events_expected\":%llu,\"events_received\":%llu,\"messages\":%llu,\"lost\":%llu,\"repeats\":%llu,"
               "\"resyncs\":%llu,\"delivery_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p999\":%.2f,\"max\":%.2f},"
-              "\"error\":\"%s\"}\n",
+              "%s\"error\":\"%s\"}\n",
               subscribers, connected, rate, drive_s, static_cast<unsigned long long>(bids),
               static_cast<unsigned long long>(replies), static_cast<unsigned long long>(refused),
               static_cast<unsigned long long>(static_cast<uint64_t>(connected) * (bids + names.size())),
               static_cast<unsigned long long>(received), static_cast<unsigned long long>(messages), static_cast<unsigned long long>(gaps + tail_lost),
               static_cast<unsigned long long>(repeats), static_cast<unsigned long long>(resyncs), pct(0.5), pct(0.9),
-              pct(0.99), pct(0.999), all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0, first_error.c_str());
+              pct(0.99), pct(0.999), all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0, feed_figures.c_str(),
+              first_error.c_str());
   return connected == subscribers ? 0 : 111;
 }

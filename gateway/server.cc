@@ -319,6 +319,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     ws_.set_option(timeouts);
     ws_.read_message_max(kWsMessageMax);
     ws_.text(true);
+    ws_.auto_fragment(false);  // a batch goes as one frame: one write, not one per 4 KiB
     ws_.async_accept(req, beast::bind_front_handler(&WsSession::on_accept, shared_from_this()));
   }
 

@@ -39,6 +39,7 @@ import websockets  # noqa: E402  (Debian python3-websockets)
 
 BIN = None
 MAX_CONNECTIONS = 60
+FAN_EVENTS = 30000  # test_watch_all_shared_batches_keep_each_socket_apart: ~3.5 MB of events
 IDLE_MS = 1500
 
 
@@ -471,11 +472,9 @@ class GatewayTest(unittest.TestCase):
         asyncio.run(run())
         self.assert_alive()
 
-    def test_slow_reader_gets_resync_and_memory_stays_bounded(self):
-        MESH.must("open", "gw-flood", "--start", "1")
-        rss_before = MESH.rss_kb(self.pid)
-        # 3000 events (seqs 2..3001), pipelined on one DEALER, 200 in flight at most (the
-        # router's per-client bounds).
+    def flood(self, item, count):
+        """`count` bids on `item` (seqs 2..count+1), pipelined on one DEALER, 200 in flight at
+        most (the router's per-client bounds). Blocking: run it in a thread to read meanwhile."""
         import zmq
         import msgpack
         ctx = zmq.Context()
@@ -483,44 +482,124 @@ class GatewayTest(unittest.TestCase):
         s.setsockopt(zmq.LINGER, 0)
         s.connect("tcp://127.0.0.1:%d" % MESH.router_port)
         replies = 0
-        for window in range(0, 3000, 200):
-            for i in range(window, window + 200):
-                s.send_multipart([b"", msgpack.packb({"op": "bid", "id": "f%d" % i, "item": "gw-flood",
+        for window in range(0, count, 200):
+            for i in range(window, min(count, window + 200)):
+                s.send_multipart([b"", msgpack.packb({"op": "bid", "id": "%s-%d" % (item, i), "item": item,
                                                       "bidder": "frank", "amount": i + 1})])
-            for _ in range(200):
+            for _ in range(window, min(count, window + 200)):
                 if not s.poll(int(10000 * SCALE)):
                     break
                 s.recv_multipart()
                 replies += 1
         s.close()
         ctx.term()
-        self.assertEqual(replies, 3000)
+        self.assertEqual(replies, count)
+
+    def raw_upgrade_and_watch(self):
+        """The bytes of a hand-made WebSocket upgrade, and a function making a watch frame."""
+        upgrade = ("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                   "Origin: %s\r\n\r\n" % MESH.origin).encode()
+
+        def frame(watch):
+            payload = json.dumps(watch).encode()
+            return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload  # masked with a zero key
+        return upgrade, frame
+
+    async def raw_socket(self, watch):
+        """A WebSocket made by hand that sends `watch` and then reads only when told: (reader, writer)."""
+        upgrade, frame = self.raw_upgrade_and_watch()
+        reader, writer = await asyncio.open_connection("127.0.0.1", MESH.http_port, limit=1 << 16)
+        writer.write(upgrade)
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.assertIn(b"101", head.split(b"\r\n")[0])
+        writer.write(frame(watch))
+        await writer.drain()
+        return reader, writer
+
+    def stalled_socket(self, watch):
+        """A blocking socket made by hand, with a 4 KiB receive buffer, that sends `watch` and
+        reads nothing until the test says so: the gateway's writes to it back up at once."""
+        upgrade, frame = self.raw_upgrade_and_watch()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5 * SCALE)
+        sock.connect(("127.0.0.1", MESH.http_port))
+        sock.sendall(upgrade)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)  # byte by byte: nothing past the headers is taken from the socket
+        self.assertIn(b"101", head.split(b"\r\n")[0])
+        sock.sendall(frame(watch))
+        return sock
+
+    async def read_until_resync(self, reader, timeout):
+        """The raw bytes a hand-made socket reads until a resync message (or the timeout)."""
+        data = b""
+        deadline = time.monotonic() + timeout
+        while b'"resync"' not in data and time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), max(0.01, deadline - time.monotonic()))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def test_slow_reader_gets_resync_and_memory_stays_bounded(self):
+        MESH.must("open", "gw-flood", "--start", "1")
+        rss_before = MESH.rss_kb(self.pid)
+        self.flood("gw-flood", 3000)
 
         async def run():
             # A reader that reads nothing after the handshake, and asks for all 3000 events at once:
             # a history page of 1000 lands in a queue of 256.
-            reader, writer = await asyncio.open_connection("127.0.0.1", MESH.http_port, limit=1 << 16)
-            writer.write(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                          "Origin: %s\r\n\r\n" % MESH.origin).encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.assertIn(b"101", head.split(b"\r\n")[0])
-            frame = json.dumps({"type": "watch", "items": ["gw-flood"], "after": {"gw-flood": 0}}).encode()
-            writer.write(bytes([0x81, 0x80 | len(frame)]) + b"\0\0\0\0" + frame)  # masked with a zero key
-            await writer.drain()
-            data = b""
-            deadline = time.monotonic() + 10 * SCALE
-            while b'"resync"' not in data and time.monotonic() < deadline:
-                chunk = await asyncio.wait_for(reader.read(1 << 16), 5 * SCALE)
-                if not chunk:
-                    break
-                data += chunk
+            reader, writer = await self.raw_socket({"type": "watch", "items": ["gw-flood"], "after": {"gw-flood": 0}})
+            data = await self.read_until_resync(reader, 10 * SCALE)
             writer.close()
             return data
         data = asyncio.run(run())
         self.assertIn(b'{"type":"resync","reason":"slow"}', data)
         self.assertLess(MESH.rss_kb(self.pid) - rss_before, 64 * 1024)  # KiB: no unbounded queue
         self.assertGreaterEqual(MESH.metric("bidmesh_gateway_ws_resyncs_total"), 1)
+        self.assert_alive()
+
+    def test_watch_all_shared_batches_keep_each_socket_apart(self):
+        """Sockets watching everything share each flush tick's batch: a stalled one overflows its
+        own queue into resync while a reading one gets every event once, in order, unharmed."""
+        MESH.must("open", "gw-fan", "--start", "1")
+        resyncs_before = MESH.metric("bidmesh_gateway_ws_resyncs_total")
+
+        stalled = self.stalled_socket({"type": "watch", "all": True})
+
+        async def run():
+            fast = await ws_connect()
+            await fast.send(json.dumps({"type": "watch", "all": True}))
+            await asyncio.sleep(0.2)  # both watches are read before the flood (ordering, not a wait for a condition)
+            # More than the kernel holds for the stalled socket (its send buffer grows to a few MB
+            # on loopback), so the gateway's write to it stays in flight and its queue fills.
+            flood = asyncio.get_running_loop().run_in_executor(None, self.flood, "gw-fan", FAN_EVENTS)
+            got = await events_until(fast, "gw-fan", FAN_EVENTS + 1, 120 * SCALE)
+            await flood
+            await fast.close()
+            return got
+        try:
+            got = asyncio.run(run())
+            # The stalled socket reads now: what it gets ends with its resync.
+            data = b""
+            deadline = time.monotonic() + 20 * SCALE
+            while b'"resync"' not in data and time.monotonic() < deadline:
+                try:
+                    chunk = stalled.recv(1 << 16)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            stalled.close()
+        self.assertTrue(b'{"type":"resync","reason":"slow"}' in data, "no resync in %d bytes" % len(data))
+        self.assertEqual([m["seq"] for m in got], list(range(2, FAN_EVENTS + 2)))
+        self.assertEqual([m["amount"] for m in got], list(range(1, FAN_EVENTS + 1)))
+        self.assertGreater(MESH.metric("bidmesh_gateway_ws_resyncs_total"), resyncs_before)
         self.assert_alive()
 
     # --- limits and hostile input ------------------------------------------------------------

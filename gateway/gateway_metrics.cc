@@ -1,5 +1,7 @@
 #include "gateway/gateway_metrics.h"
 
+#include <algorithm>
+
 namespace bidmesh::gateway {
 
 namespace {
@@ -33,11 +35,26 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& r)
       bids_refused(bids_family.Add({{"outcome", "refused"}})),
       bids_failed(bids_family.Add({{"outcome", "failed"}})),
       feed_events(counter(r, "bidmesh_gateway_feed_events_total", "Item events read from the feed (and its repairs)")),
+      delivery_bounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0},
       delivery_seconds(prometheus::BuildHistogram()
                            .Name("bidmesh_gateway_delivery_seconds")
                            .Help("From the gateway reading an event off the feed to its WebSocket write completing")
                            .Register(r)
-                           .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                           0.05, 0.1, 0.25, 0.5, 1.0})) {}
+                           .Add({}, delivery_bounds)) {}
+
+void GatewayMetrics::observe_deliveries(std::chrono::steady_clock::time_point now,
+                                        const std::vector<std::chrono::steady_clock::time_point>& received) {
+  if (received.empty()) return;
+  delivery_counts_.assign(delivery_bounds.size() + 1, 0.0);  // the last: +Inf
+  double sum = 0;
+  for (const auto& r : received) {
+    const double s = std::chrono::duration<double>(now - r).count();
+    sum += s;
+    // The bucket prometheus-cpp's Observe picks: the first bound not below the value.
+    const auto bucket = std::lower_bound(delivery_bounds.begin(), delivery_bounds.end(), s) - delivery_bounds.begin();
+    delivery_counts_[static_cast<std::size_t>(bucket)] += 1;
+  }
+  delivery_seconds.ObserveMultiple(delivery_counts_, sum);
+}
 
 }  // namespace bidmesh::gateway

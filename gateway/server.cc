@@ -645,9 +645,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     if (ec) return finish();
     gw_->metrics.ws_messages.Increment();
     const auto now = Clock::now();
-    for (const auto& c : in_flight_)
-      for (const auto& received : c->received)
-        gw_->metrics.delivery_seconds.Observe(std::chrono::duration<double>(now - received).count());
+    for (const auto& c : in_flight_) gw_->metrics.observe_deliveries(now, c->received);
     in_flight_.clear();
     flush_writes();
   }

@@ -247,6 +247,9 @@ int main(int argc, char** argv) {
   restart_cmd->add_option("--probe-timeout", rcfg.probe_timeout_ms, "ms before a probe bid is retried with a new id")
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
+  restart_cmd->add_option("--unavailable-pause", rcfg.unavailable_pause_ms, "ms before the next probe after an `unavailable` reply")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,16 +41,19 @@ Launch make_launch(const RestartBenchConfig& cfg) {
   return l;
 }
 
+// posix_spawn (glibc: clone with CLONE_VM | CLONE_VFORK), not fork: no copy of this process's
+// page tables, and the child runs at once on this thread's CPU while the bench waits for its
+// exec, as a supervisor's restart would. With fork the child waited for a CPU: 5-10 ms of the
+// measured restart on the loaded 2-core VM (docs/benchmarks.md, "Restart time: where it goes").
 pid_t spawn(const RestartBenchConfig& cfg, Launch& l) {
-  const pid_t pid = fork();
-  if (pid != 0) return pid;  // parent (or -1)
-  const int fd = open(cfg.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd >= 0) {
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-  }
-  execve(l.argv[0], l.argv.data(), l.envp.data());
-  _exit(127);
+  posix_spawn_file_actions_t actions;
+  if (posix_spawn_file_actions_init(&actions) != 0) return -1;
+  int rc = posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, cfg.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = -1;
+  if (rc == 0) rc = posix_spawn(&pid, l.argv[0], &actions, nullptr, l.argv.data(), l.envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
 }
 
 // One DEALER; each try is a fresh bid (new id, higher amount) so no reply is a replay.
@@ -194,8 +198,14 @@ RestartBenchResult run_restart_bench(zmq::context_t& ctx, const RestartBenchConf
     while (!accepted && monotonic_ns() - t_kill < static_cast<int64_t>(cfg.give_up_ms) * 1000000) {
       ++res.probes;
       auto r = p.bid(cfg.probe_timeout_ms);
-      if (r && r->ok) accepted = true;
-      else if (r && !r->ok && r->error != std::optional<std::string>("unavailable")) {
+      if (r && r->ok) {
+        accepted = true;
+      } else if (r && r->error == std::optional<std::string>("unavailable")) {
+        // The router answers at once while the node is down. A client retries after a pause; a
+        // bench that spun here (~2.5 probes per ms) kept the router and itself busy, two
+        // processes' worth of CPU taken from the starting node on a 2-core machine.
+        std::this_thread::sleep_for(std::chrono::milliseconds(cfg.unavailable_pause_ms));
+      } else if (r && !r->ok) {
         // too_low after a lost reply: the amount was taken; the next try bids higher.
         if (r->error == std::optional<std::string>("too_low")) continue;
         reap();

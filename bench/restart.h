@@ -4,7 +4,8 @@
 // (`bidmesh-bid-node --config FILE --name NODE`, its output to `log_file`), waits until a bid on
 // one of the node's items is accepted, then `times` times: SIGKILL, reap, start it again at once
 // (a supervisor that restarts without delay), and bid on that item (a fresh id per try, each try
-// given `probe_timeout_ms`) until one is accepted. The figure is the time from the kill to that
+// given `probe_timeout_ms`, `unavailable_pause_ms` after each `unavailable` reply) until one is
+// accepted. The figure is the time from the kill to that
 // first accepted bid: process start, LMDB open, bind, the router's reconnect, the first commit.
 // Between restarts `gap_ms` of light load (one bid at a time) runs. The router and the rest of
 // the mesh must already run; the node must NOT be running (the bench starts it).
@@ -36,6 +37,7 @@ struct RestartBenchConfig {
   std::string log_file;        // the node's stdout and stderr (appended)
   int times = 10;
   int probe_timeout_ms = 20;
+  int unavailable_pause_ms = 1;  // after an `unavailable` reply, before the next probe
   int gap_ms = 300;
   int give_up_ms = 10000;      // one restart that takes longer than this fails the run
   bool worst_tail = false;     // kill just before a checkpoint, with a full log tail (above)

@@ -81,24 +81,18 @@ double unix_now_ms_precise() {
   return std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// The unsigned number after `"key":` in a JSON text, or nullopt (the gateway writes compact JSON).
-std::optional<uint64_t> number_after(std::string_view text, std::string_view key) {
-  const auto at = text.find(key);
-  if (at == std::string_view::npos) return std::nullopt;
-  uint64_t v = 0;
-  std::size_t i = at + key.size();
-  if (i >= text.size() || text[i] < '0' || text[i] > '9') return std::nullopt;
-  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) v = v * 10 + static_cast<uint64_t>(text[i] - '0');
-  return v;
+// A cursor over the gateway's compact JSON: `take` steps over a literal, `number` over digits.
+bool take(std::string_view text, std::size_t& i, std::string_view literal) {
+  if (text.substr(i, literal.size()) != literal) return false;
+  i += literal.size();
+  return true;
 }
 
-// The string after `"key":"` (no escapes: the bench's item names have none), or empty.
-std::string_view string_after(std::string_view text, std::string_view key) {
-  const auto at = text.find(key);
-  if (at == std::string_view::npos) return {};
-  const auto start = at + key.size();
-  const auto end = text.find('"', start);
-  return end == std::string_view::npos ? std::string_view{} : text.substr(start, end - start);
+std::optional<uint64_t> number(std::string_view text, std::size_t& i) {
+  if (i >= text.size() || text[i] < '0' || text[i] > '9') return std::nullopt;
+  uint64_t v = 0;
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) v = v * 10 + static_cast<uint64_t>(text[i] - '0');
+  return v;
 }
 
 // Lookup by string_view: the bench parses 500k events/s in place, with no string per event.
@@ -150,45 +144,54 @@ struct Subscriber : std::enable_shared_from_this<Subscriber> {
   }
 
   // One message: an event, a batch {"type":"events","events":[...]} of them, or a resync.
+  // The gateway writes each event object compactly with its fields in one order (event_message
+  // in gateway/server.cc: type, item, seq, event, ts, then the kind's own), so one pass over the
+  // message reads them in place: at 1000 subscribers the bench parses 500k events/s on the
+  // cores the gateway needs.
   void on_message(std::string_view all) {
     const double now = unix_now_ms_precise();
     const float read_ms = keep_samples ? static_cast<float>(steady_ms() - origin_ms) : 0.0f;
     ++messages;
-    if (all.find("\"type\":\"resync\"") != std::string_view::npos) {
+    if (all.substr(0, 16) == R"({"type":"resync")") {
       ++resyncs;
       return;
     }
-    // Each event object starts with this (the gateway writes compact JSON, and its event
-    // objects hold no nested object), so the text between two starts is one event.
-    static constexpr std::string_view kEvent = "{\"type\":\"event\",";
-    for (auto at = all.find(kEvent); at != std::string_view::npos;) {
-      const auto next = all.find(kEvent, at + kEvent.size());
-      on_event(all.substr(at, next == std::string_view::npos ? std::string_view::npos : next - at), now, read_ms);
-      at = next;
+    static constexpr std::string_view kEvent = R"({"type":"event","item":")";
+    for (auto at = all.find(kEvent); at != std::string_view::npos; at = all.find(kEvent, at)) {
+      std::size_t i = at + kEvent.size();
+      const auto item_end = all.find('"', i);
+      if (item_end == std::string_view::npos) break;
+      const std::string_view item = all.substr(i, item_end - i);
+      i = item_end;
+      std::optional<uint64_t> seq, ts;
+      bool max = false;
+      if (take(all, i, R"(","seq":)") && (seq = number(all, i)) && take(all, i, R"(,"event":")")) {
+        max = take(all, i, "max");
+        i = all.find(R"(","ts":)", i);  // right here after "max"; after the kind's name otherwise
+        if (i != std::string_view::npos && take(all, i, R"(","ts":)")) ts = number(all, i);
+      }
+      at = std::min(i, all.size());
+      if (!item.empty() && seq && ts) on_event(item, *seq, *ts, max, now, read_ms);
     }
   }
 
-  void on_event(std::string_view text, double now, float read_ms) {
-    const std::string_view item = string_after(text, "\"item\":\"");
-    const auto seq = number_after(text, "\"seq\":");
-    const auto ts = number_after(text, "\"ts\":");
-    if (item.empty() || !seq || !ts) return;
+  void on_event(std::string_view item, uint64_t seq, uint64_t ts, bool max, double now, float read_ms) {
     ++received;
     auto it = last_seq.find(item);
     const bool first = it == last_seq.end();
-    if (first) it = last_seq.emplace(std::string(item), *seq).first;
+    if (first) it = last_seq.emplace(std::string(item), seq).first;
     if (!first) {
-      if (*seq != it->second + 1) {
-        if (*seq > it->second) gaps += *seq - it->second - 1;
+      if (seq != it->second + 1) {
+        if (seq > it->second) gaps += seq - it->second - 1;
         else ++repeats;
       }
-      it->second = std::max(it->second, *seq);
+      it->second = std::max(it->second, seq);
     }
-    if (text.find("\"event\":\"max\"") != std::string_view::npos) {
-      delivery_us.push_back(static_cast<float>((now - static_cast<double>(*ts)) * 1000.0));
+    if (max) {
+      delivery_us.push_back(static_cast<float>((now - static_cast<double>(ts)) * 1000.0));
       if (keep_samples)
-        if (auto index = item_index(item); index && *index <= UINT16_MAX && *seq <= UINT32_MAX)
-          samples.push_back({static_cast<uint32_t>(*seq), static_cast<uint16_t>(*index), read_ms});
+        if (auto index = item_index(item); index && *index <= UINT16_MAX && seq <= UINT32_MAX)
+          samples.push_back({static_cast<uint32_t>(seq), static_cast<uint16_t>(*index), read_ms});
     }
   }
 

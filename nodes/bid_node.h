@@ -151,6 +151,7 @@ class BidNode {
     uint64_t max_batch = 0;
     uint64_t commits = 0;
     uint64_t apply_ns = 0;
+    uint64_t log_ns = 0;  // the log's write + fdatasync, part of apply_ns
     uint64_t max_apply_ns = 0;
     uint64_t checkpoint_ns = 0;
     uint64_t max_checkpoint_ns = 0;

@@ -4,7 +4,8 @@
 // does the ZMTP 3.0 NULL handshake (rfc 23), sends frame 1 with MORE and maybe part of the next
 // frame, and closes (FIN or RST), 200 times with varied timing, while honest clients keep calling:
 // - on the router's client listen and on a bid node's client_listen: any client on the network;
-// - on a bid node's mesh listen (security none): a "router" that dies mid-send.
+// - on a bid node's mesh listen (security none): a "router" that dies mid-send;
+// - on the router's feed collect (XSUB): a "bid node" PUB that dies mid-event.
 // The processes must keep running and serving. libzmq only flushes a multipart message to the
 // reader's pipe once its last frame is decoded (ypipe "incomplete" writes, rolled back when the
 // connection dies), so none of this is expected to reach fq; the test checks that it stays so.
@@ -63,8 +64,8 @@ class RawZmtpPeer {
   bool connected() const { return connected_; }
 
   // Greeting (64 bytes: signature, version 3.0, mechanism NULL, as-server 0, filler) and READY
-  // with Socket-Type DEALER, as rfc 23 lays them out.
-  static std::string handshake() {
+  // with this Socket-Type, as rfc 23 lays them out.
+  static std::string handshake(const std::string& value = "DEALER") {
     std::string g(64, '\0');
     g[0] = '\xff';
     g[9] = '\x7f';
@@ -72,7 +73,7 @@ class RawZmtpPeer {
     g[11] = 0;
     std::memcpy(&g[12], "NULL", 4);
     std::string ready_body = std::string("\x05READY", 6);
-    const std::string name = "Socket-Type", value = "DEALER";
+    const std::string name = "Socket-Type";
     ready_body += static_cast<char>(name.size()) + name;
     ready_body += std::string("\0\0\0", 3) + static_cast<char>(value.size()) + value;
     g += '\x04';  // command, short size
@@ -163,7 +164,7 @@ class RawZmtpPeer {
 // frame 2 (MORE) and half of frame 3; all of it in one write before the handshake reply. Frames
 // in separate writes, 0-2 ms apart, so that the server's reads split them differently; FIN or
 // RST. `frames` are the message's frames (each under 256 bytes, the first sent whole).
-void one_dying_peer(int port, int i, const std::vector<std::string>& frames) {
+void one_dying_peer(int port, int i, const std::vector<std::string>& frames, const std::string& socket_type) {
   RawZmtpPeer peer(port);
   if (!peer.connected()) return;
   const int variant = i % 4;
@@ -174,11 +175,11 @@ void one_dying_peer(int port, int i, const std::vector<std::string>& frames) {
   const std::string second_half = second_whole.substr(0, 2 + frames[1].size() / 2);
   const std::string third_half = RawZmtpPeer::frame(frames[2], true).substr(0, 2 + frames[2].size() / 2);
   if (variant == 3) {
-    peer.write_all(RawZmtpPeer::handshake() + first + second_half);
+    peer.write_all(RawZmtpPeer::handshake(socket_type) + first + second_half);
     peer.close(reset);
     return;
   }
-  if (!peer.write_all(RawZmtpPeer::handshake()) || !peer.read_handshake(5s)) return;
+  if (!peer.write_all(RawZmtpPeer::handshake(socket_type)) || !peer.read_handshake(5s)) return;
   if (!peer.write_all(first)) return;
   std::this_thread::sleep_for(gap);
   if (variant == 1) peer.write_all(second_half);
@@ -219,7 +220,7 @@ struct HonestLoad {
 TEST_CASE("partial multipart: peers dying mid-message do not abort the router or a bid node",
           "[integration][hostile]") {
   const std::string where = GENERATE(as<std::string>{}, "router client listen", "bid node client_listen",
-                                     "bid node mesh listen");
+                                     "bid node mesh listen", "router feed collect");
   MeshOptions options;
   options.request_timeout_ms = 5000;  // a loaded machine must not turn a slow node into `unavailable`
   options.client_listen = true;
@@ -238,6 +239,7 @@ TEST_CASE("partial multipart: peers dying mid-message do not abort the router or
   }
 
   int port = 0;
+  std::string socket_type = "DEALER";
   // Frames a client (delimiter, request) or the router (id, token, digest, principal, body) sends.
   std::vector<std::string> frames{"", std::string(120, 'x'), std::string(200, 'y')};
   if (where == "router client listen") port = port_of(mesh.request_endpoint());
@@ -249,9 +251,14 @@ TEST_CASE("partial multipart: peers dying mid-message do not abort the router or
     port = port_of(node->listen);
     frames = {"id-1", std::string(8, '\x01'), std::string(32, 'd')};
   }
+  if (where == "router feed collect") {  // the XSUB bid nodes' PUBs connect to: a dying "bid node"
+    port = port_of(load_mesh_config(mesh.config_path()).feed_collect);
+    socket_type = "PUB";
+    frames = {"item-topic", std::string(100, 'e'), std::string(100, 'f')};
+  }
   INFO("dying peers on " << where << " (port " << port << ")");
 
-  if (where != "bid node mesh listen") {
+  if (socket_type == "DEALER" && where != "bid node mesh listen") {
     // The raw peer's bytes are right: the same handshake and a whole ping get a reply.
     RawZmtpPeer peer(port);
     REQUIRE(peer.connected());
@@ -271,7 +278,7 @@ TEST_CASE("partial multipart: peers dying mid-message do not abort the router or
 
   HonestLoad load(mesh.request_endpoint(), {item0, item1});
   const int kPeers = 200;
-  for (int i = 0; i < kPeers; ++i) one_dying_peer(port, i, frames);
+  for (int i = 0; i < kPeers; ++i) one_dying_peer(port, i, frames, socket_type);
   // Calls keep being answered after the last dying peer (not only before it).
   const int answered_before = load.answered;
   const auto until = std::chrono::steady_clock::now() + 20s;

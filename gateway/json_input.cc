@@ -58,6 +58,11 @@ const Json* member(const Json& object, std::string_view key) {
 
 const std::string* as_string(const Json* v) { return v && v->is_string() ? v->get_ptr<const std::string*>() : nullptr; }
 
+std::string string_or(const Json* v, std::string_view fallback) {
+  const std::string* s = as_string(v);
+  return s ? *s : std::string(fallback);
+}
+
 std::optional<uint64_t> as_u64(const Json* v) {
   if (v == nullptr) return std::nullopt;
   if (v->is_number_unsigned()) return v->get<uint64_t>();

@@ -35,6 +35,8 @@ std::string dump_json(const Json& value);
 const Json* member(const Json& object, std::string_view key);
 // The string, or nullptr when `v` is null or not a string.
 const std::string* as_string(const Json* v);
+// The string, or `fallback` when `v` is null or not a string.
+std::string string_or(const Json* v, std::string_view fallback);
 // The value as an unsigned integer when it is a non-negative integer (not a double).
 std::optional<uint64_t> as_u64(const Json* v);
 // True when `v` is the boolean true.

@@ -938,10 +938,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (!reply || !reply->is_object()) return self.unavailable();
       const Json* ok = member(*reply, "ok");
       if (!is_true(ok)) {
-        const Json* code = member(*reply, "error");
-        const Json* msg = member(*reply, "message");
-        const std::string c = code && as_string(code) ? *as_string(code) : "unavailable";
-        const std::string m = msg && as_string(msg) ? *as_string(msg) : "The mesh refused the listing.";
+        const std::string c = string_or(member(*reply, "error"), "unavailable");
+        const std::string m = string_or(member(*reply, "message"), "The mesh refused the listing.");
         return self.send(self.error(c == "bad_request" ? http::status::bad_request : http::status::bad_gateway, c, m));
       }
       Json out = Json::object();
@@ -968,8 +966,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (!reply || !reply->is_object()) return self.unavailable();
       const Json* ok = member(*reply, "ok");
       if (!is_true(ok)) {
-        const Json* code = member(*reply, "error");
-        if (code && as_string(code) && *as_string(code) == "unknown_item")
+        if (string_or(member(*reply, "error"), "") == "unknown_item")
           return self.send(self.error(http::status::not_found, "not_found", "There is no such auction."));
         return self.unavailable();
       }
@@ -1021,7 +1018,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (!body) return send(error(http::status::bad_request, "bad_request", "The body must be a JSON object."));
     const Json* name = member(*body, "name");
     const Json* token = member(*body, "token");
-    if (!name || !as_string(name) || !token || !as_string(token))
+    if (!as_string(name) || !as_string(token))
       return send(error(http::status::bad_request, "bad_request", "Sign in with {\"name\", \"token\"}."));
     if (auto problem = gw_->users.reload_if_changed())
       log_event(LogLevel::warning, "users", "users file not reloaded, the previous list stays: " + *problem);
@@ -1090,8 +1087,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     r.item = *as_string(item);
     r.bidder = session->name;
     r.amount = *as_u64(amount);
-    if (max && as_u64(max) && *as_u64(max) > r.amount) r.max = *as_u64(max);
-    if (id && as_string(id)) {
+    if (as_u64(max).value_or(0) > r.amount) r.max = *as_u64(max);
+    if (as_string(id)) {
       // The page's id, kept apart per user: two users' ids never meet in the mesh's memory.
       unsigned char h[16];
       const std::string key = session->name + '\n' + *as_string(id);

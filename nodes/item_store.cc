@@ -72,8 +72,7 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
     if ((rc = mdb_dbi_open(t.get(), "meta", MDB_CREATE, &env->meta)) != 0) return fail("mdb_dbi_open", rc);
     std::string_view format;
     rc = get_value(t.get(), env->meta, "format", &format);
-    if (rc == 0 && format != fmt::kFormatVersion && format != fmt::kFormatWithoutListing && format != fmt::kFormatV1Only &&
-        format != fmt::kFormatWithoutLog) {
+    if (rc == 0 && !fmt::is_readable_format(format)) {
       // Nothing is changed: the transaction is aborted (Txn), the old store stays as it was.
       return "the store " + where + " has format " + std::string(format) + ", this build reads format " +
              std::string(fmt::kFormatWithoutLog) + " to format " + std::string(fmt::kFormatVersion) +

@@ -72,6 +72,11 @@ inline constexpr std::string_view kFormatVersion = "5";
 inline constexpr std::string_view kFormatWithoutListing = "4";  // format 5 without the listing tree
 inline constexpr std::string_view kFormatV1Only = "3";      // format 4 without v2 records
 inline constexpr std::string_view kFormatWithoutLog = "2";  // format 3 before its first checkpoint
+// Every format this build opens (the older ones are marked kFormatVersion at open).
+inline constexpr bool is_readable_format(std::string_view format) {
+  return format == kFormatVersion || format == kFormatWithoutListing || format == kFormatV1Only ||
+         format == kFormatWithoutLog;
+}
 
 inline void append_u64(std::string& out, uint64_t v) {
   for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));

@@ -25,7 +25,7 @@ if [[ ! -f $WORK/ports ]]; then free_ports 7 >"$WORK/ports"; fi
 read -r P_REQ P_PUB P_COL P_B1 P_B2 P_D1 P_D2 <"$WORK/ports"
 EP="tcp://127.0.0.1:$P_REQ"; FEED="tcp://127.0.0.1:$P_PUB"
 CONF="$WORK/mesh.toml"
-cat >"$CONF" <<EOT
+{ [[ -z ${CONFIG_LINES:-} ]] || printf '%s\n' "$CONFIG_LINES"; cat <<EOT
 data_dir = "$WORK/data"
 request_timeout_ms = 1000
 map_size_mb = 4096
@@ -52,6 +52,7 @@ client_listen = "tcp://127.0.0.1:$P_D2"
 slots = ["8192-16383"]
 durability = "fsync"
 EOT
+} >"$CONF"
 start() { if [[ $1 == router ]]; then "$BIN/bidmesh-router" --config "$CONF" --name router >>"$WORK/logs/router.log" 2>&1 &
   else "$BIN/bidmesh-bid-node" --config "$CONF" --name "$1" >>"$WORK/logs/$1.log" 2>&1 & fi; PIDS[$1]=$!; }
 stop() { kill -TERM "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; unset "PIDS[$1]"; }

@@ -58,8 +58,7 @@ std::variant<UserFile, std::string> UserFile::load(const std::filesystem::path& 
   const auto size = std::filesystem::file_size(file, ec);
   if (ec) return file.string() + ": " + ec.message();
   if (size > kMaxFileBytes) return file.string() + ": larger than 16 MiB";
-  uf.mtime_ = std::filesystem::last_write_time(file, ec);
-  uf.size_ = size;
+  uf.stamp_ = stamp_of(file);
   std::ifstream in(file);
   if (!in) return file.string() + ": cannot be read";
   std::string line;
@@ -92,13 +91,15 @@ bool UserFile::verify(std::string_view name, std::string_view token) const {
   return sodium_memcmp(got, want, kHashBytes) == 0 && known;
 }
 
+std::optional<UserFile::Stamp> UserFile::stamp_of(const std::filesystem::path& file) {
+  struct stat st{};
+  if (::stat(file.c_str(), &st) != 0) return std::nullopt;
+  return Stamp{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_size),
+               static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec)};
+}
+
 std::optional<std::string> UserFile::reload_if_changed() {
-  std::error_code ec;
-  const auto mtime = std::filesystem::last_write_time(file_, ec);
-  const auto size = ec ? 0 : std::filesystem::file_size(file_, ec);
-  std::optional<std::filesystem::file_time_type> now;
-  if (!ec) now = mtime;
-  if (now == mtime_ && size == size_) return std::nullopt;
+  if (stamp_of(file_) == stamp_) return std::nullopt;
   auto loaded = load(file_);
   if (auto* error = std::get_if<std::string>(&loaded)) return *error;
   *this = std::move(std::get<UserFile>(loaded));

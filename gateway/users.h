@@ -15,6 +15,7 @@
 // Thread-safety: a UserFile is a value; reload() and verify() by one thread.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -40,8 +41,9 @@ class UserFile {
   const std::map<std::string, UserEntry>& users() const { return users_; }
   const std::filesystem::path& file() const { return file_; }
 
-  // Re-reads the file when its modification time or size changed since the last read; a file
-  // that does not load leaves the current list in force. Returns a reason when it failed.
+  // Re-reads the file when it changed since the last read: another file under its name (inode,
+  // as bidmesh-gateway-users replaces it), or another modification time or size. A file that
+  // does not load leaves the current list in force. Returns a reason when it failed.
   std::optional<std::string> reload_if_changed();
 
   // Adds `name` (refused when present or not an identifier) and returns its fresh token.
@@ -53,8 +55,14 @@ class UserFile {
   std::optional<std::string> save() const;
   std::filesystem::path file_;
   std::map<std::string, UserEntry> users_;
-  std::optional<std::filesystem::file_time_type> mtime_;
-  uintmax_t size_ = 0;
+  // What the last read saw of the file (stat): nullopt when it did not exist.
+  struct Stamp {
+    uint64_t device = 0, inode = 0, size = 0;
+    int64_t mtime_sec = 0, mtime_nsec = 0;
+    bool operator==(const Stamp&) const = default;
+  };
+  static std::optional<Stamp> stamp_of(const std::filesystem::path& file);
+  std::optional<Stamp> stamp_;
 };
 
 // Initialises libsodium once; false when it cannot (the caller exits 111).

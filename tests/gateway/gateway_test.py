@@ -320,6 +320,35 @@ class GatewayTest(unittest.TestCase):
         MESH.signin("dave", dave, source=src)
         self.assert_alive()
 
+    def test_users_file_replaced_with_same_size_and_time(self):
+        """A users file replaced by another of the same size and modification time (a remove and an
+        add within one clock tick, or a restored copy) is still re-read: the gateway also compares
+        the file's inode, which every replacement by rename changes."""
+        src = "127.0.0.6"  # an address of its own: the sign-in rate limit counts per address
+        erin = MESH.users_cli("add", "erin")
+        MESH.signin("erin", erin, source=src)  # read with erin in it
+        before = os.stat(MESH.users)
+        other = MESH.users + ".other"
+        fran = subprocess.run([os.path.join(BIN, "bidmesh-gateway-users"), "add", "fran", "--file", other],
+                              check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        with open(other) as f:
+            fran_line = [l for l in f.read().splitlines() if l.startswith("fran:")][0]
+        with open(MESH.users) as f:
+            lines = f.read().splitlines()
+        replaced = "\n".join(fran_line if l.startswith("erin:") else l for l in lines) + "\n"
+        with open(MESH.users + ".tmp", "w") as f:
+            f.write(replaced)
+        os.chmod(MESH.users + ".tmp", 0o600)
+        os.rename(MESH.users + ".tmp", MESH.users)
+        os.utime(MESH.users, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = os.stat(MESH.users)
+        self.assertEqual((after.st_size, after.st_mtime_ns), (before.st_size, before.st_mtime_ns))
+        self.assertNotEqual(after.st_ino, before.st_ino)
+        MESH.signin("fran", fran, source=src)
+        self.assertEqual(MESH.try_signin("erin", erin, source=src)[0], 401)
+        os.remove(other)
+        self.assert_alive()
+
     def test_signin_rate_limit(self):
         """docs/web.md: past 10 sign-in tries a minute from one address, 429 `rate_limited`, even with
         the right token; another address is not held back."""

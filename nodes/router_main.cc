@@ -198,10 +198,7 @@ int main(int argc, char** argv) {
   if (!start.ok) return start.exit_code;
   try {
     return serve(start.config, start.self());
-  } catch (const zmq::error_t& e) {
-    bidmesh::log_event(bidmesh::LogLevel::error, "stop", std::string("stopping: ") + e.what(), {{"exit_code", kExitSystem}});
-    return kExitSystem;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // zmq::error_t included
     bidmesh::log_event(bidmesh::LogLevel::error, "stop", std::string("stopping: ") + e.what(), {{"exit_code", kExitSystem}});
     return kExitSystem;
   }

@@ -31,13 +31,10 @@ void write_all(int fd, const char* s) {
   }
 }
 
-// Not instrumented by the sanitizers: the child runs on a stack their runtime does not know.
-#define BIDMESH_CHILD_CODE __attribute__((no_sanitize("address", "undefined", "thread")))
-
 // The child, before its exec, in the supervisor's memory (spawn_process). System calls only; never
-// returns.
-[[noreturn]] BIDMESH_CHILD_CODE void exec_child(const SpawnSpec& spec, char* const* argv, char* const* envp,
-                                                const rlimit* data_limit, int out_w, pid_t parent) {
+// returns. Not instrumented by the sanitizers: their runtime would see a stack it does not know.
+[[noreturn]] __attribute__((no_sanitize("address", "undefined"))) void exec_child(const SpawnSpec& spec, char* const* argv, char* const* envp,
+                             const rlimit* data_limit, int out_w, pid_t parent) {
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) _exit(1);  // the supervisor died before prctl took effect
@@ -90,7 +87,7 @@ struct ChildArgs {
   pid_t parent;
 };
 
-BIDMESH_CHILD_CODE int child_main(void* p) {
+__attribute__((no_sanitize("address", "undefined"))) int child_main(void* p) {
   const ChildArgs& a = *static_cast<const ChildArgs*>(p);
   ::close(a.out_r);  // the child's own descriptor table (no CLONE_FILES)
   exec_child(*a.spec, a.argv, a.envp, a.data_limit, a.out_w, a.parent);

@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -13,7 +12,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <vector>
 
 extern char** environ;
 
@@ -31,9 +29,8 @@ void write_all(int fd, const char* s) {
   }
 }
 
-// The child, before its exec, in the supervisor's memory (spawn_process). System calls only; never
-// returns. Not instrumented by the sanitizers: their runtime would see a stack it does not know.
-[[noreturn]] __attribute__((no_sanitize("address", "undefined"))) void exec_child(const SpawnSpec& spec, char* const* argv, char* const* envp,
+// The child, between fork and exec. Async-signal-safe calls only; never returns.
+[[noreturn]] void exec_child(const SpawnSpec& spec, char* const* argv, char* const* envp,
                              const rlimit* data_limit, int out_w, pid_t parent) {
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -77,25 +74,6 @@ void write_all(int fd, const char* s) {
   _exit(127);
 }
 
-struct ChildArgs {
-  const SpawnSpec* spec;
-  char* const* argv;
-  char* const* envp;
-  const rlimit* data_limit;
-  int out_w;
-  int out_r;
-  pid_t parent;
-};
-
-__attribute__((no_sanitize("address", "undefined"))) int child_main(void* p) {
-  const ChildArgs& a = *static_cast<const ChildArgs*>(p);
-  ::close(a.out_r);  // the child's own descriptor table (no CLONE_FILES)
-  exec_child(*a.spec, a.argv, a.envp, a.data_limit, a.out_w, a.parent);
-}
-
-// The child's stack until its execve: exec_child's frames and the few libc calls it makes.
-constexpr std::size_t kChildStackBytes = 64 * 1024;
-
 }  // namespace
 
 std::optional<Spawned> spawn_process(const SpawnSpec& spec, std::string& error) {
@@ -120,23 +98,20 @@ std::optional<Spawned> spawn_process(const SpawnSpec& spec, std::string& error) 
     error = std::string("pipe: ") + std::strerror(errno);
     return std::nullopt;
   }
-  const ChildArgs args{&spec, argv.data(), envp.data(), spec.max_data_bytes != 0 ? &data_limit : nullptr, fds[1], fds[0],
-                       ::getpid()};
-  // posix_spawn's way (CLONE_VM | CLONE_VFORK): the child borrows this address space until its
-  // execve and runs at once on this CPU, while the supervisor waits. A fork() copied the page
-  // tables and left the child waiting for a CPU before its execve (a restart's first
-  // milliseconds, docs/benchmarks.md). exec_child only makes system calls, and its signal
-  // dispositions are its own (no CLONE_SIGHAND).
-  std::vector<char> stack(kChildStackBytes);
-  const pid_t pid = ::clone(child_main, stack.data() + stack.size(), CLONE_VM | CLONE_VFORK | SIGCHLD,
-                            const_cast<ChildArgs*>(&args));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
   if (pid < 0) {
-    error = std::string("clone: ") + std::strerror(errno);
+    error = std::string("fork: ") + std::strerror(errno);
     ::close(fds[0]);
     ::close(fds[1]);
     return std::nullopt;
   }
-  ::close(fds[1]);  // the child made itself a process group leader before its execve
+  if (pid == 0) {
+    ::close(fds[0]);
+    exec_child(spec, argv.data(), envp.data(), spec.max_data_bytes != 0 ? &data_limit : nullptr, fds[1], parent);
+  }
+  ::setpgid(pid, pid);  // also done by the child: whichever runs first wins, no race
+  ::close(fds[1]);
   ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
   return Spawned{pid, fds[0]};
 }

@@ -1,15 +1,14 @@
 // Launching a node process, and signal names.
 //
-// spawn_process starts (clone with CLONE_VM | CLONE_VFORK, as posix_spawn does) and execs
-// `path` with `argv` in a new process group (the child leads it,
+// spawn_process forks and execs `path` with `argv` in a new process group (the child leads it,
 // so the supervisor can signal the node and anything it starts at once), stdin from /dev/null
 // and stdout+stderr into one pipe whose read end (non-blocking, close-on-exec) is returned for
-// the supervisor to copy into the node's log. Before its exec the child sets
+// the supervisor to copy into the node's log. Between fork and exec the child sets
 // PR_SET_PDEATHSIG(SIGKILL) and re-checks getppid(), so it never outlives the supervisor even if
 // the supervisor dies before the node's own code runs; it closes every other descriptor and
 // restores default signal dispositions, and sets RLIMIT_DATA when the spec asks for one. Only
-// async-signal-safe calls run in the child (it shares the supervisor's memory until its execve):
-// argv, the environment and the limit are made before.
+// async-signal-safe calls run in the child: argv, the environment and the limit are made
+// before fork.
 // Thread-safe.
 #pragma once
 
@@ -37,7 +36,7 @@ struct Spawned {
   int out_fd = -1;  // read end of the child's stdout/stderr pipe; the caller closes it
 };
 
-// nullopt with `error` set when the pipe or clone fails. A failed exec shows as the child
+// nullopt with `error` set when the pipe or fork fails. A failed exec shows as the child
 // exiting with 127 after writing the reason into the pipe.
 std::optional<Spawned> spawn_process(const SpawnSpec& spec, std::string& error);
 

@@ -1,6 +1,8 @@
 // The token file of users.h, on libsodium.
 #include "gateway/users.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -53,12 +55,14 @@ std::string random_token(std::size_t n) {
 std::variant<UserFile, std::string> UserFile::load(const std::filesystem::path& file) {
   UserFile uf;
   uf.file_ = file;
-  std::error_code ec;
-  if (!std::filesystem::exists(file, ec)) return uf;
-  const auto size = std::filesystem::file_size(file, ec);
-  if (ec) return file.string() + ": " + ec.message();
-  if (size > kMaxFileBytes) return file.string() + ": larger than 16 MiB";
-  uf.stamp_ = stamp_of(file);
+  // One stat: its stamp is what reload_if_changed() compares later.
+  struct stat st{};
+  if (::stat(file.c_str(), &st) != 0) {
+    if (errno == ENOENT) return uf;  // no users yet
+    return file.string() + ": " + std::strerror(errno);
+  }
+  uf.stamp_ = stamp_from(st);
+  if (uf.stamp_->size > kMaxFileBytes) return file.string() + ": larger than 16 MiB";
   std::ifstream in(file);
   if (!in) return file.string() + ": cannot be read";
   std::string line;
@@ -91,11 +95,15 @@ bool UserFile::verify(std::string_view name, std::string_view token) const {
   return sodium_memcmp(got, want, kHashBytes) == 0 && known;
 }
 
+UserFile::Stamp UserFile::stamp_from(const struct stat& st) {
+  return Stamp{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_size),
+               static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec)};
+}
+
 std::optional<UserFile::Stamp> UserFile::stamp_of(const std::filesystem::path& file) {
   struct stat st{};
   if (::stat(file.c_str(), &st) != 0) return std::nullopt;
-  return Stamp{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_size),
-               static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec)};
+  return stamp_from(st);
 }
 
 std::optional<std::string> UserFile::reload_if_changed() {

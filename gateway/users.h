@@ -15,6 +15,8 @@
 // Thread-safety: a UserFile is a value; reload() and verify() by one thread.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -61,6 +63,7 @@ class UserFile {
     int64_t mtime_sec = 0, mtime_nsec = 0;
     bool operator==(const Stamp&) const = default;
   };
+  static Stamp stamp_from(const struct stat& st);
   static std::optional<Stamp> stamp_of(const std::filesystem::path& file);
   std::optional<Stamp> stamp_;
 };

@@ -360,6 +360,10 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   int rc = log ? t.begin(env_->env, 0, txn_) : 0;
   if (rc != 0) w.failed_at = "mdb_txn_begin";
   w.txn = log ? t.get() : txn_;
+  Cursor data_cursor;  // after `t`: closed before the transaction ends on every path
+  if (rc == 0 && (rc = data_cursor.open(w.txn, env_->data)) != 0) w.failed_at = "mdb_cursor_open";
+  w.cursor = data_cursor.get();
+  w.cursor_dbi = env_->data;
   // Due deadlines first: a request of this batch sees its item closed, as the contract says.
   if (rc == 0) rc = run_auto_closes(w);
   std::size_t writes = 0;
@@ -393,6 +397,8 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
       return;  // the Txn destructor aborts the nested transaction: nothing of the batch is kept
     }
   }
+  data_cursor.close();
+  w.cursor = nullptr;
   if (rc == 0 && log && (rc = t.commit()) != 0) {
     w.failed_at = "mdb_txn_commit";
     if (log) {

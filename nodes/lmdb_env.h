@@ -94,6 +94,12 @@ class Cursor {
   }
   int open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, &cursor_); }
   int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(cursor_, k, v, op); }
+  MDB_cursor* get() const { return cursor_; }
+  // A write transaction frees its cursors when it ends: close before its commit.
+  void close() {
+    if (cursor_ != nullptr) mdb_cursor_close(cursor_);
+    cursor_ = nullptr;
+  }
 
  private:
   MDB_cursor* cursor_ = nullptr;
@@ -111,6 +117,11 @@ inline int get_value(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::strin
 struct TxnCalls {
   MDB_txn* txn = nullptr;
   const char* failed_at = "";  // the call or the record that failed, for the operator's message
+  // Optional: an open cursor of `txn` on the tree `cursor_dbi`, which get() and put() on that tree
+  // go through. LMDB first searches the page a cursor is on, so calls on keys of one leaf (an
+  // item's records) skip the descent from the root and its dirty-page lookups.
+  MDB_cursor* cursor = nullptr;
+  MDB_dbi cursor_dbi = 0;
 
   // Records `what` as the failure and returns rc: `return t.fail(kBadRecord, "deadline key");`.
   int fail(int rc, const char* what) {
@@ -119,13 +130,19 @@ struct TxnCalls {
   }
   // MDB_NOTFOUND is returned without being recorded: for most callers it is an answer.
   int get(MDB_dbi dbi, std::string_view key, std::string_view* out) {
-    const int rc = get_value(txn, dbi, key, out);
+    int rc = 0;
+    if (cursor != nullptr && dbi == cursor_dbi) {
+      MDB_val k = to_val(key), v{};
+      if ((rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_KEY)) == 0) *out = to_sv(v);
+    } else {
+      rc = get_value(txn, dbi, key, out);
+    }
     if (rc != 0 && rc != MDB_NOTFOUND) failed_at = "mdb_get";
     return rc;
   }
   int put(MDB_dbi dbi, std::string_view key, std::string_view value) {
     MDB_val k = to_val(key), v = to_val(value);
-    const int rc = mdb_put(txn, dbi, &k, &v, 0);
+    const int rc = cursor != nullptr && dbi == cursor_dbi ? mdb_cursor_put(cursor, &k, &v, 0) : mdb_put(txn, dbi, &k, &v, 0);
     if (rc != 0) failed_at = "mdb_put";
     return rc;
   }

@@ -5,8 +5,8 @@
 //
 // Failure handling: every LMDB call's return code is passed up as an int (0 = success, else an
 // LMDB or errno code, or kBadRecord), and TxnCalls::failed_at names the call or the record that
-// failed. apply_writes aborts the nested transaction at the first non-zero code; nothing of the
-// batch is kept and every write gets `internal`.
+// failed. apply_writes stops at the first non-zero code and rolls the checkpoint transaction back
+// to the log (roll_back_live_batch); nothing of the batch is kept and every write gets `internal`.
 #include "nodes/item_store.h"
 
 #include <algorithm>
@@ -352,16 +352,13 @@ BatchResult ItemStore::apply_batch(const std::vector<Request>& requests, uint64_
 void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_ms, bool log, BatchResult& res) {
   WriteCtx w;
   w.now = now_ms;
-  Txn t;
-  // Live batches get a nested transaction, so a failed one leaves nothing behind. A replayed
-  // batch succeeded before, and if it fails now the open fails anyway: it is applied straight in
-  // the checkpoint transaction, which saves the nested transaction's page lists (replay speed
-  // bounds the restart time).
-  int rc = log ? t.begin(env_->env, 0, txn_) : 0;
-  if (rc != 0) w.failed_at = "mdb_txn_begin";
-  w.txn = log ? t.get() : txn_;
-  Cursor data_cursor;  // after `t`: closed before the transaction ends on every path
-  if (rc == 0 && (rc = data_cursor.open(w.txn, env_->data)) != 0) w.failed_at = "mdb_cursor_open";
+  // Every batch goes straight into the checkpoint transaction: a nested transaction per batch
+  // would copy each page the batch touches and merge its page lists (docs/durability.md). A live
+  // batch that fails part-way is taken out again by roll_back_live_batch().
+  w.txn = txn_;
+  Cursor data_cursor;  // closed before the checkpoint transaction can end (checkpoint, rebuild)
+  int rc = data_cursor.open(w.txn, env_->data);
+  if (rc != 0) w.failed_at = "mdb_cursor_open";
   w.cursor = data_cursor.get();
   w.cursor_dbi = env_->data;
   // Due deadlines first: a request of this batch sees its item closed, as the contract says.
@@ -377,7 +374,14 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   if (rc == 0 && w.items_added > 0) rc = w.put(env_->meta, "items", fmt::encode_item_count(item_count_ + w.items_added));
   std::optional<uint64_t> next_deadline;
   if (rc == 0) rc = first_deadline(w, *env_, &next_deadline);
-  if (rc == 0 && log) {
+  data_cursor.close();
+  w.cursor = nullptr;
+  if (rc != 0) {
+    res.failure = describe_failure(rc, w.failed_at);
+    if (log) roll_back_live_batch(res);
+    return;  // a replayed batch that fails fails the open
+  }
+  if (log) {
     // The durability point: the batch is on disk before anything of it is kept or answered.
     encode_batch_record(now_ms, requests, record_);
     failpoint::before_commit();  // off unless BIDMESH_FAILPOINT_COMMIT_DELAY_MS (tests)
@@ -394,29 +398,9 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
         log_broken_ = true;
         res.fatal = true;
       }
-      return;  // the Txn destructor aborts the nested transaction: nothing of the batch is kept
-    }
-  }
-  data_cursor.close();
-  w.cursor = nullptr;
-  if (rc == 0 && log && (rc = t.commit()) != 0) {
-    w.failed_at = "mdb_txn_commit";
-    if (log) {
-      // The batch is in the log but not in the transaction: rebuild the transaction from the log.
-      if (Status st = rebuild_from_log(); !st.ok() || replay_end_ != log_->end()) {
-        log_broken_ = true;
-        res.fatal = true;
-        res.failure = describe_failure(rc, w.failed_at) + "; rebuilding from the log failed";
-        return;
-      }
-      res.committed = true;
-      res.events = std::move(w.events);
+      roll_back_live_batch(res);
       return;
     }
-  }
-  if (rc != 0) {
-    res.failure = describe_failure(rc, w.failed_at);
-    return;  // the Txn destructor aborts; nothing of this batch is kept, so every write may be retried
   }
   res.committed = true;
   res.events = std::move(w.events);
@@ -428,6 +412,21 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   records_ -= std::min<uint64_t>(records_, sweep_.pruned());
   res.auto_closes = w.auto_closes;
   sweep_.committed();
+}
+
+void ItemStore::roll_back_live_batch(BatchResult& res) {
+  if (!log_broken_) {
+    // The log holds every batch before this one and nothing of it.
+    const Status st = rebuild_from_log();
+    if (st.ok() && replay_end_ == log_->end()) return;
+    log_broken_ = true;
+    res.fatal = true;
+    *res.failure += "; rebuilding the store from the log failed" + (st.ok() ? std::string() : ": " + st.message());
+  }
+  // The log's end is unknown or the rebuild failed: no state is served until the node has
+  // restarted and replayed (reads answer `internal` meanwhile).
+  if (txn_ != nullptr) mdb_txn_abort(txn_);
+  txn_ = nullptr;
 }
 
 int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply, std::optional<ErrorCode>* outcome) {

@@ -4,12 +4,12 @@
 //
 // Guarantees
 // - Durability point: the write-ahead log (storage/log_writer.h). A batch's writes, the due
-//   auto-closes and the pruning of old idempotency records are applied in ONE nested LMDB
+//   auto-closes and the pruning of old idempotency records are applied to the open checkpoint
 //   transaction, in arrival order; the batch's log record (nodes/batch_record.h) is then appended
-//   with one write and one fdatasync (none when `no_sync`), and only then is the nested
-//   transaction merged into the open checkpoint transaction and the replies handed out. So an
-//   `ok: true` is on disk. When anything fails, nothing of the batch is kept: every write gets
-//   `internal`, no event is returned, and reads are still answered.
+//   with one write and one fdatasync (none when `no_sync`), and only then are the replies handed
+//   out. So an `ok: true` is on disk. When anything fails, nothing of the batch is kept (the
+//   checkpoint transaction is rebuilt from the log, which does not hold the batch): every write
+//   gets `internal`, no event is returned, and reads are still answered.
 // - LMDB is the queryable state behind the log. All batches since the last checkpoint live in
 //   one open write transaction (the "checkpoint transaction"); checkpoint() commits it WITH sync,
 //   storing the log position it covers in the same commit, and only then lets the log drop the
@@ -42,8 +42,8 @@
 // Caveats (from lmdb.h): never use a store after fork(); open() clears stale reader slots with
 // mdb_reader_check; when the map (map_size_bytes) is full, writes fail with `internal` ("storage
 // full ...") until the operator raises the map size, while reads keep working. A lock file in the
-// directory refuses a second process on the same store. No MDB_WRITEMAP: nested transactions
-// need LMDB's own page copies.
+// directory refuses a second process on the same store. No MDB_WRITEMAP (measured slower here:
+// docs/durability.md).
 //
 // Thread-compatible: one thread owns a store (LMDB's single writer).
 #pragma once
@@ -182,10 +182,14 @@ class ItemStore {
                    const std::optional<uint64_t>& closes_at_before = std::nullopt,
                    const std::optional<std::string>& leader_before = std::nullopt);
   int run_auto_closes(WriteCtx& w);
-  // Applies the writes of one batch in a nested transaction of the checkpoint transaction; with
-  // `log` the batch record is appended (durable) before the nested transaction is merged.
+  // Applies the writes of one batch in the checkpoint transaction; with `log` the batch record is
+  // then appended (durable), and a live batch that fails is rolled back (roll_back_live_batch).
   // Sets res.replies and res.outcomes of the writes, res.events, and the derived state on success.
   void apply_writes(const std::vector<Request>& requests, uint64_t now_ms, bool log, BatchResult& res);
+  // Takes a failed live batch's changes out of the checkpoint transaction by rebuilding it from
+  // the log; when that cannot be done (or the log is broken) the transaction is dropped and the
+  // result made fatal, so nothing unlogged is ever read.
+  void roll_back_live_batch(BatchResult& res);
   Status begin_checkpoint_txn();
   // Drops the checkpoint transaction and replays the log from checkpoint_pos_ into a new one.
   Status rebuild_from_log();

@@ -42,8 +42,8 @@
 // Caveats (from lmdb.h): never use a store after fork(); open() clears stale reader slots with
 // mdb_reader_check; when the map (map_size_bytes) is full, writes fail with `internal` ("storage
 // full ...") until the operator raises the map size, while reads keep working. A lock file in the
-// directory refuses a second process on the same store. No MDB_WRITEMAP (measured slower here:
-// docs/durability.md).
+// directory refuses a second process on the same store. No MDB_WRITEMAP (it did not pay here,
+// and a full disk under a written map is a SIGBUS: docs/durability.md).
 //
 // Thread-compatible: one thread owns a store (LMDB's single writer).
 #pragma once

@@ -45,8 +45,9 @@ Status open_lmdb_env(const std::filesystem::path& dir, uint64_t map_size_bytes, 
   // Every commit is synced (no MDB_NOSYNC, even in the unsafe mode, which only skips the log's
   // fdatasync): lmdb.h says an unsynced commit can be corrupted by a system crash, and the log
   // cannot repair that. Commits are checkpoints, a few per second at most.
-  // No MDB_WRITEMAP: measured slower on this path (docs/durability.md). Disk blocks are still reserved ahead (reserve_disk_ahead), so a full disk fails a
-  // checkpoint early and cleanly.
+  // No MDB_WRITEMAP: it did not pay here (docs/durability.md), and a full disk under a written
+  // map is a SIGBUS rather than an error code. Disk blocks are still reserved ahead
+  // (reserve_disk_ahead), so a full disk fails a checkpoint early and cleanly.
   // MDB_NORDAHEAD (madvise MADV_RANDOM on the map): bids touch pages at random, and with
   // readahead a kernel with large page-cache folios (ext4, Linux 6.x) reads the map in folios of
   // many pages; a commit that dirties one 4 KiB page of such a folio then writes the whole folio

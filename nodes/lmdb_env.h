@@ -95,7 +95,7 @@ class Cursor {
   int open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, &cursor_); }
   int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(cursor_, k, v, op); }
   MDB_cursor* get() const { return cursor_; }
-  // A write transaction frees its cursors when it ends: close before its commit.
+  // A write transaction frees its cursors when it ends: close before it commits or aborts.
   void close() {
     if (cursor_ != nullptr) mdb_cursor_close(cursor_);
     cursor_ = nullptr;

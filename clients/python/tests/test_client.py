@@ -150,31 +150,39 @@ class ClientTest(mesh.MeshTest):
 
     def test_retries_by_id_across_bid_node_kill9(self):
         """A bidder thread bids 1..N (one id each) while bid-1, the item's owner, is killed with
-        SIGKILL and restarted twice. Every call must end ok: a retry of a write that was applied
-        before the kill gets the remembered reply, never a second write (which would be too_low,
-        or a doubled event)."""
+        SIGKILL and restarted twice, each time as the bidder reaches a third of its bids (it
+        waits for the kill, so the kills cannot miss the bids however fast they go). Every call
+        must end ok: a retry of a write that was applied before the kill gets the remembered
+        reply, never a second write (which would be too_low, or a doubled event)."""
         m = self.mesh
         item = item_on("bid-1", "kill")
         n = 150
         self.c.open(item)
         results, errors = [], []
         bidder = bidmesh.Client(m.endpoint, timeout=1.0, retries=60)
+        kill_points = {n // 3: threading.Event(), 2 * n // 3: threading.Event()}
+        killed = {k: threading.Event() for k in kill_points}
 
         def run():
             try:
                 for k in range(1, n + 1):
                     rid = "%s-kill-%d" % (mesh.RUN, k)
                     results.append((rid, bidder.bid(item, "alice", k, id=rid), bidder.last_attempts))
+                    if k in kill_points:
+                        kill_points[k].set()
+                        if not killed[k].wait(60):
+                            raise RuntimeError("bid-1 was not killed after bid %d" % k)
             except Exception as e:  # reported below
                 errors.append(e)
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
         try:
-            for third in (1, 2):
-                wait_until(lambda: len(results) >= third * n // 3 or errors or not t.is_alive(),
-                           60, "bids up to %d" % (third * n // 3))
+            for point in sorted(kill_points):
+                wait_until(lambda: kill_points[point].is_set() or errors or not t.is_alive(),
+                           60, "bids up to %d" % point)
                 m.kill9("bid-1")
+                killed[point].set()
                 time.sleep(0.3)  # bids meanwhile get `unavailable`, retried with backoff
                 m.start("bid-1")
             t.join(timeout=120)

@@ -23,6 +23,8 @@ namespace bidmesh {
 
 namespace fmt = store_format;
 
+static_assert(kMaxIdBytes <= fmt::kRequestKeyMaxIdBytes, "a request key holds its id's length in one byte");
+
 namespace {
 
 constexpr uint64_t kFailedTxnRetryMs = 1000;  // auto-close-only txns after a failure: at most 1/s
@@ -53,6 +55,50 @@ struct ItemStore::WriteCtx : TxnCalls {
   std::string key, value, fingerprint;
 };
 
+namespace {
+
+// Formats 2 to 5 kept the request records in each item's cluster of the data tree (item '\0' 0x03
+// id); format 6 keeps them in the requests tree. One walk of the data tree, seeking past each
+// item's events: O(items + records), once in a store's life.
+int move_request_records(MDB_txn* txn, const LmdbEnv& env) {
+  TxnCalls w{txn};
+  Cursor c;
+  int rc = c.open(txn, env.data);
+  std::string seek, key;
+  MDB_val k{}, v{};
+  if (rc == 0) rc = c.get(&k, &v, MDB_FIRST);
+  while (rc == 0) {
+    const std::string_view data_key = to_sv(k);
+    const std::optional<std::size_t> item_end = fmt::data_key_item_end(data_key);
+    if (!item_end) return kBadRecord;
+    const std::string_view item = data_key.substr(0, *item_end);
+    if (data_key[*item_end + 1] != fmt::kTagRequestBeforeFormat6) {
+      seek.assign(item);
+      seek.push_back('\0');
+      seek.push_back(fmt::kTagRequestBeforeFormat6);
+      if (data_key < std::string_view(seek)) {
+        k = to_val(seek);
+        rc = c.get(&k, &v, MDB_SET_RANGE);
+      } else {
+        rc = c.get(&k, &v, MDB_NEXT);
+      }
+      continue;
+    }
+    const std::string_view id = data_key.substr(*item_end + 2);
+    if (id.size() > fmt::kRequestKeyMaxIdBytes) return kBadRecord;
+    if ((rc = w.put(env.requests, fmt::request_key(key, item, id), to_sv(v))) != 0) return rc;
+    // The cursor then stands on the next key: MDB_NEXT returns it.
+    if ((rc = mdb_cursor_del(c.get(), 0)) != 0) return rc;
+    rc = c.get(&k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND) return rc;
+  // The sweep's saved position was a data key.
+  rc = w.del(env.meta, "sweep");
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+}  // namespace
+
 std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const ItemStoreOptions& options) {
   const std::string where = options.dir.string();
   std::error_code ec;
@@ -78,7 +124,8 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
              std::string(fmt::kFormatWithoutLog) + " to format " + std::string(fmt::kFormatVersion) +
              " and does not convert it: move " + where + " away (or delete it) and restart to begin with an empty store";
     }
-    if (rc == MDB_NOTFOUND || (rc == 0 && format != fmt::kFormatVersion)) {
+    const bool older_format = rc == 0 && format != fmt::kFormatVersion;
+    if (rc == MDB_NOTFOUND || older_format) {
       MDB_val k = to_val("format"), v = to_val(fmt::kFormatVersion);
       rc = mdb_put(t.get(), env->meta, &k, &v, 0);
     }
@@ -86,6 +133,11 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
     if ((rc = mdb_dbi_open(t.get(), "data", MDB_CREATE, &env->data)) != 0) return fail("mdb_dbi_open", rc);
     if ((rc = mdb_dbi_open(t.get(), "deadlines", MDB_CREATE, &env->deadlines)) != 0)
       return fail("mdb_dbi_open", rc);
+    if ((rc = mdb_dbi_open(t.get(), "requests", MDB_CREATE, &env->requests)) != 0)
+      return fail("mdb_dbi_open", rc);
+    // In the commit that marks the format: a crash leaves the old format with its records, or
+    // the new one with them moved.
+    if (older_format && (rc = move_request_records(t.get(), *env)) != 0) return fail("moving the request records", rc);
     if ((rc = t.commit()) != 0) return fail("mdb_txn_commit", rc);
   }
 
@@ -370,7 +422,7 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
       ++writes;
     }
   }
-  if (rc == 0) rc = sweep_.prune(w, *env_, w.now, writes, w.key);
+  if (rc == 0) rc = sweep_.prune(w, *env_, w.now, writes);
   if (rc == 0 && w.items_added > 0) rc = w.put(env_->meta, "items", fmt::encode_item_count(item_count_ + w.items_added));
   std::optional<uint64_t> next_deadline;
   if (rc == 0) rc = first_deadline(w, *env_, &next_deadline);
@@ -432,7 +484,7 @@ void ItemStore::roll_back_live_batch(BatchResult& res) {
 int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply, std::optional<ErrorCode>* outcome) {
   w.fingerprint = r.fingerprint();
   std::string_view raw;
-  int rc = w.get(env_->data, fmt::request_key(w.key, r.item, r.id), &raw);
+  int rc = w.get(env_->requests, fmt::request_key(w.key, r.item, r.id), &raw);
   if (rc == 0) {
     fmt::RequestRecord rec;
     if (!fmt::decode_request_record(raw, &rec)) return w.fail(kBadRecord, "request record");
@@ -455,7 +507,7 @@ int ItemStore::apply_write(WriteCtx& w, const Request& r, std::string* reply, st
   }
   // Every reply decided here (success, too_low, closed, exists, unknown_item) is remembered,
   // in this transaction, with the effect. (w.key was reused above: the request key is made again.)
-  rc = w.put(env_->data, fmt::request_key(w.key, r.item, r.id),
+  rc = w.put(env_->requests, fmt::request_key(w.key, r.item, r.id),
              fmt::encode_request_record(w.value, w.now, w.fingerprint, *reply));
   if (rc == 0) ++w.records_added;
   return rc;
@@ -655,12 +707,11 @@ Status ItemStore::open_listing_index() {
   if (rc == MDB_NOTFOUND) {
     // Built once from the states (a store from before the index, or one bidmesh-slots changed).
     TxnCalls w{t.get()};
-    uint64_t records = 0;
     rc = mdb_drop(t.get(), listing, 0);
     if (rc == 0)
       rc = walk_items(t.get(), [&](std::string_view item, const ItemState& s) {
         return w.put(listing, fmt::listing_key(s.closed, s.closes_at, item), {});
-      }, &records);
+      });
     if (rc == 0) rc = w.put(env_->meta, fmt::kListingMetaKey, "1");
   }
   if (rc == 0) rc = t.commit();
@@ -692,22 +743,23 @@ uint64_t ItemStore::log_bytes_since_checkpoint() const {
 
 uint64_t ItemStore::store_used_bytes() const { return lmdb_used_bytes(env_->env); }
 
-// One walk of the data tree, seeking from item to item: each item's state (open or not), then
-// its request records. O(items + records): once in a store's life, at its first open with this
-// build (later opens read meta "open" and "records").
+// One walk of the data tree, seeking from item to item: each item's state (open or not). The
+// records are the requests tree's entry count. Once in a store's life, at its first open with
+// this build (later opens read meta "open" and "records").
 int ItemStore::count_open_and_records(uint64_t* open, uint64_t* records) const {
   *open = 0;
   *records = 0;
   if (txn_ == nullptr) return EINVAL;
+  MDB_stat requests{};
+  if (const int rc = mdb_stat(txn_, env_->requests, &requests); rc != 0) return rc;
+  *records = requests.ms_entries;
   return walk_items(txn_, [&](std::string_view, const ItemState& s) {
     if (!s.closed) ++*open;
     return 0;
-  }, records);
+  });
 }
 
-int ItemStore::walk_items(MDB_txn* txn, const std::function<int(std::string_view, const ItemState&)>& on_state,
-                          uint64_t* records) const {
-  *records = 0;
+int ItemStore::walk_items(MDB_txn* txn, const std::function<int(std::string_view, const ItemState&)>& on_state) const {
   Cursor c;
   if (const int rc = c.open(txn, env_->data); rc != 0) return rc;
   std::string seek;
@@ -718,19 +770,16 @@ int ItemStore::walk_items(MDB_txn* txn, const std::function<int(std::string_view
     const std::optional<std::size_t> item_end = fmt::data_key_item_end(key);
     if (!item_end) return kBadRecord;
     const char tag = key[*item_end + 1];
-    if (tag == fmt::kTagRequest) {
-      ++*records;
-      rc = c.get(&k, &v, MDB_NEXT);
-      continue;
-    }
     if (tag == fmt::kTagState) {
       ItemState s;
       if (!fmt::decode_state(to_sv(v), &s)) return kBadRecord;
       if ((rc = on_state(key.substr(0, *item_end), s)) != 0) return rc;
+      rc = c.get(&k, &v, MDB_NEXT);  // the state is an item's last key: on to the next item
+      continue;
     }
-    // Past the events to the state, past the state to the request records.
+    // Past the details and events to the state.
     seek.assign(key.substr(0, *item_end + 1));
-    seek.push_back(tag < fmt::kTagState ? fmt::kTagState : fmt::kTagRequest);
+    seek.push_back(tag < fmt::kTagState ? fmt::kTagState : '\xff');
     k = to_val(seek);
     rc = c.get(&k, &v, MDB_SET_RANGE);
   }

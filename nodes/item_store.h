@@ -229,13 +229,13 @@ class ItemStore {
   uint64_t item_count_ = 0;                   // committed number of items (meta "items")
   uint64_t items_open_ = 0;                   // committed items not closed (meta "open")
   uint64_t records_ = 0;                      // committed idempotency records (meta "records")
-  // Counts the items not closed and the idempotency records in txn_, by one walk of the data
-  // tree: O(items + records). For a store without meta "open" and "records", and for tests.
+  // Counts the items not closed in txn_, by one walk of the data tree (O(items + events)), and
+  // the idempotency records (the requests tree's entry count). For a store without meta "open"
+  // and "records", and for tests.
   int count_open_and_records(uint64_t* open, uint64_t* records) const;
   // The walk behind it: on_state(item, state) for each item (a non-zero return stops the walk
-  // with that code), and the number of request records in *records.
-  int walk_items(MDB_txn* txn, const std::function<int(std::string_view, const ItemState&)>& on_state,
-                 uint64_t* records) const;
+  // with that code).
+  int walk_items(MDB_txn* txn, const std::function<int(std::string_view, const ItemState&)>& on_state) const;
 };
 
 }  // namespace bidmesh

@@ -11,7 +11,7 @@
 namespace bidmesh {
 
 namespace {
-constexpr unsigned kMaxTrees = 8;  // LMDB's slots for named trees: the store uses three
+constexpr unsigned kMaxTrees = 8;  // LMDB's slots for named trees: the store uses five
 }  // namespace
 
 LmdbEnv::~LmdbEnv() {

@@ -35,12 +35,13 @@ inline constexpr int kBadRecord = -30000;
 inline MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 inline std::string_view to_sv(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
-// The store's environment: its four trees (nodes/store_format.h) and the lock file that refuses
+// The store's environment: its five trees (nodes/store_format.h) and the lock file that refuses
 // a second process.
 struct LmdbEnv {
   MDB_env* env = nullptr;
   MDB_dbi meta = 0, data = 0, deadlines = 0;
   MDB_dbi listing = 0;  // 0 until ItemStore opens it (named trees get handles >= 2)
+  MDB_dbi requests = 0;  // the idempotency records (store format 6)
   int lock_fd = -1;
 
   LmdbEnv() = default;

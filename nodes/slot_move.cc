@@ -21,7 +21,10 @@ namespace fmt = store_format;
 
 namespace {
 
-constexpr std::string_view kMagic = "BMSLOTS1";
+// Version 2: store format 6 (request records in the requests tree). A version-1 file holds them
+// as data keys, which a format-6 store must not take.
+constexpr std::string_view kMagic = "BMSLOTS2";
+constexpr std::string_view kMagicBeforeFormat6 = "BMSLOTS1";
 
 // The records of one store for the items of a range, grouped by item (pointers into a RangeData).
 using ByItem = std::map<std::string_view, std::vector<const Record*>>;
@@ -30,8 +33,9 @@ Status lmdb_error(const std::filesystem::path& dir, const char* call, int rc) {
   return Status::io_error("the store " + dir.string() + ": " + call + ": " + mdb_strerror(rc));
 }
 
-// Walks the data tree (seeking past the items outside `range`, one seek each) and the deadlines
-// tree, appending the records of the items in `range` to *out in tree and key order.
+// Walks the data tree (seeking past the items outside `range`, one seek each), the deadlines tree
+// and the requests tree, appending the records of the items in `range` to *out in tree and key
+// order.
 Status walk_range(MDB_txn* txn, const LmdbEnv& env, const std::filesystem::path& dir, SlotRange range,
                   std::vector<Record>* out, uint64_t* items) {
   Cursor c;
@@ -68,6 +72,17 @@ Status walk_range(MDB_txn* txn, const LmdbEnv& env, const std::filesystem::path&
     rc = d.get(&k, &v, MDB_NEXT);
   }
   if (rc != MDB_NOTFOUND) return lmdb_error(dir, "deadlines cursor", rc);
+
+  Cursor r;
+  rc = r.open(txn, env.requests);
+  if (rc == 0) rc = r.get(&k, &v, MDB_FIRST);
+  while (rc == 0) {
+    const std::optional<std::string_view> item = fmt::request_key_item(to_sv(k));
+    if (!item) return Status::corruption("the store " + dir.string() + " holds a request key of unknown shape");
+    if (in_range(range, *item)) out->push_back({Tree::requests, std::string(to_sv(k)), std::string(to_sv(v))});
+    rc = r.get(&k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND) return lmdb_error(dir, "requests cursor", rc);
   return Status::OK();
 }
 
@@ -107,7 +122,14 @@ int add_to_item_count(TxnCalls& t, const LmdbEnv& env, int64_t delta) {
   return t.put(env.meta, "items", fmt::encode_item_count(next < 0 ? 0 : static_cast<uint64_t>(next)));
 }
 
-MDB_dbi tree_dbi(const LmdbEnv& env, Tree t) { return t == Tree::data ? env.data : env.deadlines; }
+MDB_dbi tree_dbi(const LmdbEnv& env, Tree t) {
+  switch (t) {
+    case Tree::data: return env.data;
+    case Tree::deadlines: return env.deadlines;
+    case Tree::requests: return env.requests;
+  }
+  return env.data;
+}
 
 void put_u16(std::string& out, uint16_t v) {
   out.push_back(static_cast<char>(v >> 8));
@@ -176,6 +198,7 @@ uint64_t RangeData::bytes() const {
 
 std::string_view RangeData::item_of(const Record& r) {
   if (r.tree == Tree::deadlines) return fmt::deadline_item(r.key);
+  if (r.tree == Tree::requests) return fmt::request_key_item(r.key).value_or(std::string_view(r.key));
   return std::string_view(r.key).substr(0, fmt::data_key_item_end(r.key).value_or(r.key.size()));
 }
 
@@ -203,6 +226,7 @@ Status LockedStore::open(const std::filesystem::path& dir, uint64_t map_size_byt
   std::string_view raw;
   if (get_value(t.get(), s->env_.meta, "format", &raw) != 0 || raw != fmt::kFormatVersion)
     return Status::corruption("the store " + dir.string() + " is not of format " + std::string(fmt::kFormatVersion));
+  if ((rc = mdb_dbi_open(t.get(), "requests", 0, &s->env_.requests)) != 0) return lmdb_error(dir, "mdb_dbi_open", rc);
   LogPosition checkpoint;
   if ((rc = get_value(t.get(), s->env_.meta, "log", &raw)) != 0 || !fmt::decode_log_position(raw, &checkpoint))
     return Status::corruption("the store " + dir.string() + " has no checkpoint position");
@@ -338,6 +362,9 @@ Status read_export(const std::filesystem::path& file, RangeData* out) {
   auto damaged = [&](const std::string& what) {
     return Status::corruption("the export file " + file.string() + " is damaged (" + what + "): export it again");
   };
+  if (std::string_view(bytes).substr(0, kMagicBeforeFormat6.size()) == kMagicBeforeFormat6)
+    return Status::invalid_argument("the export file " + file.string() +
+                                    " was written by an older bidmesh-slots (store format 5): export it again with this one");
   if (bytes.size() < kMagic.size() + 4 || std::string_view(bytes).substr(0, kMagic.size()) != kMagic)
     return damaged("not an export of bidmesh-slots");
   const std::string_view body = std::string_view(bytes).substr(0, bytes.size() - 4);
@@ -358,7 +385,8 @@ Status read_export(const std::filesystem::path& file, RangeData* out) {
     rec.value = std::string(r.take(r.u32()));
     if (!r.ok) break;
     const bool shaped = (tree == static_cast<uint8_t>(Tree::data) && fmt::data_key_item_end(rec.key)) ||
-                        (tree == static_cast<uint8_t>(Tree::deadlines) && rec.key.size() >= fmt::kDeadlineKeyMinBytes);
+                        (tree == static_cast<uint8_t>(Tree::deadlines) && rec.key.size() >= fmt::kDeadlineKeyMinBytes) ||
+                        (tree == static_cast<uint8_t>(Tree::requests) && fmt::request_key_item(rec.key));
     if (!shaped) return damaged("record " + std::to_string(i) + " has a key of unknown shape");
     if (!in_range(d.range, RangeData::item_of(rec)))
       return damaged("record " + std::to_string(i) + " is of an item outside slots " + range_text(d.range));

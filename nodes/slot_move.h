@@ -2,8 +2,9 @@
 // docs/deployment.md, "Moving a slot range"; the program is bidmesh-slots, nodes/slots_main.cc).
 //
 // What moves: every record the store keeps for an item (nodes/store_format.h): all keys of the
-// data tree under the item's prefix (events, state, idempotency records, including those of
-// requests that were answered `unknown_item`), and its entries in the deadlines tree. The meta
+// data tree under the item's prefix (details, events, state), its entries in the deadlines tree,
+// and its idempotency records in the requests tree (including those of requests that were
+// answered `unknown_item`; that tree is keyed by id, so a move walks all of it). The meta
 // "items" count of both stores is kept right. Nothing else of either store changes.
 //
 // Guarantees
@@ -50,22 +51,23 @@ inline bool in_range(SlotRange r, std::string_view item) {
 }
 
 // One LMDB record of a store.
-enum class Tree : uint8_t { data = 1, deadlines = 2 };
+enum class Tree : uint8_t { data = 1, deadlines = 2, requests = 3 };
 struct Record {
   Tree tree = Tree::data;
   std::string key, value;
   bool operator==(const Record&) const = default;
 };
 
-// Every record of the items of a slot range, as read from one store, in tree order (data, then
-// deadlines), each tree in key order.
+// Every record of the items of a slot range, as read from one store, in tree order (data,
+// deadlines, requests), each tree in key order.
 struct RangeData {
   SlotRange range;
   std::string source;          // the node it was read from
   std::vector<Record> records;
   uint64_t items = 0;          // items with a state (opened); meta "items" counts these
   uint64_t bytes() const;      // keys and values
-  // The item a record belongs to (the data key's prefix, or the deadline key's suffix).
+  // The item a record belongs to (the data key's prefix, the deadline key's or the requests
+  // key's suffix).
   static std::string_view item_of(const Record& r);
 };
 

@@ -2,36 +2,40 @@
 // encoded and decoded. No LMDB here, only bytes; nodes/item_store.cc puts these bytes into the
 // trees and nodes/sweep.cc walks them.
 //
-// LMDB layout, format 5 (named trees in one environment; u64 are big-endian so keys sort by
+// LMDB layout, format 6 (named trees in one environment; u64 are big-endian so keys sort by
 // value; items never contain '\0', so `item '\0'` is a prefix no other item's keys share):
-//   meta:      "format" -> "5". Formats 4, 3 and 2 are read too and marked 5 at open. Each
+//   meta:      "format" -> "6". Formats 5, 4, 3 and 2 are read too and marked 6 at open. Each
 //              step makes an older build refuse the store with its one-line message instead of
-//              misreading it: format 5 is format 4 plus the listing tree, which a format-4 build
-//              would leave stale; format 4 is format 3 plus the v2 records below (state layout 2,
-//              details), which a format-3 build cannot read (format 2 is format 3 without a log).
+//              misreading it: format 6 is format 5 with the request records in a tree of their
+//              own (moved there at open, in the commit that marks the format); format 5 is format
+//              4 plus the listing tree, which a format-4 build would leave stale; format 4 is
+//              format 3 plus the v2 records below (state layout 2, details), which a format-3
+//              build cannot read (format 2 is format 3 without a log).
 //              "log"    -> u64 segment, u64 offset: the log position this commit covers (replay
 //                          starts there; absent: the start of the log)
 //              "items"  -> u64 number of items (kept with every open, for item_count at start)
-//              "sweep"  -> the data key the prune sweep resumes at (saved by every checkpoint, in
-//                          the same commit as "log": the replay continues the sweep exactly)
+//              "sweep"  -> the requests key the prune sweep resumes at (saved by every checkpoint,
+//                          in the same commit as "log": the replay continues the sweep exactly)
 //              "open", "records" -> u64 items open and u64 idempotency records, as of the
 //                          same commit (saved by every checkpoint, for the node's metrics;
-//                          absent: counted by one walk of `data` at open, then saved)
-//   data:      ONE tree, every key of an item clustered under its prefix, so a bid's three writes
-//              (event, state, request record) land on one leaf page, or two when the item's
-//              records span several pages:
+//                          absent: counted at open, then saved)
+//   data:      ONE tree, every key of an item clustered under its prefix, so a bid's event
+//              append and state update land on one leaf page:
 //              item '\0' 0x00                -> ItemDetails (encode_details below), only for an
-//                                               item opened with v2 details; before the events
-//                                               so the walks that seek from a state or an event
-//                                               to the request records never step back
+//                                               item opened with v2 details
 //              item '\0' 0x01 u64 seq        -> the event as encode_event made it (spliced into
 //                                               history replies as it is, never re-encoded)
 //              item '\0' 0x02                -> ItemState (encode_state below); right after the
 //                                               newest event: the bid's event append and state
 //                                               update share a leaf
-//              item '\0' 0x03 id             -> u64 stored_at_ms, u32 fingerprint length,
-//                                               fingerprint, reply (the idempotency record; ids
-//                                               may hold any byte: they follow a fixed prefix)
+//              (item '\0' 0x03 id: the request records of formats 2 to 5, moved to `requests`)
+//   requests:  u8 id length, id, item -> u64 stored_at_ms, u32 fingerprint length, fingerprint,
+//              reply (the idempotency record; ids may hold any byte: the length delimits them).
+//              Keyed by id first so that the records of one client ("<name>-<counter>" ids, as the
+//              contract suggests and bidmesh's clients send) land next to each other: a
+//              checkpoint then writes a few pages of them, not one page per item touched (they
+//              were in each item's cluster before; docs/benchmarks.md, "Request records in a tree
+//              of their own"). Random ids (UUIDs) cost a page each, as in the item's cluster.
 //   deadlines: u64 closes_at_ms, item -> "" (open items with a deadline, earliest first; touched
 //              only at the open and the close of such an item)
 //   listing:   list_key_bytes(status, closes_at, item) (protocol/listing.h) -> "": every item,
@@ -68,14 +72,15 @@
 
 namespace bidmesh::store_format {
 
-inline constexpr std::string_view kFormatVersion = "5";
+inline constexpr std::string_view kFormatVersion = "6";
+inline constexpr std::string_view kFormatWithRequestsInData = "5";  // format 6 before the requests tree
 inline constexpr std::string_view kFormatWithoutListing = "4";  // format 5 without the listing tree
 inline constexpr std::string_view kFormatV1Only = "3";      // format 4 without v2 records
 inline constexpr std::string_view kFormatWithoutLog = "2";  // format 3 before its first checkpoint
 // Every format this build opens (the older ones are marked kFormatVersion at open).
 inline constexpr bool is_readable_format(std::string_view format) {
-  return format == kFormatVersion || format == kFormatWithoutListing || format == kFormatV1Only ||
-         format == kFormatWithoutLog;
+  return format == kFormatVersion || format == kFormatWithRequestsInData || format == kFormatWithoutListing ||
+         format == kFormatV1Only || format == kFormatWithoutLog;
 }
 
 inline void append_u64(std::string& out, uint64_t v) {
@@ -97,11 +102,12 @@ inline uint32_t read_u32(const char* p) {
 }
 
 // Keys of the data tree: item '\0' tag [suffix]. The first '\0' ends the item, so the keys of one
-// item form one contiguous range, in the order events by seq, state, request records by id.
+// item form one contiguous range, in the order details, events by seq, state.
 // The state sorts right after the newest event: a bid's event append and state update land on
 // the same leaf even when the item's history spans many pages (docs/benchmarks.md, "Store
 // layout v2").
-inline constexpr char kTagDetails = 0x00, kTagEvent = 0x01, kTagState = 0x02, kTagRequest = 0x03;
+inline constexpr char kTagDetails = 0x00, kTagEvent = 0x01, kTagState = 0x02;
+inline constexpr char kTagRequestBeforeFormat6 = 0x03;  // a request record in the data tree (formats 2-5)
 
 inline std::string_view data_key(std::string& out, std::string_view item, char tag) {
   out.clear();
@@ -115,10 +121,24 @@ inline std::string_view event_key(std::string& out, std::string_view item, uint6
   append_u64(out, seq);
   return out;
 }
+
+// Keys of the requests tree: u8 id length, id, item. The contract bounds ids to 64 bytes.
+inline constexpr std::size_t kRequestKeyMaxIdBytes = 255;
+// REQUIRES: id.size() <= kRequestKeyMaxIdBytes (the request decoder refuses ids over 64 bytes).
 inline std::string_view request_key(std::string& out, std::string_view item, std::string_view id) {
-  data_key(out, item, kTagRequest);
+  out.clear();
+  out.push_back(static_cast<char>(static_cast<unsigned char>(id.size())));
   out.append(id);
+  out.append(item);
   return out;
+}
+// The item of a requests key; nullopt for a key of no known shape (shorter than its id length
+// says, or no item after the id).
+inline std::optional<std::string_view> request_key_item(std::string_view key) {
+  if (key.empty()) return std::nullopt;
+  const std::size_t id_bytes = static_cast<unsigned char>(key[0]);
+  if (key.size() <= 1 + id_bytes) return std::nullopt;
+  return key.substr(1 + id_bytes);
 }
 
 // Where a data key's item ends: the position of its '\0', followed by the tag. nullopt for a key

@@ -38,20 +38,18 @@ int first_deadline(TxnCalls& t, const LmdbEnv& env, std::optional<uint64_t>* out
   return 0;
 }
 
-// Non-record keys (an item's state and events) are skipped with one seek per item, at most as
-// many seeks as the record budget.
-int RecordSweep::prune(TxnCalls& t, const LmdbEnv& env, uint64_t now_ms, std::size_t writes, std::string& seek) {
+int RecordSweep::prune(TxnCalls& t, const LmdbEnv& env, uint64_t now_ms, std::size_t writes) {
   const std::size_t budget = kPrunePerTxn + kPrunePerWrite * writes;
   expired_.clear();
   const std::string& start = resume_;
   bool wrapped = false, done = false;
-  std::size_t examined = 0, seeks = 0;
+  std::size_t examined = 0;
   {
     Cursor c;
-    int rc = c.open(t.txn, env.data);
+    int rc = c.open(t.txn, env.requests);
     MDB_val k = to_val(start), v{};
     if (rc == 0) rc = start.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
-    while (examined < budget && seeks <= budget) {
+    while (examined < budget) {
       if (rc == MDB_NOTFOUND) {  // the end of the tree: wrap once
         if (wrapped || start.empty()) {
           next_.clear();
@@ -69,16 +67,7 @@ int RecordSweep::prune(TxnCalls& t, const LmdbEnv& env, uint64_t now_ms, std::si
         done = true;
         break;
       }
-      const std::optional<std::size_t> item_end = fmt::data_key_item_end(key);
-      if (!item_end) return t.fail(kBadRecord, "data key");
-      if (key[*item_end + 1] != fmt::kTagRequest) {  // state or event: seek to this item's first record
-        seek.assign(key.substr(0, *item_end + 1));
-        seek.push_back(fmt::kTagRequest);
-        ++seeks;
-        k = to_val(seek);
-        rc = c.get(&k, &v, MDB_SET_RANGE);
-        continue;
-      }
+      if (!fmt::request_key_item(key)) return t.fail(kBadRecord, "request key");
       fmt::RequestRecord rec;
       if (!fmt::decode_request_record(to_sv(v), &rec)) return t.fail(kBadRecord, "request record");
       ++examined;
@@ -97,7 +86,7 @@ int RecordSweep::prune(TxnCalls& t, const LmdbEnv& env, uint64_t now_ms, std::si
     }
   }
   for (const std::string& key : expired_) {
-    if (const int rc = t.del(env.data, key); rc != 0) return rc;
+    if (const int rc = t.del(env.requests, key); rc != 0) return rc;
   }
   return 0;
 }

@@ -3,12 +3,11 @@
 // Closing a due item is the store's: it goes through the same path as a `close` (state, event,
 // feed), so this file only finds the due deadlines.
 //
-// The prune sweep (no age index): a cursor walks the request records of `data` in key order,
-// resuming where the previous write transaction stopped and wrapping at the end. Each write
-// transaction examines at most kPrunePerTxn + kPrunePerWrite x (its writes) request records (and
-// seeks past at most as many items' state/event ranges) and deletes those older than the
-// retention. So every record is examined once per cycle, a cycle takes at most
-// (R + 2 x I) / kPrunePerTxn write transactions (R records, I items), and since each transaction
+// The prune sweep (no age index): a cursor walks the `requests` tree in key order, resuming where
+// the previous write transaction stopped and wrapping at the end. Each write transaction examines
+// at most kPrunePerTxn + kPrunePerWrite x (its writes) request records and deletes those older
+// than the retention. So every record is examined once per cycle, a cycle takes at most
+// R / kPrunePerTxn write transactions (R records), and since each transaction
 // examines at least twice the records it adds, the expired backlog cannot grow: the store holds
 // the records of the last `retention` plus at most one cycle's worth of expired ones. A record is
 // deleted no earlier than `retention` after it was stored (a clock that goes back keeps records
@@ -53,16 +52,15 @@ class RecordSweep {
   RecordSweep(const RecordSweep&) = delete;
   RecordSweep& operator=(const RecordSweep&) = delete;
 
-  // Where the walk resumes: a data key, "" for the start of the tree. Loaded from meta "sweep"
+  // Where the walk resumes: a requests key, "" for the start of the tree. Loaded from meta "sweep"
   // with the checkpoint transaction; every checkpoint saves it there.
   void resume_at(std::string_view key) { resume_.assign(key); }
   const std::string& resume_key() const { return resume_; }
 
   // From the resume key, examines up to kPrunePerTxn + kPrunePerWrite x `writes` request records
   // in key order, wrapping once at the end of the tree, and deletes in `t` those older than the
-  // retention at `now_ms`. Where the next walk resumes is kept until committed(). `seek` is a
-  // scratch buffer (reused by the caller).
-  int prune(TxnCalls& t, const LmdbEnv& env, uint64_t now_ms, std::size_t writes, std::string& seek);
+  // retention at `now_ms`. Where the next walk resumes is kept until committed().
+  int prune(TxnCalls& t, const LmdbEnv& env, uint64_t now_ms, std::size_t writes);
 
   // The transaction of the last prune() committed: the next walk resumes where that one stopped.
   void committed() { resume_.swap(next_); }

@@ -543,12 +543,29 @@ namespace {
 
 // Writes one record straight into a tree of the (closed) store in `dir`, as damage would.
 // Puts (or, with no value, deletes) one record straight into a closed store's LMDB.
-void put_raw(const std::filesystem::path& dir, const char* tree, std::string_view key,
-             std::optional<std::string_view> value) {
+// The (closed) store's LMDB environment, opened straight, for tests that change or inspect it.
+MDB_env* open_raw_env(const std::filesystem::path& dir, unsigned flags) {
   MDB_env* env = nullptr;
   REQUIRE(mdb_env_create(&env) == 0);
   REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
-  REQUIRE(mdb_env_open(env, dir.c_str(), 0, 0600) == 0);
+  REQUIRE(mdb_env_open(env, dir.c_str(), flags, 0600) == 0);
+  return env;
+}
+
+// Calls fn(key, value) for every record of a tree, in key order.
+template <typename Fn>
+void each_raw_record(MDB_txn* txn, MDB_dbi dbi, Fn fn) {
+  MDB_cursor* c = nullptr;
+  REQUIRE(mdb_cursor_open(txn, dbi, &c) == 0);
+  MDB_val k{}, v{};
+  for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+    fn(std::string_view(static_cast<const char*>(k.mv_data), k.mv_size), v);
+  mdb_cursor_close(c);
+}
+
+void put_raw(const std::filesystem::path& dir, const char* tree, std::string_view key,
+             std::optional<std::string_view> value) {
+  MDB_env* env = open_raw_env(dir, 0);
   MDB_txn* txn = nullptr;
   REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
   MDB_dbi dbi = 0;
@@ -647,7 +664,7 @@ TEST_CASE("item store names the stored record that does not parse", "[item_store
   Request write = open_req("o1", "lamp", 1, 1, deadline);
   uint64_t at = kNow;
   SECTION("a request record too short for its header") {
-    put_raw(dir.path(), "data", store_format::request_key(key, "lamp", "o1"), "short");
+    put_raw(dir.path(), "requests", store_format::request_key(key, "lamp", "o1"), "short");
     want = "(request record)";
   }
   SECTION("a deadline key too short for its time, met by the auto-close") {
@@ -656,10 +673,10 @@ TEST_CASE("item store names the stored record that does not parse", "[item_store
     at = deadline + 1;
     want = "(deadline key)";
   }
-  SECTION("a data key without an item, met by the prune sweep") {
-    put_raw(dir.path(), "data", "no item here", "");
+  SECTION("a request key shorter than its id length says, met by the prune sweep") {
+    put_raw(dir.path(), "requests", "\x40no item here", "");
     write = bid_req("b1", "lamp", "ann", 5);
-    want = "(data key)";
+    want = "(request key)";
   }
   auto store = open_store(dir.path());
   BatchResult b = store->apply_batch({write}, at);
@@ -691,6 +708,76 @@ TEST_CASE("item store refuses a store of another format, naming the directory", 
   auto again = ItemStore::open(o);
   REQUIRE(std::holds_alternative<std::string>(again));
   CHECK(std::get<std::string>(again) == err);
+}
+
+TEST_CASE("item store moves the request records of a format-5 store into their own tree at open", "[item_store]") {
+  TempDir dir;
+  std::string opened, bid, refused;
+  uint64_t records = 0;
+  {
+    auto store = open_store(dir.path());
+    opened = raw(*store, open_req("o1", "lamp", 10));
+    bid = raw(*store, bid_req("b1", "lamp", "ann", 10));
+    REQUIRE(reply(*store, open_req("o1", "vase")).ok);  // the same id on another item
+    refused = raw(*store, bid_req("b2", "lamp", "bob", 3));
+    REQUIRE(decoded(refused).error == "too_low");
+    REQUIRE(store->checkpoint().ok());
+    records = store->idempotency_records();
+    REQUIRE(records == 4u);
+  }
+  // Back to format 5: each record as a data key "item \0 0x03 id", no requests tree.
+  {
+    MDB_env* env = open_raw_env(dir.path(), 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi meta = 0, data = 0, requests = 0;
+    REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+    REQUIRE(mdb_dbi_open(txn, "data", 0, &data) == 0);
+    REQUIRE(mdb_dbi_open(txn, "requests", 0, &requests) == 0);
+    int moved = 0;
+    each_raw_record(txn, requests, [&](std::string_view key, MDB_val& v) {
+      const std::size_t id_bytes = static_cast<unsigned char>(key[0]);
+      std::string old_key(key.substr(1 + id_bytes));
+      old_key.push_back('\0');
+      old_key.push_back(store_format::kTagRequestBeforeFormat6);
+      old_key += key.substr(1, id_bytes);
+      MDB_val ok{old_key.size(), old_key.data()};
+      REQUIRE(mdb_put(txn, data, &ok, &v, 0) == 0);
+      ++moved;
+    });
+    REQUIRE(moved == 4);
+    REQUIRE(mdb_drop(txn, requests, 1) == 0);
+    MDB_val fk{6, const_cast<char*>("format")}, fv{1, const_cast<char*>("5")};
+    REQUIRE(mdb_put(txn, meta, &fk, &fv, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  auto store = open_store(dir.path());
+  CHECK(store->idempotency_records() == records);
+  CHECK(store->idempotency_record_count() == records);
+  // Every remembered reply is found where the writes now look, and nothing is applied twice.
+  CHECK(raw(*store, open_req("o1", "lamp", 10)) == opened);
+  CHECK(raw(*store, bid_req("b1", "lamp", "ann", 10)) == bid);
+  CHECK(raw(*store, bid_req("b2", "lamp", "bob", 3)) == refused);
+  CHECK(reply(*store, bid_req("b1", "lamp", "ann", 11)).error == "conflict");
+  CHECK(store->get_item("lamp")->bids == 1u);
+  CHECK(store->idempotency_records() == records);
+  // The data tree kept no request record.
+  store.reset();
+  MDB_env* env = open_raw_env(dir.path(), MDB_RDONLY);
+  MDB_txn* txn = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
+  MDB_dbi data = 0;
+  REQUIRE(mdb_dbi_open(txn, "data", 0, &data) == 0);
+  int old_records = 0;
+  each_raw_record(txn, data, [&](std::string_view key, MDB_val&) {
+    const auto end = store_format::data_key_item_end(key);
+    REQUIRE(end);
+    if (key[*end + 1] == store_format::kTagRequestBeforeFormat6) ++old_records;
+  });
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  CHECK(old_records == 0);
 }
 
 TEST_CASE("item store reports a full map as internal and keeps serving reads", "[item_store]") {

@@ -210,6 +210,15 @@ TEST_CASE("bidmesh-slots refuses what it cannot do safely, and export/import/dro
   INFO(r.out);
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.out, Catch::Contains("is damaged (checksum mismatch)"));
+  // A file of the version before store format 6 (request records as data keys) is refused.
+  bytes = read_file(file);
+  bytes.replace(0, 8, "BMSLOTS1");
+  const std::string older = file + ".v1";
+  std::ofstream(older, std::ios::binary) << bytes;
+  r = slots_tool({"import", "--config", cfg, "--to", "bid-2", "--file", older});
+  INFO(r.out);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.out, Catch::Contains("older bidmesh-slots") && Catch::Contains("export it again"));
 
   // The destination holds another item of the same name: the import refuses and writes nothing.
   {

@@ -408,11 +408,13 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   // would copy each page the batch touches and merge its page lists (docs/durability.md). A live
   // batch that fails part-way is taken out again by roll_back_live_batch().
   w.txn = txn_;
-  Cursor data_cursor;  // closed before the checkpoint transaction can end (checkpoint, rebuild)
+  // Closed before the checkpoint transaction can end (checkpoint, rebuild).
+  Cursor data_cursor, requests_cursor;
   int rc = data_cursor.open(w.txn, env_->data);
+  if (rc == 0) rc = requests_cursor.open(w.txn, env_->requests);
   if (rc != 0) w.failed_at = "mdb_cursor_open";
-  w.cursor = data_cursor.get();
-  w.cursor_dbi = env_->data;
+  w.cursors[0] = {data_cursor.get(), env_->data};
+  w.cursors[1] = {requests_cursor.get(), env_->requests};
   // Due deadlines first: a request of this batch sees its item closed, as the contract says.
   if (rc == 0) rc = run_auto_closes(w);
   std::size_t writes = 0;
@@ -427,7 +429,8 @@ void ItemStore::apply_writes(const std::vector<Request>& requests, uint64_t now_
   std::optional<uint64_t> next_deadline;
   if (rc == 0) rc = first_deadline(w, *env_, &next_deadline);
   data_cursor.close();
-  w.cursor = nullptr;
+  requests_cursor.close();
+  w.cursors[0] = w.cursors[1] = {};
   if (rc != 0) {
     res.failure = describe_failure(rc, w.failed_at);
     if (log) roll_back_live_batch(res);

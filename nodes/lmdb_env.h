@@ -118,11 +118,20 @@ inline int get_value(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::strin
 struct TxnCalls {
   MDB_txn* txn = nullptr;
   const char* failed_at = "";  // the call or the record that failed, for the operator's message
-  // Optional: an open cursor of `txn` on the tree `cursor_dbi`, which get() and put() on that tree
-  // go through. LMDB first searches the page a cursor is on, so calls on keys of one leaf (an
-  // item's records) skip the descent from the root and its dirty-page lookups.
-  MDB_cursor* cursor = nullptr;
-  MDB_dbi cursor_dbi = 0;
+  // Optional: open cursors of `txn`, at most one per tree, which get() and put() on their tree go
+  // through. LMDB first searches the page a cursor is on, so calls on keys of one leaf (an item's
+  // records, one client's request records) skip the descent from the root and its dirty-page
+  // lookups.
+  struct TreeCursor {
+    MDB_cursor* cursor = nullptr;
+    MDB_dbi dbi = 0;
+  };
+  TreeCursor cursors[2];
+  MDB_cursor* cursor_on(MDB_dbi dbi) const {
+    for (const TreeCursor& c : cursors)
+      if (c.cursor != nullptr && c.dbi == dbi) return c.cursor;
+    return nullptr;
+  }
 
   // Records `what` as the failure and returns rc: `return t.fail(kBadRecord, "deadline key");`.
   int fail(int rc, const char* what) {
@@ -132,7 +141,7 @@ struct TxnCalls {
   // MDB_NOTFOUND is returned without being recorded: for most callers it is an answer.
   int get(MDB_dbi dbi, std::string_view key, std::string_view* out) {
     int rc = 0;
-    if (cursor != nullptr && dbi == cursor_dbi) {
+    if (MDB_cursor* cursor = cursor_on(dbi)) {
       MDB_val k = to_val(key), v{};
       if ((rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_KEY)) == 0) *out = to_sv(v);
     } else {
@@ -143,7 +152,8 @@ struct TxnCalls {
   }
   int put(MDB_dbi dbi, std::string_view key, std::string_view value) {
     MDB_val k = to_val(key), v = to_val(value);
-    const int rc = cursor != nullptr && dbi == cursor_dbi ? mdb_cursor_put(cursor, &k, &v, 0) : mdb_put(txn, dbi, &k, &v, 0);
+    MDB_cursor* cursor = cursor_on(dbi);
+    const int rc = cursor != nullptr ? mdb_cursor_put(cursor, &k, &v, 0) : mdb_put(txn, dbi, &k, &v, 0);
     if (rc != 0) failed_at = "mdb_put";
     return rc;
   }

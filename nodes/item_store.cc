@@ -58,16 +58,18 @@ struct ItemStore::WriteCtx : TxnCalls {
 namespace {
 
 // Formats 2 to 5 kept the request records in each item's cluster of the data tree (item '\0' 0x03
-// id); format 6 keeps them in the requests tree. One walk of the data tree, seeking past each
-// item's events: O(items + records), once in a store's life.
-int move_request_records(MDB_txn* txn, const LmdbEnv& env) {
+// id); format 6 keeps them in the requests tree. Moves up to `limit` of them in `txn`, walking the
+// data tree from `*from` (the key where the previous call stopped, "" for the start), seeking past
+// each item's events; sets *from for the next call, and *done when none is left.
+int move_request_records(MDB_txn* txn, const LmdbEnv& env, std::size_t limit, std::string* from, bool* done) {
   TxnCalls w{txn};
   Cursor c;
   int rc = c.open(txn, env.data);
   std::string seek, key;
-  MDB_val k{}, v{};
-  if (rc == 0) rc = c.get(&k, &v, MDB_FIRST);
-  while (rc == 0) {
+  MDB_val k = to_val(*from), v{};
+  std::size_t moved = 0;
+  if (rc == 0) rc = from->empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
+  while (rc == 0 && moved < limit) {
     const std::string_view data_key = to_sv(k);
     const std::optional<std::size_t> item_end = fmt::data_key_item_end(data_key);
     if (!item_end) return kBadRecord;
@@ -89,12 +91,18 @@ int move_request_records(MDB_txn* txn, const LmdbEnv& env) {
     if ((rc = w.put(env.requests, fmt::request_key(key, item, id), to_sv(v))) != 0) return rc;
     // The cursor then stands on the next key: MDB_NEXT returns it.
     if ((rc = mdb_cursor_del(c.get(), 0)) != 0) return rc;
+    ++moved;
     rc = c.get(&k, &v, MDB_NEXT);
   }
-  if (rc != MDB_NOTFOUND) return rc;
+  if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+  *done = rc == MDB_NOTFOUND;
+  if (!*done) {
+    from->assign(to_sv(k));  // not moved yet: the next call starts with it
+    return 0;
+  }
   // The sweep's saved position was a data key.
-  rc = w.del(env.meta, "sweep");
-  return rc == MDB_NOTFOUND ? 0 : rc;
+  if ((rc = w.del(env.meta, "sweep")) != 0) return rc;
+  return w.del(env.meta, fmt::kMovingRequestsMetaKey);
 }
 
 }  // namespace
@@ -135,10 +143,23 @@ std::variant<std::unique_ptr<ItemStore>, std::string> ItemStore::open(const Item
       return fail("mdb_dbi_open", rc);
     if ((rc = mdb_dbi_open(t.get(), "requests", MDB_CREATE, &env->requests)) != 0)
       return fail("mdb_dbi_open", rc);
-    // In the commit that marks the format: a crash leaves the old format with its records, or
-    // the new one with them moved.
-    if (older_format && (rc = move_request_records(t.get(), *env)) != 0) return fail("moving the request records", rc);
+    // Marked in the commit that marks the format: an older build then refuses the store, and
+    // the loop below (or the next open, after a crash) finishes the move.
+    if (older_format && (rc = TxnCalls{t.get()}.put(env->meta, fmt::kMovingRequestsMetaKey, "1")) != 0)
+      return fail("format record", rc);
     if ((rc = t.commit()) != 0) return fail("mdb_txn_commit", rc);
+  }
+  std::string move_from;
+  for (bool moving = true; moving;) {
+    Txn t;
+    std::string_view marker;
+    if ((rc = t.begin(env->env, 0)) != 0) return fail("mdb_txn_begin", rc);
+    if ((rc = get_value(t.get(), env->meta, fmt::kMovingRequestsMetaKey, &marker)) == MDB_NOTFOUND) break;
+    bool done = false;
+    if (rc == 0) rc = move_request_records(t.get(), *env, std::max<std::size_t>(options.request_move_chunk, 1), &move_from, &done);
+    if (rc == 0) rc = t.commit();
+    if (rc != 0) return fail("moving the request records to their own tree (store format 6)", rc);
+    moving = !done;
   }
 
   std::unique_ptr<ItemStore> store(new ItemStore(std::move(env), options.dir, options.retention));

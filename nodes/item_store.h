@@ -87,6 +87,10 @@ struct ItemStoreOptions {
   std::chrono::milliseconds checkpoint_interval{1000};
   uint64_t log_segment_bytes = 16ull << 20;
   FileLayer* log_files = nullptr;             // null: real files (tests inject faults here)
+  // Opening a store of format 2-5 moves its request records to the requests tree (format 6) in
+  // commits of at most this many, so a large store's first open makes progress even when it is
+  // stopped part-way (the supervisor kills a node not ready within 5 s); the next open resumes.
+  std::size_t request_move_chunk = 100000;
 };
 
 // A durable event, ready for the feed.

@@ -19,6 +19,10 @@
 //              "open", "records" -> u64 items open and u64 idempotency records, as of the
 //                          same commit (saved by every checkpoint, for the node's metrics;
 //                          absent: counted at open, then saved)
+//              "moving requests" -> "1" while request records of format 5 or older are still in
+//                          the data tree: set in the commit that marks format 6, removed by the
+//                          commit that moves the last of them (the move goes in bounded commits,
+//                          and an open resumes it before anything else)
 //   data:      ONE tree, every key of an item clustered under its prefix, so a bid's event
 //              append and state update land on one leaf page:
 //              item '\0' 0x00                -> ItemDetails (encode_details below), only for an
@@ -161,6 +165,7 @@ inline std::string listing_key(bool closed, const std::optional<uint64_t>& close
   return list_key_bytes(ListKey{closed, closes_at, std::string(item)});
 }
 inline constexpr std::string_view kListingMetaKey = "listing";
+inline constexpr std::string_view kMovingRequestsMetaKey = "moving requests";
 
 // ItemState value, layout 1 (every item that uses no v2 field: the v1 bid path writes the same
 // bytes as before):

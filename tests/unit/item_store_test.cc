@@ -712,11 +712,11 @@ TEST_CASE("item store refuses a store of another format, naming the directory", 
 
 TEST_CASE("item store moves the request records of a format-5 store into their own tree at open", "[item_store]") {
   TempDir dir;
-  std::string opened, bid, refused;
+  std::string first_open, bid, refused;
   uint64_t records = 0;
   {
     auto store = open_store(dir.path());
-    opened = raw(*store, open_req("o1", "lamp", 10));
+    first_open = raw(*store, open_req("o1", "lamp", 10));
     bid = raw(*store, bid_req("b1", "lamp", "ann", 10));
     REQUIRE(reply(*store, open_req("o1", "vase")).ok);  // the same id on another item
     refused = raw(*store, bid_req("b2", "lamp", "bob", 3));
@@ -725,8 +725,18 @@ TEST_CASE("item store moves the request records of a format-5 store into their o
     records = store->idempotency_records();
     REQUIRE(records == 4u);
   }
-  // Back to format 5: each record as a data key "item \0 0x03 id", no requests tree.
+  // Back to an older layout: `back` of the records as data keys "item \0 0x03 id" (all of them: no
+  // requests tree, format 5), or some with the marker of a move stopped part-way (format 6).
+  std::size_t chunk = 100000;
   {
+    int back = 4;
+    std::string_view format = "5";
+    SECTION("a format-5 store, moved in commits of one record") { chunk = 1; }
+    SECTION("a format-5 store, moved in one commit") {}
+    SECTION("a move stopped part-way is finished by the next open") {
+      back = 2;
+      format = "6";
+    }
     MDB_env* env = open_raw_env(dir.path(), 0);
     MDB_txn* txn = nullptr;
     REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
@@ -734,29 +744,45 @@ TEST_CASE("item store moves the request records of a format-5 store into their o
     REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
     REQUIRE(mdb_dbi_open(txn, "data", 0, &data) == 0);
     REQUIRE(mdb_dbi_open(txn, "requests", 0, &requests) == 0);
-    int moved = 0;
+    std::vector<std::pair<std::string, std::string>> moved;
     each_raw_record(txn, requests, [&](std::string_view key, MDB_val& v) {
+      if (static_cast<int>(moved.size()) < back)
+        moved.emplace_back(std::string(key), std::string(static_cast<const char*>(v.mv_data), v.mv_size));
+    });
+    REQUIRE(static_cast<int>(moved.size()) == back);
+    for (auto& [key, value] : moved) {
       const std::size_t id_bytes = static_cast<unsigned char>(key[0]);
-      std::string old_key(key.substr(1 + id_bytes));
+      std::string old_key = key.substr(1 + id_bytes);
       old_key.push_back('\0');
       old_key.push_back(store_format::kTagRequestBeforeFormat6);
       old_key += key.substr(1, id_bytes);
-      MDB_val ok{old_key.size(), old_key.data()};
-      REQUIRE(mdb_put(txn, data, &ok, &v, 0) == 0);
-      ++moved;
-    });
-    REQUIRE(moved == 4);
-    REQUIRE(mdb_drop(txn, requests, 1) == 0);
-    MDB_val fk{6, const_cast<char*>("format")}, fv{1, const_cast<char*>("5")};
+      MDB_val ok{old_key.size(), old_key.data()}, ov{value.size(), value.data()}, nk{key.size(), key.data()};
+      REQUIRE(mdb_put(txn, data, &ok, &ov, 0) == 0);
+      REQUIRE(mdb_del(txn, requests, &nk, nullptr) == 0);
+    }
+    if (format == "5") {
+      REQUIRE(mdb_drop(txn, requests, 1) == 0);
+    } else {
+      MDB_val mk{store_format::kMovingRequestsMetaKey.size(), const_cast<char*>(store_format::kMovingRequestsMetaKey.data())},
+          mv{1, const_cast<char*>("1")};
+      REQUIRE(mdb_put(txn, meta, &mk, &mv, 0) == 0);
+    }
+    MDB_val fk{6, const_cast<char*>("format")}, fv{format.size(), const_cast<char*>(format.data())};
     REQUIRE(mdb_put(txn, meta, &fk, &fv, 0) == 0);
     REQUIRE(mdb_txn_commit(txn) == 0);
     mdb_env_close(env);
   }
-  auto store = open_store(dir.path());
+  ItemStoreOptions o;
+  o.dir = dir.path();
+  o.map_size_bytes = 64ull << 20;
+  o.request_move_chunk = chunk;
+  auto opened = ItemStore::open(o);
+  REQUIRE(std::holds_alternative<std::unique_ptr<ItemStore>>(opened));
+  auto store = std::move(std::get<std::unique_ptr<ItemStore>>(opened));
   CHECK(store->idempotency_records() == records);
   CHECK(store->idempotency_record_count() == records);
   // Every remembered reply is found where the writes now look, and nothing is applied twice.
-  CHECK(raw(*store, open_req("o1", "lamp", 10)) == opened);
+  CHECK(raw(*store, open_req("o1", "lamp", 10)) == first_open);
   CHECK(raw(*store, bid_req("b1", "lamp", "ann", 10)) == bid);
   CHECK(raw(*store, bid_req("b2", "lamp", "bob", 3)) == refused);
   CHECK(reply(*store, bid_req("b1", "lamp", "ann", 11)).error == "conflict");
@@ -775,6 +801,13 @@ TEST_CASE("item store moves the request records of a format-5 store into their o
     REQUIRE(end);
     if (key[*end + 1] == store_format::kTagRequestBeforeFormat6) ++old_records;
   });
+  MDB_dbi meta = 0;
+  REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+  MDB_val fk{6, const_cast<char*>("format")}, fv{};
+  REQUIRE(mdb_get(txn, meta, &fk, &fv) == 0);
+  CHECK(std::string_view(static_cast<const char*>(fv.mv_data), fv.mv_size) == store_format::kFormatVersion);
+  MDB_val mk{store_format::kMovingRequestsMetaKey.size(), const_cast<char*>(store_format::kMovingRequestsMetaKey.data())};
+  CHECK(mdb_get(txn, meta, &mk, &fv) == MDB_NOTFOUND);
   mdb_txn_abort(txn);
   mdb_env_close(env);
   CHECK(old_records == 0);

@@ -541,8 +541,6 @@ TEST_CASE("item store sweep prunes every expired record, across items, wrapping 
 
 namespace {
 
-// Writes one record straight into a tree of the (closed) store in `dir`, as damage would.
-// Puts (or, with no value, deletes) one record straight into a closed store's LMDB.
 // The (closed) store's LMDB environment, opened straight, for tests that change or inspect it.
 MDB_env* open_raw_env(const std::filesystem::path& dir, unsigned flags) {
   MDB_env* env = nullptr;
@@ -563,6 +561,8 @@ void each_raw_record(MDB_txn* txn, MDB_dbi dbi, Fn fn) {
   mdb_cursor_close(c);
 }
 
+// Writes one record straight into a tree of the (closed) store in `dir`, as damage would: puts
+// it, or with no value deletes it.
 void put_raw(const std::filesystem::path& dir, const char* tree, std::string_view key,
              std::optional<std::string_view> value) {
   MDB_env* env = open_raw_env(dir, 0);

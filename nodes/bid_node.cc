@@ -12,6 +12,7 @@
 #include <zmq_addon.hpp>
 
 #include "metrics/snapshot.h"
+#include "nodes/node_wire.h"
 #include "protocol/access.h"
 #include "protocol/control.h"
 #include "protocol/messages.h"
@@ -21,7 +22,8 @@ namespace bidmesh {
 
 namespace {
 constexpr auto kFailureLogInterval = std::chrono::seconds(5);
-// [router identity, token, config digest, principal, body]; the reply is [router identity, token,
+// [router identity, token frame, config digest, principal, body]; the reply is [router identity,
+// one frame] (nodes/node_wire.h), or for an older router's 8-byte token [router identity, token,
 // reply], with this node's digest as a last frame when the router's differs.
 constexpr std::size_t kRequestFrames = 5;
 constexpr std::size_t kReplyEnvelopeFrames = 2;
@@ -49,6 +51,7 @@ struct BidNode::Incoming {
   bool digest_refused = false;         // the router's config digest differs from ours
   std::optional<Op> op;                // for the metrics; none when it did not decode
   bool direct = false;                 // from a direct client: frames are [identity, ""]
+  bool one_frame_reply = false;        // the router reads its reply as one frame (node_wire.h)
 };
 
 BidNode::BidNode(const MeshConfig& cfg, const NodeConfig& node)
@@ -238,6 +241,7 @@ void BidNode::drain() {
     if (!got) break;
     in.direct = false;
     if (in.frames.size() != kRequestFrames) continue;  // not a router's request: dropped
+    in.one_frame_reply = node_wire::wants_one_frame(in.frames[1].to_string_view());
     const auto principal = decode_principal(in.frames[3].to_string_view());
     if (!principal || in.frames[2].size() != sizeof(uint64_t)) continue;
     in.request.reset();
@@ -346,6 +350,13 @@ void BidNode::commit_batch() {
     metrics_.requests.count(in->op, in->request ? result.outcomes[*in->request] : in->outcome);
     // ROUTER drops a message to a gone or full peer (no ROUTER_MANDATORY): never blocks.
     zmq::socket_t& out = in->direct ? direct_->front().socket() : router_;
+    if (!in->direct && in->one_frame_reply) {
+      node_wire::encode_reply(in->frames[1].to_string_view(), reply, in->digest_refused ? &config_digest_ : nullptr,
+                              reply_frame_);
+      retry_eintr([&] { return router_.send(in->frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
+      retry_eintr([&] { return router_.send(zmq::buffer(reply_frame_), zmq::send_flags::dontwait); });
+      continue;
+    }
     for (std::size_t i = 0; i < kReplyEnvelopeFrames; ++i) {
       retry_eintr([&] { return out.send(in->frames[i], zmq::send_flags::sndmore | zmq::send_flags::dontwait); });
     }

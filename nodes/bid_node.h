@@ -4,14 +4,16 @@
 // DEALER; a PUB connected to the feed's XSUB (`feed_collect`), high-water mark kPubHwm so a slow
 // feed drops events instead of slowing bids (subscribers repair gaps by `seq`).
 //
-// Framing: a router's DEALER sends [token, config digest, principal, body]; the ROUTER here
-// receives [router identity, token, digest, principal, body] (any other shape: dropped). A
+// Framing (nodes/node_wire.h): a router's DEALER sends [token frame, config digest, principal,
+// body]; the ROUTER here receives [router identity, token frame, digest, principal, body] (any
+// other shape: dropped). A
 // digest other than this node's own MeshConfig::digest() is answered `unavailable` and nothing
 // is applied (the hosts' configs differ: two slot maps must never both own an item); that reply
 // carries this node's digest as a last frame, and the supervisor is shown a note of the refusal
 // until kDigestNoteHold after the last one. The principal (protocol/access.h)
 // is the client as the router authenticated it; a decoded request it may not make is answered
-// `forbidden` and not remembered. The reply is [router identity, token, reply]. Replies go out with dontwait: a gone
+// `forbidden` and not remembered. The reply is [router identity, one frame] (node_wire.h; an older
+// router's 8-byte token gets [router identity, token, reply] instead). Replies go out with dontwait: a gone
 // router just loses them (it has answered `unavailable` by then).
 //
 // Direct clients (wire contract v1.2): with `client_listen` the node also serves clients
@@ -142,6 +144,7 @@ class BidNode {
   std::vector<Incoming> slots_;
   std::size_t gathered_ = 0;
   std::vector<Request> requests_;
+  std::string reply_frame_;  // a one-frame reply to a router (node_wire.h); reused
 
   // Counters for the stop line ("is the node really batching?"): batches with work, requests
   // (decoded or not), write transactions and the time spent in apply_batch (apply + commit).

@@ -7,6 +7,7 @@
 #include <utility>
 #include <variant>
 
+#include "nodes/node_wire.h"
 #include "protocol/access.h"
 #include "protocol/control.h"
 #include "protocol/errors.h"
@@ -322,7 +323,8 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
 bool Router::send_to_node(Node& node, uint64_t token, std::string_view body) {
   // With ZMQ_IMMEDIATE the first part fails (EAGAIN) when the node is not connected or its queue
   // is full; once it is queued, libzmq queues the rest of the message with it.
-  return node.socket.send(zmq::const_buffer(&token, sizeof token), kMore) &&
+  token_frame_ = node_wire::token_frame(token);
+  return node.socket.send(zmq::const_buffer(token_frame_.data(), token_frame_.size()), kMore) &&
          node.socket.send(zmq::const_buffer(&config_digest_, sizeof config_digest_), kMore) &&
          node.socket.send(zmq::const_buffer(principal_frame_.data(), principal_frame_.size()), kMore) &&
          node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast);
@@ -432,30 +434,44 @@ bool Router::handle_node_message(std::size_t n) {
   Node& node = nodes_[n];
   if (!node.socket.recv(frame_, zmq::recv_flags::dontwait)) return false;
 
-  // Expected: [token (8 bytes), reply], or [token, reply, the node's config digest (8 bytes)]
-  // when the node refused this router's digest. Anything else is a fault of the node: dropped.
-  bool well_formed = frame_.size() == sizeof(uint64_t) && frame_.more();
   uint64_t token = 0;
-  if (frame_.size() == sizeof token) std::memcpy(&token, frame_.data(), sizeof token);
-  bool more = frame_.more();
-  if (more) {
+  std::string_view reply;
+  std::optional<uint64_t> their_digest;
+  if (!frame_.more()) {
+    // One frame (node_wire.h): read whole, so a node that dies now cannot leave half of it.
+    const std::optional<node_wire::Reply> r = node_wire::parse_reply(view(frame_));
+    if (!r) return true;  // a fault of the node: dropped
+    token = r->token;
+    their_digest = r->node_digest;
+    reply = r->body;
+  } else {
+    // A bid node older than node_wire.h: [token frame, reply], or [token frame, reply, the node's
+    // config digest (8 bytes)] when it refused this router's digest. Anything else: dropped.
+    bool well_formed = frame_.size() == node_wire::kTokenBytes || frame_.size() == node_wire::kTokenFrameBytes;
+    if (well_formed) std::memcpy(&token, frame_.data(), sizeof token);
     (void)node.socket.recv(body_);
-    more = body_.more();
-  }
-  if (more) {
-    (void)node.socket.recv(frame_);
-    more = frame_.more();
-    if (frame_.size() == sizeof node.their_digest && !more) {
-      std::memcpy(&node.their_digest, frame_.data(), sizeof node.their_digest);
-      if (!node.digest_refused_at) next_note_check_ = {};  // a new refusal is shown at once
-      node.digest_refused_at = PendingTable::Clock::now();
-      note_due_ = true;
-    } else {
-      well_formed = false;
+    bool more = body_.more();
+    if (more) {
+      (void)node.socket.recv(frame_);
+      more = frame_.more();
+      if (frame_.size() == sizeof(uint64_t) && !more) {
+        uint64_t digest = 0;
+        std::memcpy(&digest, frame_.data(), sizeof digest);
+        their_digest = digest;
+      } else {
+        well_formed = false;
+      }
     }
+    discard_rest(node.socket, frame_, more);
+    if (!well_formed) return true;
+    reply = view(body_);
   }
-  discard_rest(node.socket, frame_, more);
-  if (!well_formed) return true;
+  if (their_digest) {
+    node.their_digest = *their_digest;
+    if (!node.digest_refused_at) next_note_check_ = {};  // a new refusal is shown at once
+    node.digest_refused_at = PendingTable::Clock::now();
+    note_due_ = true;
+  }
 
   PendingTable::Entry* entry = pending_.find(token);
   // Unknown: the request timed out and was answered `unavailable`; the late reply is dropped.
@@ -463,11 +479,11 @@ bool Router::handle_node_message(std::size_t n) {
   if (entry->gather != PendingTable::kNoGather) {
     const uint32_t g = entry->gather;
     pending_.release(*entry);
-    gather_page(g, n, std::string(view(body_)));
+    gather_page(g, n, std::string(reply));
     return true;
   }
   metrics_.requests.answered(entry->op).Increment();
-  reply_to_client(entry->client, view(body_));
+  reply_to_client(entry->client, reply);
   pending_.release(*entry);
   return true;
 }

@@ -15,13 +15,15 @@
 // current allow list, so a key revoked by a reload gets `forbidden` even on an open connection.
 //
 // Wire, bid node side (internal): one DEALER per bid node, connected to the node's `listen`.
-//   router -> node: [token, digest, principal, request]
-//                   token: 8 opaque bytes chosen by the router; digest: the router's
+//   router -> node: [token frame, digest, principal, request]
+//                   token frame: 8 opaque bytes chosen by the router, then the byte that asks for
+//                   a one-frame reply (nodes/node_wire.h); digest: the router's
 //                   MeshConfig::digest() (8 bytes, host order), so that a node whose config
 //                   differs refuses the request (`unavailable`) instead of applying it;
 //                   principal: protocol/access.h encode_principal
-//   node -> router: [token, reply]                the node echoes the token unchanged
-//                   [token, reply, node digest]   its `unavailable` for a digest that differs
+//   node -> router: one frame, token | kind | (node digest) | reply (node_wire.h), the digest
+//                   with its `unavailable` for a digest that differs. Replies of older nodes,
+//                   [token frame, reply(, node digest)], are read too.
 // A reply whose token is unknown (its request already timed out) is dropped. With security on,
 // a link to a node that is not on this machine is a CurveZMQ client of the mesh's own key.
 //
@@ -278,6 +280,7 @@ class Router {
   const std::optional<Certificate> mesh_key_;
   const uint64_t config_digest_;
   std::string principal_frame_;   // of the request being handled; reused
+  std::string token_frame_;       // of the request being sent; reused
   // Buffers reused for every message, so receiving allocates only what libzmq must.
   zmq::message_t identity_;
   zmq::message_t frame_;

@@ -22,6 +22,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "nodes/node_wire.h"
 #include "nodes/process.h"
 #include "nodes/router.h"
 #include "protocol/config.h"
@@ -285,19 +286,28 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     CHECK(parts[0].size() == 0);
     return decode(parts[1]);
   };
-  // The node's next request: [router identity, token, config digest, principal, body]; with
-  // security off the principal is empty (every role).
+  // The node's next request: [router identity, token frame, config digest, principal, body]; the
+  // token frame asks for a one-frame reply (nodes/node_wire.h); with security off the principal
+  // is empty (every role).
   auto node_receive = [&]() {
     std::vector<zmq::message_t> parts;
     REQUIRE(zmq::recv_multipart(node, std::back_inserter(parts)));
     REQUIRE(parts.size() == 5);
-    CHECK(parts[1].size() == 8);
+    CHECK(node_wire::wants_one_frame(str(parts[1])));
     const uint64_t digest = cfg.digest();
     CHECK(str(parts[2]) == std::string(reinterpret_cast<const char*>(&digest), sizeof digest));
     CHECK(parts[3].size() == 0);
     return parts;
   };
+  // A bid node's reply: [router identity, one frame] (node_wire.h).
   auto node_reply = [&](std::vector<zmq::message_t>& req, const std::string& body) {
+    std::string frame;
+    node_wire::encode_reply(str(req[1]), body, nullptr, frame);
+    std::vector<zmq::const_buffer> parts{zmq::buffer(req[0].data(), req[0].size()), zmq::buffer(frame)};
+    REQUIRE(zmq::send_multipart(node, parts));
+  };
+  // An older bid node's reply: [router identity, token frame echoed, body].
+  auto older_node_reply = [&](std::vector<zmq::message_t>& req, const std::string& body) {
     std::vector<zmq::const_buffer> parts{zmq::buffer(req[0].data(), req[0].size()),
                                          zmq::buffer(req[1].data(), req[1].size()), zmq::buffer(body)};
     REQUIRE(zmq::send_multipart(node, parts));
@@ -319,6 +329,25 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     CHECK(r.ok);
     CHECK(r.id == "g1");
     CHECK(r.str("item") == "lot-7");
+  }
+  SECTION("an older bid node's reply in several frames is read too") {
+    send(request(Op::get, "o1", "lot-8"));
+    auto req = node_receive();
+    older_node_reply(req, encode_ok("o1", {{"item", std::string("lot-8")}}));
+    Reply r = receive();
+    CHECK(r.ok);
+    CHECK(r.id == "o1");
+    CHECK(r.str("item") == "lot-8");
+  }
+  SECTION("a one-frame reply that does not parse is dropped, and the request times out") {
+    send(request(Op::get, "m1", "x"));
+    auto req = node_receive();
+    std::string frame = str(req[1]).substr(0, node_wire::kTokenBytes) + '\x09' + encode_ok("m1");  // unknown kind
+    std::vector<zmq::const_buffer> parts{zmq::buffer(req[0].data(), req[0].size()), zmq::buffer(frame)};
+    REQUIRE(zmq::send_multipart(node, parts));
+    Reply r = receive();
+    CHECK(r.id == "m1");
+    CHECK(r.error == "unavailable");
   }
   SECTION("replies to requests in flight may come back in any order") {
     send(request(Op::get, "a", "x"));

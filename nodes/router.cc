@@ -323,8 +323,8 @@ void Router::handle_request(Clock::time_point now, bool stopping) {
 bool Router::send_to_node(Node& node, uint64_t token, std::string_view body) {
   // With ZMQ_IMMEDIATE the first part fails (EAGAIN) when the node is not connected or its queue
   // is full; once it is queued, libzmq queues the rest of the message with it.
-  token_frame_ = node_wire::token_frame(token);
-  return node.socket.send(zmq::const_buffer(token_frame_.data(), token_frame_.size()), kMore) &&
+  const std::string token_frame = node_wire::token_frame(token);  // 9 bytes: no allocation
+  return node.socket.send(zmq::const_buffer(token_frame.data(), token_frame.size()), kMore) &&
          node.socket.send(zmq::const_buffer(&config_digest_, sizeof config_digest_), kMore) &&
          node.socket.send(zmq::const_buffer(principal_frame_.data(), principal_frame_.size()), kMore) &&
          node.socket.send(zmq::const_buffer(body.data(), body.size()), kLast);

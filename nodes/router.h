@@ -280,7 +280,6 @@ class Router {
   const std::optional<Certificate> mesh_key_;
   const uint64_t config_digest_;
   std::string principal_frame_;   // of the request being handled; reused
-  std::string token_frame_;       // of the request being sent; reused
   // Buffers reused for every message, so receiving allocates only what libzmq must.
   zmq::message_t identity_;
   zmq::message_t frame_;

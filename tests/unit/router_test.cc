@@ -319,25 +319,22 @@ TEST_CASE("router routes, answers and times out requests", "[router]") {
     CHECK(r.ok);
     CHECK(r.id == "p1");
   }
-  SECTION("a request goes to its owner unchanged and the owner's reply comes back") {
-    const std::string body = request(Op::get, "g1", "lot-7");
-    send(body);
-    auto req = node_receive();
-    CHECK(str(req[4]) == body);
-    node_reply(req, encode_ok("g1", {{"item", std::string("lot-7")}}));
-    Reply r = receive();
-    CHECK(r.ok);
-    CHECK(r.id == "g1");
-    CHECK(r.str("item") == "lot-7");
-  }
-  SECTION("an older bid node's reply in several frames is read too") {
-    send(request(Op::get, "o1", "lot-8"));
-    auto req = node_receive();
-    older_node_reply(req, encode_ok("o1", {{"item", std::string("lot-8")}}));
-    Reply r = receive();
-    CHECK(r.ok);
-    CHECK(r.id == "o1");
-    CHECK(r.str("item") == "lot-8");
+  SECTION("a request goes to its owner unchanged and the owner's reply comes back, in one frame or an older node's several") {
+    for (const bool older : {false, true}) {
+      INFO((older ? "an older node's frames" : "one frame"));
+      const std::string id = older ? "o1" : "g1";
+      const std::string body = request(Op::get, id, "lot-7");
+      send(body);
+      auto req = node_receive();
+      CHECK(str(req[4]) == body);
+      const std::string reply = encode_ok(id, {{"item", std::string("lot-7")}});
+      if (older) older_node_reply(req, reply);
+      else node_reply(req, reply);
+      Reply r = receive();
+      CHECK(r.ok);
+      CHECK(r.id == id);
+      CHECK(r.str("item") == "lot-7");
+    }
   }
   SECTION("a one-frame reply that does not parse is dropped, and the request times out") {
     send(request(Op::get, "m1", "x"));
